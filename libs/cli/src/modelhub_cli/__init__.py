@@ -1,0 +1,1 @@
+"""modelhub_cli."""

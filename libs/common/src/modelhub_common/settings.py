@@ -1,0 +1,45 @@
+"""Typed settings shared by every service.
+
+Each service subclasses :class:`ServiceSettings` with its own env prefix (``MODELHUB_REGISTRY_`` ...).
+URLs and secrets are required: nothing falls back to a silent default outside the dev stack, which sets
+them all explicitly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service has. Subclasses set ``model_config`` with their env prefix."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to (loopback in dev).")
+    port: int = Field(8080, ge=0, le=65535, description="HTTP port (0 picks a free one).")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    nats_url: str = Field(description="NATS server URL, e.g. nats://127.0.0.1:4222.")
+    jwt_secret: SecretStr = Field(min_length=32, description="HS256 key for bearer tokens.")
+    jwt_issuer: str = "modelhub"
+    shutdown_grace_seconds: float = Field(10.0, ge=0, description="Time in-flight work gets on SIGTERM.")
+
+
+class DatabaseSettings(BaseSettings):
+    """Mixin for services that own a PostgreSQL database."""
+
+    database_url: SecretStr = Field(description="postgresql://user:password@host:port/dbname")
+    database_pool_min: int = Field(1, ge=0)
+    database_pool_max: int = Field(10, ge=1)
+
+
+class ObjectStoreSettings(BaseSettings):
+    """Mixin for services that use the S3 store (MinIO in production)."""
+
+    s3_endpoint: str = Field(description="host:port of the S3 API, without scheme.")
+    s3_access_key: SecretStr
+    s3_secret_key: SecretStr
+    s3_secure: bool = Field(False, description="Use https to reach the S3 API.")
+    s3_region: str = "us-east-1"
