@@ -1,1 +1,3 @@
-"""modelhub_chat_gateway."""
+"""modelhub chat-gateway service."""
+
+__version__ = "0.1.0"

@@ -1,1 +1,3 @@
-"""modelhub_puller."""
+"""modelhub puller service."""
+
+__version__ = "0.1.0"

@@ -1,1 +1,3 @@
-"""modelhub_rag."""
+"""modelhub rag service."""
+
+__version__ = "0.1.0"

@@ -1,1 +1,3 @@
-"""modelhub_registry."""
+"""modelhub registry service."""
+
+__version__ = "0.1.0"

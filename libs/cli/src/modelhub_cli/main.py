@@ -1,0 +1,65 @@
+"""The ``modelhub`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modelhub_cli.endpoints import EndpointsError, load_endpoints
+from modelhub_cli.status import check_all
+
+app = typer.Typer(
+    help="Manage modelhub: custom LLM model files, pulls, knowledge and chats.\n\n"
+    "Endpoints and the token come from .modelhub/endpoints.env (written by `make up`) "
+    "or from MODELHUB_* environment variables.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+
+@app.callback()
+def main() -> None:
+    """Manage modelhub: custom LLM model files, pulls, knowledge and chats."""
+
+
+EnvFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--env-file", help="endpoints file to read instead of .modelhub/endpoints.env", exists=False
+    ),
+]
+
+
+@app.command()
+def status(env_file: EnvFile = None) -> None:
+    """Show whether each service is ready, and what is failing if not."""
+    try:
+        endpoints = load_endpoints(env_file)
+    except EndpointsError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    results = check_all(endpoints)
+    table = Table(title="modelhub services")
+    table.add_column("service")
+    table.add_column("endpoint")
+    table.add_column("state")
+    table.add_column("details")
+    for result in results:
+        state = "[green]ready[/green]" if result.ready else "[red]not ready[/red]"
+        table.add_row(result.name, result.url or "-", state, result.detail)
+    console.print(table)
+    if endpoints.get("MODELHUB_GATEWAY_GRPC"):
+        console.print(f"gRPC gateway: {endpoints.get('MODELHUB_GATEWAY_GRPC')}")
+    if not all(r.ready for r in results):
+        hint = "run `make up` to start what is down, `make logs` to see why"
+        console.print(f"[yellow]some services are not ready: {hint}[/yellow]")
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

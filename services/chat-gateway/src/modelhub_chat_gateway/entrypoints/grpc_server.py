@@ -1,0 +1,49 @@
+"""Builds the gRPC server: ChatService, the standard health service and server reflection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import SERVICE_NAME as HEALTH_SERVICE_NAME
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from modelhub.chat.v1 import chat_pb2, chat_pb2_grpc
+from modelhub_chat_gateway.entrypoints.auth_interceptor import BearerAuthInterceptor
+from modelhub_chat_gateway.entrypoints.chat_servicer import ChatServicer
+
+CHAT_SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
+HEALTH_NAMES = ("", CHAT_SERVICE_NAME)
+
+
+class GrpcServer:
+    """Owns the server and its health status: SERVING only between ``start`` and ``begin_shutdown``."""
+
+    def __init__(self, *, host: str, port: int, secret: Callable[[], str], issuer: str) -> None:
+        self.server = aio.server(interceptors=[BearerAuthInterceptor(secret, issuer)])
+        self.health = health_aio.HealthServicer()
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (CHAT_SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port = self.server.add_insecure_port(f"{host}:{port}")
+
+    async def start(self) -> None:
+        for name in HEALTH_NAMES:
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in HEALTH_NAMES:
+            await self.health.set(name, status)
+
+    async def stop(self, grace_seconds: float) -> None:
+        """NOT_SERVING first so load balancers move away, then finish in-flight calls within the grace."""
+        await self.set_serving(False)
+        await self.server.stop(grace_seconds)
