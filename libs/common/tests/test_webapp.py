@@ -72,7 +72,7 @@ def test_validation_errors_name_the_field() -> None:
     response = make_client().post("/items", json={"name": "toolong"})
     assert response.status_code == 422
     error = response.json()["error"]
-    assert error["code"] == "invalid_request" and error["fields"][0]["field"] == "name"
+    assert error["code"] == "invalid_request" and error["details"][0]["field"] == "name"
     assert "name:" in error["message"]
 
 

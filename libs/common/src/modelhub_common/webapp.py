@@ -48,8 +48,12 @@ def error_status(exc: ModelhubError) -> int:
     return 500
 
 
-def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
-    return {"error": {"code": code, "message": message, **extra}}
+def error_body(code: str, message: str, details: object = None) -> dict[str, object]:
+    """The one error shape of every API: ``{"error": {"code", "message", "details"}}``."""
+    body: dict[str, object] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return {"error": body}
 
 
 async def _modelhub_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -60,7 +64,8 @@ async def _modelhub_error_handler(request: Request, exc: Exception) -> JSONRespo
             "request failed", extra={"path": request.url.path, "code": exc.code, "error": exc.message}
         )
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(error_body(exc.code, exc.message), status_code=status, headers=headers)
+    body = error_body(exc.code, exc.message, getattr(exc, "details", None))
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -70,7 +75,7 @@ async def _validation_error_handler(request: Request, exc: Exception) -> JSONRes
         for err in exc.errors()
     ]
     summary = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems)
-    return JSONResponse(error_body("invalid_request", summary, fields=problems), status_code=422)
+    return JSONResponse(error_body("invalid_request", summary, problems), status_code=422)
 
 
 def install_error_handlers(app: FastAPI) -> None:

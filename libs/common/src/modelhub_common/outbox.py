@@ -1,0 +1,399 @@
+"""The transactional outbox: events commit or roll back with the rows they describe.
+
+A service never commits and then publishes (an event would be lost on a crash in between). Instead it calls
+:func:`enqueue` inside the transaction that changes its data; the event row commits with it, and
+:class:`OutboxRelay` publishes committed rows to JetStream afterwards.
+
+Guarantees of the relay:
+
+* **At least once, de-duplicated.** A row is marked published only after JetStream acked it. Each publish
+  carries ``Nats-Msg-Id = "<relay name>-<row id>"``, so a row re-published after a crash between the ack and
+  the mark is dropped by the stream's duplicate window (the ack says ``duplicate=True``). Rows must be
+  retried within that window (10 minutes by default, see :mod:`modelhub_common.jetstream`); a relay that is
+  down longer than that may store a row twice, which idempotent consumers tolerate.
+* **One publisher per database, in id order.** The active relay holds a session-level advisory lock; other
+  replicas stand by and take over when its session ends (crash, stop, lost connection). A publish failure
+  stops the pass: the row is retried later, never skipped, so no row overtakes an earlier one. Rows from
+  *concurrent* transactions are published in id order as they become visible, so a transaction that commits
+  late is published after higher ids that committed earlier; causally ordered writes (one transaction after
+  another) are always published in order.
+* **Prompt.** :func:`enqueue` also sends a ``NOTIFY`` (delivered on commit), which wakes the relay at once;
+  a poll interval catches anything a lost notification would miss.
+
+The relay name must be the same on every replica for one database (use the service name), and stay stable:
+it is part of the message id that de-duplication relies on.
+
+The ``outbox`` table is created by :data:`modelhub_common.migrations.COMMON_MIGRATIONS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from nats.js import JetStreamContext
+from psycopg import sql
+from psycopg.pq import TransactionStatus
+from psycopg.rows import TupleRow, tuple_row
+from psycopg.types.json import Jsonb
+
+from modelhub_common.errors import DependencyError, ModelhubError
+from modelhub_common.events import EventEnvelope, decode_envelope
+from modelhub_common.jetstream import PubAck, publish
+
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "OutboxError",
+    "OutboxPublishError",
+    "OutboxRelay",
+    "RelayStats",
+    "enqueue",
+]
+
+logger = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "modelhub_outbox"
+"""The channel :func:`enqueue` notifies and the relay listens on."""
+
+# One relay publishes per database, whatever its name: the lock belongs to the outbox table.
+_RELAY_LOCK_KEY = int.from_bytes(
+    hashlib.blake2b(b"modelhub.outbox.relay", digest_size=8).digest(), "big", signed=True
+)
+_PURGE_BATCH = 10_000
+
+Connection = psycopg.AsyncConnection[TupleRow]
+
+
+class OutboxError(DependencyError):
+    """The outbox table could not be written or read."""
+
+    code = "outbox_unavailable"
+
+
+class OutboxPublishError(DependencyError):
+    """A row could not be published; the pass stopped at it and it is retried later."""
+
+    code = "outbox_publish_failed"
+
+
+async def enqueue(
+    conn: psycopg.AsyncConnection[Any],
+    subject: str,
+    envelope: EventEnvelope,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> int:
+    """Adds an event to the outbox in the caller's transaction and returns its row id.
+
+    Nothing is published until the caller commits; a rollback discards the event with the data. ``headers``
+    are extra NATS headers to publish with it (``Nats-Msg-Id`` is set by the relay).
+    """
+    if not subject or any(c in subject for c in " *>"):
+        raise ValueError(f"invalid subject {subject!r}")
+    if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
+        # In autocommit mode outside a transaction the event would commit on its own, apart from the data.
+        raise RuntimeError("enqueue must run inside the caller's transaction (use conn.transaction())")
+    try:
+        # The caller's connection may use any row factory; this cursor always returns tuples.
+        async with conn.cursor(row_factory=tuple_row) as cursor:
+            # The notification is delivered when (and only if) the transaction commits, and several in one
+            # transaction fold into one.
+            await cursor.execute(
+                "WITH added AS ("
+                " INSERT INTO outbox (subject, payload, headers) VALUES (%s, %s, %s) RETURNING id)"
+                " SELECT id, pg_notify(%s, '') FROM added",
+                (subject, envelope.SerializeToString(), Jsonb(dict(headers or {})), NOTIFY_CHANNEL),
+            )
+            row = await cursor.fetchone()
+    except psycopg.Error as exc:
+        raise OutboxError(f"cannot add event to the outbox: {exc.__class__.__name__}: {exc}") from exc
+    if row is None:
+        raise OutboxError("outbox insert returned no id")
+    row_id = row[0]
+    if not isinstance(row_id, int):
+        raise OutboxError(f"outbox insert returned {row_id!r}, not an id")
+    logger.debug(
+        "event added to outbox", extra={"outbox_id": row_id, "subject": subject, "event_id": envelope.id}
+    )
+    return row_id
+
+
+@dataclass
+class RelayStats:
+    """Counters of one relay, for metrics and tests."""
+
+    published: int = 0
+    """Rows JetStream stored as new messages."""
+    duplicates: int = 0
+    """Rows JetStream had already stored (a re-publish after a crash between ack and mark)."""
+    failures: int = 0
+    """Passes stopped by a publish failure."""
+    purged: int = 0
+    """Published rows deleted after the retention period."""
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: int
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows to JetStream, one relay per database at a time.
+
+    ``js`` is a JetStream context of a connected client the caller owns (and drains). The relay keeps its own
+    PostgreSQL session (it holds an advisory lock and LISTENs), so it takes a URL rather than a pool.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        js: JetStreamContext,
+        *,
+        name: str,
+        batch_size: int = 100,
+        poll_interval: float = 1.0,
+        retry_interval: float = 2.0,
+        publish_timeout: float = 5.0,
+        retention: timedelta = timedelta(days=7),
+        cleanup_interval: float = 600.0,
+        connect_timeout: int = 5,
+    ) -> None:
+        if not name or any(c.isspace() for c in name):
+            raise ValueError(f"invalid relay name {name!r}")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if poll_interval <= 0 or retry_interval <= 0 or cleanup_interval <= 0:
+            raise ValueError("intervals must be positive")
+        if retention < timedelta(0):
+            raise ValueError("retention cannot be negative")
+        self._database_url = database_url
+        self._js = js
+        self._name = name
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._retry_interval = retry_interval
+        self._publish_timeout = publish_timeout
+        self._retention = retention
+        self._cleanup_interval = cleanup_interval
+        self._connect_timeout = connect_timeout
+        self._active = False
+        self._stats = RelayStats()
+        self._log: dict[str, object] = {"relay": name}
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def stats(self) -> RelayStats:
+        return self._stats
+
+    @property
+    def active(self) -> bool:
+        """True while :meth:`run` holds the lock and publishes (False while standing by)."""
+        return self._active
+
+    def msg_id(self, row_id: int) -> str:
+        """The ``Nats-Msg-Id`` of a row: stable across retries, relays and restarts."""
+        return f"{self._name}-{row_id}"
+
+    async def publish_pending(self) -> int:
+        """One pass: publishes every unpublished row, in order, and returns how many it published.
+
+        Returns 0 without publishing when another relay holds the lock. Raises
+        :class:`OutboxPublishError` when a publish fails (rows before it stay published, it and later rows
+        stay pending) and :class:`OutboxError` when the database fails.
+        """
+        try:
+            async with await self._connect() as conn:
+                if not await self._try_lock(conn):
+                    logger.debug("another relay holds the outbox lock", extra=self._log)
+                    return 0
+                return await self._drain(conn, None)
+        except psycopg.Error as exc:
+            raise OutboxError(f"outbox relay: database failed: {exc.__class__.__name__}: {exc}") from exc
+
+    async def purge_published(self, older_than: timedelta | None = None) -> int:
+        """Deletes rows published more than ``older_than`` (default: the retention) ago; returns how many."""
+        try:
+            async with await self._connect() as conn:
+                return await self._purge(conn, self._retention if older_than is None else older_than)
+        except psycopg.Error as exc:
+            raise OutboxError(f"outbox purge failed: {exc.__class__.__name__}: {exc}") from exc
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publishes until ``stop`` is set: stands by while another relay is active, then takes over.
+
+        Database and NATS failures are logged and retried; only ``stop`` (or cancellation) ends it. The row
+        being published when ``stop`` is set is finished first.
+        """
+        logger.info("outbox relay starting", extra=self._log)
+        while not stop.is_set():
+            try:
+                async with await self._connect() as conn:
+                    if await self._wait_for_lock(conn, stop):
+                        await self._lead(conn, stop)
+            except (psycopg.Error, OutboxError) as exc:
+                logger.warning(
+                    "outbox relay lost its database session; reconnecting",
+                    extra={**self._log, "error": f"{exc.__class__.__name__}: {exc}"},
+                )
+                await _sleep_unless_set(stop, self._retry_interval)
+            finally:
+                if self._active:
+                    logger.info("outbox relay released the outbox", extra=self._log)
+                self._active = False
+        logger.info("outbox relay stopped", extra={**self._log, "published": self._stats.published})
+
+    # -- internals ---------------------------------------------------------------------------------------
+
+    async def _connect(self) -> Connection:
+        try:
+            return await psycopg.AsyncConnection.connect(
+                self._database_url,
+                autocommit=True,
+                application_name=f"outbox-relay:{self._name}"[:63],
+                connect_timeout=self._connect_timeout,
+            )
+        except psycopg.Error as exc:
+            raise OutboxError(f"outbox relay cannot connect to PostgreSQL: {exc.__class__.__name__}") from exc
+
+    @staticmethod
+    async def _try_lock(conn: Connection) -> bool:
+        cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_RELAY_LOCK_KEY,))
+        row = await cursor.fetchone()
+        return row is not None and row[0] is True
+
+    async def _wait_for_lock(self, conn: Connection, stop: asyncio.Event) -> bool:
+        standing_by = False
+        while not stop.is_set():
+            if await self._try_lock(conn):
+                self._active = True
+                logger.info("outbox relay is the active publisher", extra=self._log)
+                return True
+            if not standing_by:
+                logger.info("outbox relay standing by: another relay is publishing", extra=self._log)
+                standing_by = True
+            await _sleep_unless_set(stop, self._poll_interval)
+        return False
+
+    async def _lead(self, conn: Connection, stop: asyncio.Event) -> None:
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+        loop = asyncio.get_running_loop()
+        next_purge = loop.time()
+        while not stop.is_set():
+            try:
+                await self._drain(conn, stop)
+            except OutboxPublishError as exc:
+                logger.warning("outbox publish failed; retrying", extra={**self._log, "error": exc.message})
+                await _sleep_unless_set(stop, self._retry_interval)
+                continue
+            if loop.time() >= next_purge:
+                await self._purge(conn, self._retention)
+                next_purge = loop.time() + self._cleanup_interval
+            await self._wait_for_notify(conn, stop)
+
+    async def _drain(self, conn: Connection, stop: asyncio.Event | None) -> int:
+        published = 0
+        while stop is None or not stop.is_set():
+            rows = await self._fetch(conn)
+            if not rows:
+                break
+            for row in rows:
+                if stop is not None and stop.is_set():
+                    return published
+                await self._publish(row)
+                await self._mark_published(conn, row.id)
+                published += 1
+        return published
+
+    async def _fetch(self, conn: Connection) -> list[_Row]:
+        cursor = await conn.execute(
+            "SELECT id, subject, payload, headers FROM outbox"
+            " WHERE published_at IS NULL ORDER BY id LIMIT %s",
+            (self._batch_size,),
+        )
+        return [
+            _Row(id=row_id, subject=subject, payload=bytes(payload), headers=dict(headers))
+            for row_id, subject, payload, headers in await cursor.fetchall()
+        ]
+
+    async def _publish(self, row: _Row) -> PubAck:
+        msg_id = self.msg_id(row.id)
+        log_extra = {**self._log, "outbox_id": row.id, "subject": row.subject, "msg_id": msg_id}
+        try:
+            envelope = decode_envelope(row.payload)
+            ack = await publish(
+                self._js,
+                row.subject,
+                envelope,
+                msg_id=msg_id,
+                headers=row.headers,
+                timeout=self._publish_timeout,
+            )
+        except ModelhubError as exc:
+            self._stats.failures += 1
+            # A row that can never be published blocks the outbox by design (order); make it loud.
+            level = logging.WARNING if isinstance(exc, DependencyError) else logging.ERROR
+            logger.log(level, "outbox row not published", extra={**log_extra, "error": exc.message})
+            raise OutboxPublishError(f"outbox row {row.id} not published: {exc.message}") from exc
+        if ack.duplicate:
+            self._stats.duplicates += 1
+            logger.info("outbox row was already in the stream", extra={**log_extra, "seq": ack.seq})
+        else:
+            self._stats.published += 1
+            logger.debug("outbox row published", extra={**log_extra, "seq": ack.seq})
+        return ack
+
+    async def _mark_published(self, conn: Connection, row_id: int) -> None:
+        await conn.execute("UPDATE outbox SET published_at = now() WHERE id = %s", (row_id,))
+
+    async def _purge(self, conn: Connection, older_than: timedelta) -> int:
+        deleted = 0
+        while True:
+            cursor = await conn.execute(
+                "DELETE FROM outbox WHERE id IN ("
+                " SELECT id FROM outbox WHERE published_at < now() - %s LIMIT %s)",
+                (older_than, _PURGE_BATCH),
+            )
+            deleted += cursor.rowcount
+            if cursor.rowcount < _PURGE_BATCH:
+                break
+        if deleted:
+            self._stats.purged += deleted
+            logger.info("purged published outbox rows", extra={**self._log, "deleted": deleted})
+        return deleted
+
+    async def _wait_for_notify(self, conn: Connection, stop: asyncio.Event) -> None:
+        """Returns on a NOTIFY, after the poll interval, or when ``stop`` is set."""
+
+        async def notified() -> None:
+            async for _ in conn.notifies(timeout=self._poll_interval, stop_after=1):
+                pass
+
+        waiter = asyncio.ensure_future(notified())
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((waiter, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, stopper):
+                task.cancel()
+            await asyncio.gather(waiter, stopper, return_exceptions=True)
+        if waiter.done() and not waiter.cancelled() and (exc := waiter.exception()) is not None:
+            raise exc
+
+
+async def _sleep_unless_set(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass

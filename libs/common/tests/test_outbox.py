@@ -1,0 +1,452 @@
+"""The transactional outbox against real PostgreSQL and NATS JetStream (devstack plugin fixtures)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import textwrap
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from psycopg.rows import dict_row
+
+from modelhub.events.v1 import events_pb2
+from modelhub_common.events import EventEnvelope, decode_envelope, new_envelope
+from modelhub_common.jetstream import MSG_ID_HEADER, StreamSpec, connect, drain, ensure_stream
+from modelhub_common.migrations import COMMON_MIGRATIONS, migrate
+from modelhub_common.outbox import OutboxPublishError, OutboxRelay, enqueue
+from modelhub_devstack.nats import NatsServer
+from modelhub_devstack.ports import pick_free_ports
+
+WAIT_SECONDS = 60.0
+
+
+@dataclass
+class Area:
+    """A stream of its own per test, so tests sharing the session's NATS server never see each other."""
+
+    stream: str
+    prefix: str
+
+    def subject(self, event: str = "deleted") -> str:
+        return f"{self.prefix}.{event}"
+
+
+def envelope(subject: str, n: int) -> EventEnvelope:
+    return new_envelope(
+        subject,
+        actor="tester",
+        role="service",
+        source="test-outbox",
+        payload=events_pb2.ModelDeleted(model_id=f"model-{n}", last_version=n),
+    )
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Waits until ``check`` holds (bounded, so a broken relay fails the test instead of hanging it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT_SECONDS
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"gave up waiting for: {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def db(pg_url: str) -> str:
+    await migrate(pg_url, [COMMON_MIGRATIONS])
+    return pg_url
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await connect(nats_url, name="test-outbox")
+    yield client
+    await drain(client)
+
+
+@pytest.fixture
+async def js(nc: Client) -> JetStreamContext:
+    return nc.jetstream()
+
+
+@pytest.fixture
+async def area(js: JetStreamContext) -> AsyncIterator[Area]:
+    suffix = uuid.uuid4().hex[:10]
+    area = Area(stream=f"OUTBOX_TEST_{suffix}", prefix=f"modelhub.outboxtest{suffix}.v1")
+    await ensure_stream(js, StreamSpec(name=area.stream, subjects=(f"{area.prefix}.>",), storage="memory"))
+    yield area
+    await js.delete_stream(area.stream)
+
+
+async def add_events(url: str, subject: str, numbers: range) -> list[int]:
+    """Commits one transaction per event, each with a data row, and returns the outbox ids."""
+    ids = []
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        await conn.execute("CREATE TABLE IF NOT EXISTS things (n int PRIMARY KEY)")
+        await conn.commit()
+        for n in numbers:
+            async with conn.transaction():
+                await conn.execute("INSERT INTO things VALUES (%s)", (n,))
+                ids.append(await enqueue(conn, subject, envelope(subject, n)))
+    return ids
+
+
+async def stream_messages(js: JetStreamContext, stream: str) -> list[tuple[str, int]]:
+    """(Nats-Msg-Id, event number) of every message in the stream, in stream order."""
+    info = await js.stream_info(stream)
+    if info.state.messages == 0:
+        return []
+    result = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg(stream, seq)
+        assert msg.headers is not None
+        event = decode_envelope(msg.data or b"")
+        result.append((msg.headers[MSG_ID_HEADER], event.model_deleted.last_version))
+    return result
+
+
+async def unpublished(url: str) -> list[int]:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cursor = await conn.execute("SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id")
+        return [row[0] for row in await cursor.fetchall()]
+
+
+def new_relay(url: str, js: JetStreamContext, name: str = "svc", **options: Any) -> OutboxRelay:
+    """A relay with short intervals, so retries and take-overs happen quickly in tests."""
+    defaults: dict[str, Any] = {"poll_interval": 0.2, "retry_interval": 0.2, "publish_timeout": 2.0}
+    return OutboxRelay(url, js, name=name, **{**defaults, **options})
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+# The child runs a relay whose publish pass stalls at the named step, so the test can SIGKILL it there.
+CRASHING_RELAY = textwrap.dedent(
+    """
+    import asyncio, sys
+    from modelhub_common.jetstream import connect
+    from modelhub_common.outbox import OutboxRelay
+
+    database_url, nats_url, crash_point = sys.argv[1:4]
+
+    class CrashingRelay(OutboxRelay):
+        async def _publish(self, row):
+            if crash_point == "before_publish":
+                await self._stall(f"about to publish {row.id}")
+            ack = await super()._publish(row)
+            return ack
+
+        async def _mark_published(self, conn, row_id):
+            if crash_point == "before_mark":
+                await self._stall(f"published {row_id}")
+            await super()._mark_published(conn, row_id)
+
+        async def _stall(self, line):
+            sys.stdout.write(line + "\\n")
+            sys.stdout.flush()
+            await asyncio.Event().wait()
+
+    async def main():
+        nc = await connect(nats_url, name="crashing-relay")
+        await CrashingRelay(database_url, nc.jetstream(), name="svc").publish_pending()
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("crash_point", "expect_duplicate"), [("before_mark", True), ("before_publish", False)]
+)
+async def test_event_committed_with_its_row_is_published_exactly_once_when_the_relay_is_killed(
+    db: str, nats_url: str, js: JetStreamContext, area: Area, crash_point: str, expect_duplicate: bool
+) -> None:
+    [row_id] = await add_events(db, area.subject(), range(1, 2))
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASHING_RELAY, db, nats_url, crash_point, stdout=asyncio.subprocess.PIPE
+    )
+    assert child.stdout is not None
+    line = await asyncio.wait_for(child.stdout.readline(), WAIT_SECONDS)
+    assert line.decode().split()[-1] == str(row_id)
+    child.send_signal(signal.SIGKILL)
+    await child.wait()
+    assert await unpublished(db) == [row_id], "the killed relay never marked the row"
+
+    async def child_session_gone() -> bool:
+        # The dead relay's PostgreSQL session (and with it the relay lock) ends when Postgres sees the EOF.
+        async with await psycopg.AsyncConnection.connect(db) as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = 'outbox-relay:svc' AND datname = current_database()"
+            )
+            row = await cursor.fetchone()
+            return row is not None and row[0] == 0
+
+    await eventually(child_session_gone, "the killed relay's database session to end")
+
+    relay = new_relay(db, js)
+    assert await relay.publish_pending() == 1
+
+    assert relay.stats.duplicates == (1 if expect_duplicate else 0)
+    assert relay.stats.published == (0 if expect_duplicate else 1)
+    assert await unpublished(db) == []
+    assert await stream_messages(js, area.stream) == [(f"svc-{row_id}", 1)]
+
+    # A consumer sees the event once: after the first delivery nothing is pending.
+    sub = await js.pull_subscribe(area.subject(), durable=f"test-{uuid.uuid4().hex[:8]}", stream=area.stream)
+    [msg] = await sub.fetch(1, timeout=10)
+    assert msg.headers is not None and msg.headers[MSG_ID_HEADER] == f"svc-{row_id}"
+    assert msg.metadata.num_pending == 0
+    await msg.ack_sync()
+    await sub.unsubscribe()
+
+
+async def test_rolled_back_transaction_leaves_no_event(db: str, js: JetStreamContext, area: Area) -> None:
+    async with await psycopg.AsyncConnection.connect(db) as conn:
+        await conn.execute("CREATE TABLE things (n int PRIMARY KEY)")
+        await conn.commit()
+        async with conn.transaction(force_rollback=True):
+            await conn.execute("INSERT INTO things VALUES (1)")
+            await enqueue(conn, area.subject(), envelope(area.subject(), 1))
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            async with conn.transaction():
+                await conn.execute("INSERT INTO things VALUES (2)")
+                await enqueue(conn, area.subject(), envelope(area.subject(), 2))
+                await conn.execute("INSERT INTO things VALUES (2)")
+
+    relay = new_relay(db, js)
+    assert await relay.publish_pending() == 0
+    assert await stream_messages(js, area.stream) == []
+    async with await psycopg.AsyncConnection.connect(db) as conn:
+        cursor = await conn.execute("SELECT count(*) FROM outbox")
+        assert await cursor.fetchone() == (0,)
+
+
+async def test_enqueue_refuses_to_commit_on_its_own(db: str, area: Area) -> None:
+    async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
+        with pytest.raises(RuntimeError, match="transaction"):
+            await enqueue(conn, area.subject(), envelope(area.subject(), 1))
+        async with conn.transaction():
+            assert await enqueue(conn, area.subject(), envelope(area.subject(), 1)) > 0
+
+
+async def test_headers_are_published_and_any_row_factory_works(
+    db: str, js: JetStreamContext, area: Area
+) -> None:
+    event = envelope(area.subject(), 7)
+    async with await psycopg.AsyncConnection.connect(db, row_factory=dict_row) as conn:
+        async with conn.transaction():
+            row_id = await enqueue(conn, area.subject(), event, headers={"traceparent": "00-abc-def-01"})
+
+    assert await new_relay(db, js).publish_pending() == 1
+
+    msg = await js.get_msg(area.stream, 1)
+    assert msg.headers == {"traceparent": "00-abc-def-01", MSG_ID_HEADER: f"svc-{row_id}"}
+    assert decode_envelope(msg.data or b"") == event
+
+
+async def test_many_rows_are_published_in_order(db: str, js: JetStreamContext, area: Area) -> None:
+    ids = await add_events(db, area.subject(), range(1, 61))
+
+    relay = new_relay(db, js, batch_size=7)
+    assert await relay.publish_pending() == 60
+
+    assert await stream_messages(js, area.stream) == [
+        (f"svc-{i}", n) for i, n in zip(ids, range(1, 61), strict=True)
+    ]
+    assert await unpublished(db) == []
+    assert await relay.publish_pending() == 0
+
+
+async def test_a_failed_publish_stops_the_pass_and_never_skips_a_row(
+    db: str, js: JetStreamContext, area: Area
+) -> None:
+    orphan = f"modelhub.outboxorphan{uuid.uuid4().hex[:10]}.v1"
+    ids = await add_events(db, area.subject(), range(1, 2))
+    ids += await add_events(db, f"{orphan}.deleted", range(2, 3))  # no stream captures this subject yet
+    ids += await add_events(db, area.subject(), range(3, 4))
+    relay = new_relay(db, js, publish_timeout=1.0)
+
+    with pytest.raises(OutboxPublishError, match=f"row {ids[1]}"):
+        await relay.publish_pending()
+
+    assert await unpublished(db) == ids[1:]
+    assert await stream_messages(js, area.stream) == [(f"svc-{ids[0]}", 1)]
+
+    orphan_stream = f"OUTBOX_ORPHAN_{uuid.uuid4().hex[:10]}"
+    await ensure_stream(js, StreamSpec(name=orphan_stream, subjects=(f"{orphan}.>",), storage="memory"))
+    try:
+        assert await relay.publish_pending() == 2
+        assert await stream_messages(js, orphan_stream) == [(f"svc-{ids[1]}", 2)]
+        assert await stream_messages(js, area.stream) == [(f"svc-{ids[0]}", 1), (f"svc-{ids[2]}", 3)]
+    finally:
+        await js.delete_stream(orphan_stream)
+
+
+async def test_notify_wakes_an_idle_relay(db: str, js: JetStreamContext, area: Area) -> None:
+    # With an hour-long poll interval, only the NOTIFY sent on commit can make the relay publish.
+    relay = new_relay(db, js, poll_interval=3600.0)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        await eventually(lambda: _true(relay.active), "the relay to become active")
+        await asyncio.sleep(0.2)  # let it reach its idle wait; the outcome does not depend on this
+        ids = await add_events(db, area.subject(), range(1, 4))
+
+        async def all_published() -> bool:
+            return await unpublished(db) == []
+
+        await eventually(all_published, "the relay to publish the new rows")
+        assert await stream_messages(js, area.stream) == [
+            (f"svc-{i}", n) for i, n in zip(ids, (1, 2, 3), strict=True)
+        ]
+    finally:
+        stop.set()
+        await running
+
+
+async def test_two_relays_publish_each_row_once_in_order_and_take_over(
+    db: str, js: JetStreamContext, area: Area
+) -> None:
+    first, second = new_relay(db, js), new_relay(db, js)
+    stops = {first: asyncio.Event(), second: asyncio.Event()}
+    tasks = {relay: asyncio.create_task(relay.run(stop)) for relay, stop in stops.items()}
+    try:
+        await eventually(lambda: _true(first.active or second.active), "one relay to become active")
+        ids = await add_events(db, area.subject(), range(1, 41))
+
+        async def all_published() -> bool:
+            return await unpublished(db) == []
+
+        await eventually(all_published, "the first 40 rows to be published")
+        leader, standby = (first, second) if first.active else (second, first)
+        assert not standby.active
+        assert (leader.stats.published, standby.stats.published) == (40, 0)
+
+        # The active relay stops (as on a crash, its session ends); the standby takes over.
+        stops[leader].set()
+        await tasks[leader]
+        ids += await add_events(db, area.subject(), range(41, 61))
+        await eventually(all_published, "the standby to take over and publish the rest")
+
+        assert standby.active
+        assert (leader.stats.published, standby.stats.published) == (40, 20)
+        assert leader.stats.duplicates == standby.stats.duplicates == 0
+        expected = [(f"svc-{i}", n) for i, n in zip(ids, range(1, 61), strict=True)]
+        assert await stream_messages(js, area.stream) == expected
+    finally:
+        for stop in stops.values():
+            stop.set()
+        await asyncio.gather(*tasks.values())
+
+
+async def test_relay_catches_up_after_a_nats_outage(db: str, tmp_path: Path) -> None:
+    # The server comes back on another port with the same store directory (the old port may linger in
+    # TIME_WAIT); the client knows both addresses, as it would know the members of a cluster.
+    first_port, second_port, first_monitor, second_monitor = pick_free_ports(4)
+    workdir = tmp_path / "nats"
+    before = NatsServer(workdir, port=first_port, monitor_port=first_monitor, name="nats-before")
+    after = NatsServer(workdir, port=second_port, monitor_port=second_monitor, name="nats-after")
+    before.start()
+    try:
+        client = await connect([before.url, after.url], name="outage-test", reconnect_time_wait=1)
+        js = client.jetstream()
+        subject = "modelhub.outage.v1.deleted"
+        await ensure_stream(js, StreamSpec(name="OUTAGE", subjects=("modelhub.outage.v1.>",)))
+        relay = new_relay(db, js, publish_timeout=0.5)
+        stop = asyncio.Event()
+        running = asyncio.create_task(relay.run(stop))
+
+        async def all_published() -> bool:
+            return await unpublished(db) == []
+
+        try:
+            ids = await add_events(db, subject, range(1, 6))
+            await eventually(all_published, "the first rows to be published")
+
+            before.stop()
+            ids += await add_events(db, subject, range(6, 16))
+            await eventually(lambda: _true(relay.stats.failures > 0), "a publish to fail while NATS is down")
+            assert len(await unpublished(db)) > 0
+
+            after.start()
+            await eventually(all_published, "the relay to catch up after NATS is back")
+
+            expected = [(f"svc-{i}", n) for i, n in zip(ids, range(1, 16), strict=True)]
+            assert await stream_messages(js, "OUTAGE") == expected
+            assert relay.stats.published + relay.stats.duplicates >= 15
+        finally:
+            stop.set()
+            await running
+            await drain(client)
+    finally:
+        before.stop()
+        after.stop()
+
+
+async def test_relay_reconnects_when_its_database_session_is_killed(
+    db: str, js: JetStreamContext, area: Area
+) -> None:
+    relay = new_relay(db, js)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+
+    async def all_published() -> bool:
+        return await unpublished(db) == []
+
+    try:
+        ids = await add_events(db, area.subject(), range(1, 3))
+        await eventually(all_published, "the first rows to be published")
+        async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
+            cursor = await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'outbox-relay:svc' AND datname = current_database()"
+            )
+            assert await cursor.fetchall() == [(True,)]
+
+        ids += await add_events(db, area.subject(), range(3, 6))
+        await eventually(all_published, "the relay to reconnect and publish the rest")
+
+        expected = [(f"svc-{i}", n) for i, n in zip(ids, range(1, 6), strict=True)]
+        assert await stream_messages(js, area.stream) == expected
+    finally:
+        stop.set()
+        await running
+
+
+async def test_purge_deletes_only_published_rows_past_retention(
+    db: str, js: JetStreamContext, area: Area
+) -> None:
+    ids = await add_events(db, area.subject(), range(1, 5))
+    relay = new_relay(db, js, retention=timedelta(days=7))
+    assert await relay.publish_pending() == 4
+    more = await add_events(db, area.subject(), range(5, 6))  # stays unpublished
+    async with await psycopg.AsyncConnection.connect(db) as conn:
+        await conn.execute(
+            "UPDATE outbox SET published_at = now() - interval '8 days',"
+            " created_at = now() - interval '8 days' WHERE id = ANY(%s)",
+            (ids[:2],),
+        )
+        await conn.execute(
+            "UPDATE outbox SET created_at = now() - interval '30 days' WHERE id = %s", (more[0],)
+        )
+
+    assert await relay.purge_published() == 2
+
+    async with await psycopg.AsyncConnection.connect(db) as conn:
+        cursor = await conn.execute("SELECT id FROM outbox ORDER BY id")
+        assert [row[0] for row in await cursor.fetchall()] == [*ids[2:], *more]
+
+
+async def _true(value: bool) -> bool:
+    return value
