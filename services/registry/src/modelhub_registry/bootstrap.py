@@ -2,43 +2,114 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
 from fastapi import FastAPI
 
 from modelhub_common import jetstream
-from modelhub_common.events import MODELS
+from modelhub_common.consumer import Consumer
+from modelhub_common.events import MODELS, PULLS
 from modelhub_common.health import Readiness
 from modelhub_common.migrations import COMMON_MIGRATIONS, MigrationSource, migrate
-from modelhub_common.runtime import runtime_lifespan
+from modelhub_common.runtime import Runtime, open_runtime
 from modelhub_common.webapp import create_app, serve_http
 from modelhub_registry import __version__
+from modelhub_registry.entrypoints import http_admin, http_models
+from modelhub_registry.entrypoints.consumers import PULL_COMPLETED, pull_completed_handler
+from modelhub_registry.entrypoints.deps import Services
+from modelhub_registry.service_layer.base_models import BaseModelService
+from modelhub_registry.service_layer.directory import DirectoryService
+from modelhub_registry.service_layer.models import ModelService
+from modelhub_registry.service_layer.transfer import TransferService
 from modelhub_registry.settings import RegistrySettings
 
 SERVICE = "registry"
 MIGRATIONS = (COMMON_MIGRATIONS, MigrationSource(name="registry", package="modelhub_registry"))
+logger = logging.getLogger(__name__)
 
 
 def streams() -> list[jetstream.StreamSpec]:
-    return [jetstream.service_stream_spec(MODELS), jetstream.dead_letter_stream_spec()]
+    # PULLS is provisioned here too (idempotently) because the registry consumes the puller's events.
+    return [
+        jetstream.service_stream_spec(MODELS),
+        jetstream.service_stream_spec(PULLS),
+        jetstream.dead_letter_stream_spec(),
+    ]
+
+
+def build_services(settings: RegistrySettings, runtime: Runtime, http: httpx.AsyncClient) -> Services:
+    models = ModelService(
+        runtime.require_pool(), runtime.require_store(), bucket=settings.bucket, limits=settings.limits()
+    )
+    return Services(
+        settings=settings,
+        models=models,
+        transfer=TransferService(models),
+        base_models=BaseModelService(runtime.require_pool(), http),
+        directory=DirectoryService(
+            runtime.require_pool(),
+            secret=settings.jwt_secret.get_secret_value(),
+            issuer=settings.jwt_issuer,
+            max_token_ttl=settings.max_token_ttl_seconds,
+        ),
+    )
+
+
+async def _sync_connections(base_models: BaseModelService, interval: float, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await base_models.sync_all()
+        except Exception as exc:  # the loop must outlive one bad round; the error is logged
+            logger.warning("connection sync round failed", extra={"error": repr(exc)})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
 
 
 def build_app(settings: RegistrySettings) -> FastAPI:
     readiness = Readiness()
-    lifespan = runtime_lifespan(SERVICE, settings, streams=streams(), buckets=[settings.bucket], outbox=True)
-    return create_app(
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with (
+            open_runtime(
+                SERVICE, settings, readiness, streams=streams(), buckets=[settings.bucket], outbox=True
+            ) as runtime,
+            httpx.AsyncClient(timeout=settings.connection_timeout_seconds, follow_redirects=False) as http,
+        ):
+            svc = build_services(settings, runtime, http)
+            app.state.runtime = runtime
+            app.state.services = svc
+            consumer = Consumer(runtime.js, PULLS.stream, PULL_COMPLETED, pull_completed_handler(svc.base_models))
+            runtime.spawn("pull-completed-consumer", consumer.run(runtime.stop))
+            if settings.connection_sync_seconds > 0:
+                runtime.spawn(
+                    "connection-sync",
+                    _sync_connections(svc.base_models, settings.connection_sync_seconds, runtime.stop),
+                )
+            readiness.started = True
+            logger.info("registry started", extra={"port": settings.port})
+            yield
+
+    app = create_app(
         title="modelhub registry",
         version=__version__,
-        description="Model files, base models, users and access.",
+        description="Model files, base models, users and access. Every route needs `Authorization: Bearer <token>`.",
         readiness=readiness,
         lifespan=lifespan,
     )
+    app.state.settings = settings
+    app.include_router(http_models.router)
+    app.include_router(http_admin.router)
+    return app
 
 
 async def serve(settings: RegistrySettings) -> None:
     await serve_http(
-        build_app(settings),
-        host=settings.host,
-        port=settings.port,
-        grace_seconds=settings.shutdown_grace_seconds,
+        build_app(settings), host=settings.host, port=settings.port, grace_seconds=settings.shutdown_grace_seconds
     )
 
 

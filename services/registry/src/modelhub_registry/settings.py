@@ -6,6 +6,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from modelhub_common.settings import DatabaseSettings, ObjectStoreSettings, ServiceSettings
+from modelhub_registry.domain.limits import Limits
 
 ENV_PREFIX = "MODELHUB_REGISTRY_"
 
@@ -17,3 +18,27 @@ class RegistrySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
 
     port: int = Field(8081, ge=0, le=65535, description="HTTP port (REST API and health).")
     bucket: str = Field("modelhub-avatars", description="S3 bucket this service owns.")
+    connection_sync_seconds: float = Field(
+        300, ge=0, description="How often connections are listed again (0: only on demand)."
+    )
+    connection_timeout_seconds: float = Field(10, gt=0, description="Timeout for calls to a connection.")
+    max_token_ttl_seconds: int = Field(90 * 24 * 3600, ge=60, description="Longest lifetime of an issued token.")
+    max_list_limit: int = Field(200, ge=1, description="Largest page size of GET /models.")
+    max_name_length: int = Field(256, ge=1)
+    max_system_prompt_length: int = Field(100_000, ge=1)
+    max_tags: int = Field(32, ge=0)
+    max_suggestions: int = Field(32, ge=0)
+    max_avatar_bytes: int = Field(5_000_000, ge=1)
+    max_import_bytes: int = Field(50_000_000, ge=1)
+    max_import_items: int = Field(5_000, ge=1)
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_name_length=self.max_name_length,
+            max_system_prompt_length=self.max_system_prompt_length,
+            max_tags=self.max_tags,
+            max_suggestions=self.max_suggestions,
+            max_avatar_bytes=self.max_avatar_bytes,
+            max_import_bytes=self.max_import_bytes,
+            max_import_items=self.max_import_items,
+        )

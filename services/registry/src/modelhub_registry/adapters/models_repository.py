@@ -1,0 +1,274 @@
+"""Model files and their revisions in PostgreSQL. Every method runs in the caller's transaction."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from modelhub_common.auth import Principal
+from modelhub_registry.domain.model_file import Access, Grant, ModelFile, ModelMeta, ModelParams
+
+_SELECT = """
+SELECT m.id, m.base_model_id, m.name, m.params, m.meta, m.hidden, m.enabled, m.owner_id, m.public_read,
+       m.created_at, m.updated_at, m.version, m.avatar_key, m.avatar_type, m.avatar_etag, m.avatar_url,
+       COALESCE((SELECT json_agg(json_build_object('principal_type', g.principal_type,
+                                                   'principal_id', g.principal_id,
+                                                   'permission', g.permission)
+                                 ORDER BY g.principal_type, g.principal_id, g.permission)
+                 FROM model_grants g WHERE g.model_id = m.id), '[]'::json) AS grants
+FROM models m
+"""
+
+# A caller may read a row when it is an admin, the owner, the row is public, or a grant names it or one
+# of its groups. Kept in SQL so that a page of results never needs a second filtering pass.
+_READABLE = """
+(%(admin)s OR m.owner_id = %(sub)s OR m.public_read OR EXISTS (
+    SELECT 1 FROM model_grants g WHERE g.model_id = m.id AND (
+        (g.principal_type = 'user' AND g.principal_id = %(sub)s)
+        OR (g.principal_type = 'group' AND g.principal_id = ANY(%(groups)s)))))
+"""
+
+
+@dataclass(frozen=True)
+class AvatarRef:
+    key: str | None
+    content_type: str | None
+    etag: str | None
+    url: str | None
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    model: ModelFile
+    avatar: AvatarRef
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    q: str | None = None
+    tag: str | None = None
+    owner: str | None = None
+    include_hidden: bool = False
+    include_disabled: bool = False
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class Revision:
+    model_id: str
+    version: int
+    action: str
+    actor: str
+    changed_fields: list[str]
+    created_at: datetime
+    snapshot: dict[str, Any]
+
+
+def encode_cursor(model_id: str) -> str:
+    return base64.urlsafe_b64encode(model_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    padded = cursor + "=" * (-len(cursor) % 4)
+    return base64.urlsafe_b64decode(padded.encode()).decode()
+
+
+def _row_to_model(row: dict[str, Any]) -> StoredModel:
+    grants = row["grants"]
+    if isinstance(grants, str):
+        grants = json.loads(grants)
+    model = ModelFile(
+        id=row["id"],
+        base_model_id=row["base_model_id"],
+        name=row["name"],
+        params=ModelParams.model_validate(row["params"]),
+        meta=ModelMeta.model_validate(row["meta"]),
+        hidden=row["hidden"],
+        enabled=row["enabled"],
+        access=Access(public_read=row["public_read"], grants=[Grant.model_validate(g) for g in grants]),
+        owner_id=row["owner_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        version=row["version"],
+    )
+    avatar = AvatarRef(row["avatar_key"], row["avatar_type"], row["avatar_etag"], row["avatar_url"])
+    return StoredModel(model, avatar)
+
+
+def _meta_json(meta: ModelMeta) -> dict[str, Any]:
+    # The avatar lives in the object store; the row keeps only its key (see set_avatar).
+    return meta.model_dump(mode="json", exclude={"profile_image_url"}, exclude_none=True)
+
+
+def snapshot(model: ModelFile) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+class ModelsRepository:
+    async def get(self, conn: AsyncConnection[Any], model_id: str, *, for_update: bool = False) -> StoredModel | None:
+        query = _SELECT + " WHERE m.id = %(id)s" + (" FOR UPDATE OF m" if for_update else "")
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, {"id": model_id})
+            row = await cur.fetchone()
+        return _row_to_model(row) if row else None
+
+    async def exists(self, conn: AsyncConnection[Any], model_id: str) -> bool:
+        cur = await conn.execute("SELECT 1 FROM models WHERE id = %s", (model_id,))
+        return await cur.fetchone() is not None
+
+    async def existing_ids(self, conn: AsyncConnection[Any], ids: Sequence[str]) -> set[str]:
+        cur = await conn.execute("SELECT id FROM models WHERE id = ANY(%s)", (list(ids),))
+        return {r[0] for r in await cur.fetchall()}
+
+    async def base_of(self, conn: AsyncConnection[Any], model_id: str) -> tuple[bool, str | None]:
+        """(exists, base_model_id) of a model file, for walking a chain without loading whole rows."""
+        cur = await conn.execute("SELECT base_model_id FROM models WHERE id = %s", (model_id,))
+        row = await cur.fetchone()
+        return (row is not None, row[0] if row else None)
+
+    async def insert(self, conn: AsyncConnection[Any], model: ModelFile) -> None:
+        await conn.execute(
+            """
+            INSERT INTO models (id, base_model_id, name, params, meta, tags, description, hidden, enabled,
+                                owner_id, public_read, created_at, updated_at, version)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            """,
+            (
+                model.id,
+                model.base_model_id,
+                model.name,
+                Jsonb(model.params.as_dict()),
+                Jsonb(_meta_json(model.meta)),
+                model.meta.tags,
+                model.meta.description or "",
+                model.hidden,
+                model.enabled,
+                model.owner_id,
+                model.access.public_read,
+                model.created_at,
+                model.updated_at,
+                model.version,
+            ),
+        )
+        await self._write_grants(conn, model)
+
+    async def update(self, conn: AsyncConnection[Any], model: ModelFile) -> None:
+        await conn.execute(
+            """
+            UPDATE models SET base_model_id = %s, name = %s, params = %s, meta = %s, tags = %s,
+                   description = %s, hidden = %s, enabled = %s, owner_id = %s, public_read = %s,
+                   updated_at = %s, version = %s
+            WHERE id = %s
+            """,
+            (
+                model.base_model_id,
+                model.name,
+                Jsonb(model.params.as_dict()),
+                Jsonb(_meta_json(model.meta)),
+                model.meta.tags,
+                model.meta.description or "",
+                model.hidden,
+                model.enabled,
+                model.owner_id,
+                model.access.public_read,
+                model.updated_at,
+                model.version,
+                model.id,
+            ),
+        )
+        await conn.execute("DELETE FROM model_grants WHERE model_id = %s", (model.id,))
+        await self._write_grants(conn, model)
+
+    async def _write_grants(self, conn: AsyncConnection[Any], model: ModelFile) -> None:
+        rows = {(g.principal_type, g.principal_id, g.permission) for g in model.access.grants}
+        if rows:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO model_grants (model_id, principal_type, principal_id, permission)"
+                    " VALUES (%s, %s, %s, %s)",
+                    [(model.id, *row) for row in sorted(rows)],
+                )
+
+    async def delete(self, conn: AsyncConnection[Any], model_id: str) -> None:
+        await conn.execute("DELETE FROM models WHERE id = %s", (model_id,))
+
+    async def set_avatar(self, conn: AsyncConnection[Any], model_id: str, avatar: AvatarRef) -> None:
+        await conn.execute(
+            "UPDATE models SET avatar_key = %s, avatar_type = %s, avatar_etag = %s, avatar_url = %s WHERE id = %s",
+            (avatar.key, avatar.content_type, avatar.etag, avatar.url, model_id),
+        )
+
+    async def list_page(self, conn: AsyncConnection[Any], principal: Principal, query: ListQuery) -> list[StoredModel]:
+        clauses = [_READABLE]
+        params: dict[str, Any] = {
+            "admin": principal.is_admin,
+            "sub": principal.subject,
+            "groups": sorted(principal.groups),
+            "limit": query.limit,
+        }
+        if not query.include_hidden:
+            clauses.append("NOT m.hidden")
+        if not query.include_disabled:
+            clauses.append("m.enabled")
+        if query.q:
+            clauses.append("lower(m.id || ' ' || m.name || ' ' || m.description) LIKE %(q)s")
+            escaped = query.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params["q"] = f"%{escaped}%"
+        if query.tag:
+            clauses.append("m.tags @> ARRAY[%(tag)s]::text[]")
+            params["tag"] = query.tag
+        if query.owner:
+            clauses.append("m.owner_id = %(owner)s")
+            params["owner"] = query.owner
+        if query.cursor is not None:
+            clauses.append("m.id > %(after)s")
+            params["after"] = decode_cursor(query.cursor)
+        sql = _SELECT + " WHERE " + " AND ".join(clauses) + " ORDER BY m.id LIMIT %(limit)s"
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql, params)
+            rows = await cur.fetchall()
+        return [_row_to_model(r) for r in rows]
+
+    async def add_revision(
+        self,
+        conn: AsyncConnection[Any],
+        model: ModelFile,
+        *,
+        action: str,
+        actor: str,
+        changed_fields: Sequence[str],
+    ) -> None:
+        await conn.execute(
+            "INSERT INTO model_revisions (model_id, version, action, actor, changed_fields, snapshot, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (
+                model.id,
+                model.version,
+                action,
+                actor,
+                list(changed_fields),
+                Jsonb(snapshot(model)),
+                model.updated_at,
+            ),
+        )
+
+    async def revisions(self, conn: AsyncConnection[Any], model_id: str) -> list[Revision]:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute("SELECT * FROM model_revisions WHERE model_id = %s ORDER BY version DESC", (model_id,))
+            rows = await cur.fetchall()
+        return [Revision(**row) for row in rows]
+
+    async def revision(self, conn: AsyncConnection[Any], model_id: str, version: int) -> Revision | None:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute("SELECT * FROM model_revisions WHERE model_id = %s AND version = %s", (model_id, version))
+            row = await cur.fetchone()
+        return Revision(**row) if row else None

@@ -1,0 +1,276 @@
+"""REST routes for model files under ``/api/v1/models``.
+
+Model ids may contain ``/`` and ``:`` (``hf.co/user/repo:Q4_K_M``), so the id is a path parameter and the
+routes with a suffix (``/clone``, ``/export`` ...) are declared before the plain ``/models/{id}``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, File, Header, Query, Request, Response, UploadFile
+from fastapi.responses import StreamingResponse
+
+from modelhub_registry.adapters.models_repository import ListQuery, Revision, StoredModel
+from modelhub_registry.domain.openwebui import export_filename, share_payload
+from modelhub_registry.entrypoints.deps import CurrentPrincipal, Services, services
+from modelhub_registry.errors import InvalidModelError, TooLargeError
+
+router = APIRouter(prefix="/api/v1", tags=["models"])
+
+
+def model_json(stored: StoredModel) -> dict[str, Any]:
+    model = stored.model
+    body = model.model_dump(mode="json", exclude={"params", "meta"})
+    body["params"] = model.params.model_dump(mode="json", exclude_none=True)
+    meta = body["meta"] = model.meta.model_dump(mode="json", exclude_none=True)
+    if stored.avatar.key:
+        meta["profile_image_url"] = f"/api/v1/models/{model.id}/avatar"
+    elif stored.avatar.url:
+        meta["profile_image_url"] = stored.avatar.url
+    return body
+
+
+def _revision_json(revision: Revision, *, with_snapshot: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "version": revision.version,
+        "action": revision.action,
+        "actor": revision.actor,
+        "changed_fields": revision.changed_fields,
+        "created_at": revision.created_at.isoformat(),
+    }
+    if with_snapshot:
+        body["model"] = revision.snapshot
+    return body
+
+
+def _version_header(if_match: str | None) -> int | None:
+    if if_match is None:
+        return None
+    try:
+        return int(if_match.strip().strip('"').removeprefix("W/").strip('"'))
+    except ValueError as exc:
+        raise InvalidModelError('If-Match: must be the model\'s version number, e.g. "3"') from exc
+
+
+# ---- collection routes
+
+
+@router.get("/models", summary="Model files the caller can read")
+async def list_models(
+    principal: CurrentPrincipal,
+    svc: Annotated[Services, Depends(services)],
+    q: Annotated[str | None, Query(description="search in id, name and description", max_length=200)] = None,
+    tag: Annotated[str | None, Query(max_length=64)] = None,
+    owner: Annotated[str | None, Query(max_length=256)] = None,
+    include_hidden: bool = False,
+    include_disabled: bool = False,
+    limit: Annotated[int, Query(ge=1)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    limit = min(limit, svc.settings.max_list_limit)
+    query = ListQuery(q, tag, owner, include_hidden, include_disabled, limit, cursor)
+    try:
+        page = await svc.models.list_page(principal, query)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidModelError("cursor: not a cursor this API gave out; start again without it") from exc
+    return {"items": [model_json(s) for s in page.items], "next_cursor": page.next_cursor}
+
+
+@router.post("/models", status_code=201, summary="Create a model file")
+async def create_model(
+    principal: CurrentPrincipal, svc: Annotated[Services, Depends(services)], body: Annotated[dict[str, Any], Body()]
+) -> dict[str, Any]:
+    model = await svc.models.create(body, principal)
+    return model_json(await svc.models.get(model.id, principal))
+
+
+@router.get("/models/export", summary="Every model the caller can read, as one Open WebUI JSON array")
+async def export_all(principal: CurrentPrincipal, svc: Annotated[Services, Depends(services)]) -> StreamingResponse:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return StreamingResponse(
+        svc.transfer.export_all(principal),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="models-export-{stamp}.json"'},
+    )
+
+
+@router.post("/models/import", summary="Import Open WebUI model files (all or nothing)")
+async def import_models(
+    request: Request,
+    principal: CurrentPrincipal,
+    svc: Annotated[Services, Depends(services)],
+    mode: Literal["create", "upsert"] = "create",
+    dry_run: bool = False,
+    file: Annotated[UploadFile | None, File(description="the JSON file, when sent as multipart")] = None,
+) -> dict[str, Any]:
+    limit = svc.settings.max_import_bytes
+    if file is not None:
+        raw = await file.read(limit + 1)
+    else:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise TooLargeError(f"the import is {length} bytes; the limit is {limit}; split the file")
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limit:
+                break
+    if len(raw) > limit:
+        raise TooLargeError(f"the import is larger than {limit} bytes; split the file")
+    report = await svc.transfer.import_document(raw, principal, mode=mode, dry_run=dry_run)
+    return {
+        "dry_run": report.dry_run,
+        "created": report.created,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "warnings": report.warnings,
+    }
+
+
+# ---- routes with a suffix after the id (declared before /models/{id})
+
+
+@router.post("/models/{model_id:path}/clone", status_code=201, summary="Copy a model file to {id}-clone")
+async def clone_model(
+    model_id: str, principal: CurrentPrincipal, svc: Annotated[Services, Depends(services)]
+) -> dict[str, Any]:
+    model = await svc.models.clone(model_id, principal)
+    return model_json(await svc.models.get(model.id, principal))
+
+
+def _flag_route(path: str, flag: str, value: bool, summary: str) -> None:
+    @router.post(f"/models/{{model_id:path}}/{path}", summary=summary, name=f"{path}_model")
+    async def set_flag(
+        model_id: str, principal: CurrentPrincipal, svc: Annotated[Services, Depends(services)]
+    ) -> dict[str, Any]:
+        model = await svc.models.set_flag(model_id, principal, flag, value)
+        return model_json(await svc.models.get(model.id, principal))
+
+
+_flag_route("hide", "hidden", True, "Hide from the model selector (still usable by id)")
+_flag_route("unhide", "hidden", False, "Show in the model selector again")
+_flag_route("enable", "enabled", True, "Allow the model to be used")
+_flag_route("disable", "enabled", False, "Stop the model from being used")
+
+
+@router.get("/models/{model_id:path}/export", summary="One model as an Open WebUI file")
+async def export_one(
+    model_id: str, principal: CurrentPrincipal, svc: Annotated[Services, Depends(services)]
+) -> Response:
+    body = [await svc.transfer.export_one(model_id, principal)]
+    filename = export_filename(model_id, datetime.now(UTC))
+    return Response(
+        json.dumps(body),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get("/models/{model_id:path}/share", summary="What to post to openwebui.com to share the model")
+async def share(
+    model_id: str, principal: CurrentPrincipal, svc: Annotated[Services, Depends(services)]
+) -> dict[str, Any]:
+    return share_payload(await svc.transfer.export_one(model_id, principal))
+
+
+@router.put("/models/{model_id:path}/avatar", summary="Set the avatar (PNG, JPEG, WebP or GIF)")
+async def put_avatar(
+    model_id: str,
+    principal: CurrentPrincipal,
+    svc: Annotated[Services, Depends(services)],
+    file: Annotated[UploadFile, File(description="the image")],
+) -> dict[str, Any]:
+    data = await file.read(svc.settings.max_avatar_bytes + 1)
+    model = await svc.models.set_avatar(model_id, data, principal)
+    return model_json(await svc.models.get(model.id, principal))
+
+
+@router.get("/models/{model_id:path}/avatar", summary="The avatar image", response_model=None)
+async def get_avatar(
+    model_id: str,
+    principal: CurrentPrincipal,
+    svc: Annotated[Services, Depends(services)],
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    data, content_type, etag = await svc.models.avatar(model_id, principal)
+    quoted = f'"{etag}"'
+    headers = {"ETag": quoted, "Cache-Control": "private, max-age=300"}
+    if if_none_match is not None and quoted in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    return Response(data, media_type=content_type, headers=headers)
+
+
+@router.get("/models/{model_id:path}/revisions/{version}", summary="One earlier version, whole")
+async def get_revision(
+    model_id: str, version: int, principal: CurrentPrincipal, svc: Annotated[Services, Depends(services)]
+) -> dict[str, Any]:
+    return _revision_json(await svc.models.revision(model_id, version, principal), with_snapshot=True)
+
+
+@router.post("/models/{model_id:path}/revisions/{version}/restore", summary="Make an earlier version current")
+async def restore_revision(
+    model_id: str, version: int, principal: CurrentPrincipal, svc: Annotated[Services, Depends(services)]
+) -> dict[str, Any]:
+    model = await svc.models.restore(model_id, version, principal)
+    return model_json(await svc.models.get(model.id, principal))
+
+
+@router.get("/models/{model_id:path}/revisions", summary="Every version: who changed what, when")
+async def list_revisions(
+    model_id: str, principal: CurrentPrincipal, svc: Annotated[Services, Depends(services)]
+) -> dict[str, Any]:
+    revisions = await svc.models.revisions(model_id, principal)
+    return {"items": [_revision_json(r, with_snapshot=False) for r in revisions]}
+
+
+@router.get("/models/{model_id:path}/effective", summary="The resolved chain and merged params, with sources")
+async def effective(
+    model_id: str, principal: CurrentPrincipal, svc: Annotated[Services, Depends(services)]
+) -> dict[str, Any]:
+    result = await svc.models.effective(model_id, principal)
+    return {
+        "id": result.model.id,
+        "usable": result.usable,
+        "problems": result.problems,
+        "chain": [
+            {"kind": link.kind, "id": link.id, "enabled": link.enabled, "available": link.available}
+            for link in result.chain
+        ],
+        "params": {key: {"value": p.value, "source": p.source} for key, p in result.params.items()},
+        "precedence": "request overrides > model file > the model files it is built on (nearest first) > base model",
+    }
+
+
+# ---- the model itself
+
+
+@router.get("/models/{model_id:path}", summary="One model file")
+async def get_model(
+    model_id: str, principal: CurrentPrincipal, svc: Annotated[Services, Depends(services)], response: Response
+) -> dict[str, Any]:
+    stored = await svc.models.get(model_id, principal)
+    response.headers["ETag"] = f'"{stored.model.version}"'
+    return model_json(stored)
+
+
+@router.patch("/models/{model_id:path}", summary="Change a model file (JSON merge patch)")
+async def update_model(
+    model_id: str,
+    principal: CurrentPrincipal,
+    svc: Annotated[Services, Depends(services)],
+    body: Annotated[dict[str, Any], Body()],
+    if_match: Annotated[str | None, Header(description="the version you edited, to refuse lost updates")] = None,
+) -> dict[str, Any]:
+    model = await svc.models.update(model_id, body, principal, expected_version=_version_header(if_match))
+    return model_json(await svc.models.get(model.id, principal))
+
+
+@router.delete("/models/{model_id:path}", status_code=204, summary="Delete a model file")
+async def delete_model(
+    model_id: str, principal: CurrentPrincipal, svc: Annotated[Services, Depends(services)]
+) -> Response:
+    await svc.models.delete(model_id, principal)
+    return Response(status_code=204)

@@ -1,0 +1,154 @@
+"""Base models: registered by admins, found through connections, or pulled into the object store."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from google.protobuf.json_format import MessageToDict
+from psycopg_pool import AsyncConnectionPool
+
+from modelhub.events.v1 import events_pb2
+from modelhub_common.auth import Principal
+from modelhub_registry.adapters.base_models_repository import BaseModelsRepository
+from modelhub_registry.adapters.connection_clients import list_connection_models
+from modelhub_registry.domain.base_model import BaseModelRecord, Connection, ConnectionType
+from modelhub_registry.errors import ConflictError, InvalidModelError, NotFoundError, RegistryError
+from modelhub_registry.service_layer import events
+
+logger = logging.getLogger(__name__)
+
+# Only one replica syncs connections at a time; the others skip the round.
+_SYNC_LOCK = 0x6D6F64656C687562
+
+
+def _check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidModelError("url: must be an http(s) URL such as http://ollama:11434")
+
+
+class BaseModelService:
+    def __init__(self, pool: AsyncConnectionPool, http: httpx.AsyncClient) -> None:
+        self.pool = pool
+        self.http = http
+        self.repo = BaseModelsRepository()
+
+    async def list_all(self, *, include_unavailable: bool) -> list[BaseModelRecord]:
+        async with self.pool.connection() as conn:
+            return await self.repo.list_all(conn, include_unavailable=include_unavailable)
+
+    async def register(self, record: BaseModelRecord, principal: Principal | None) -> bool:
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute("SELECT 1 FROM models WHERE id = %s", (record.id,))
+            if await cur.fetchone() is not None:
+                raise ConflictError(f"'{record.id}' is already the id of a model file")
+            new = await self.repo.upsert(conn, record)
+            if new:
+                await events.base_model_event(conn, "base_model_registered", record.id, principal)
+        return new
+
+    async def remove(self, model_id: str, principal: Principal) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            if not await self.repo.delete(conn, model_id):
+                raise NotFoundError(f"base model '{model_id}' does not exist")
+            await events.base_model_event(conn, "base_model_removed", model_id, principal)
+
+    async def register_pulled(self, completed: events_pb2.PullCompleted) -> bool:
+        """Handles the puller's completed event; idempotent (a redelivery refreshes the same row)."""
+        details = completed.details
+        record = BaseModelRecord(
+            id=completed.model,
+            name=completed.model,
+            source="local",
+            capabilities={"vision": details.vision},
+            details={
+                "format": details.format,
+                "family": details.family,
+                "families": list(details.families),
+                "parameter_size": details.parameter_size,
+                "quantization_level": details.quantization_level,
+                "architecture": details.architecture,
+                "size": details.size_bytes,
+                "digest": details.manifest_digest,
+                "licenses": list(details.licenses),
+                "template": details.template,
+            },
+            params={**({"system": details.system} if details.system else {}), **_struct(details.params)},
+        )
+        return await self.register(record, None)
+
+    # ---- connections
+
+    async def add_connection(self, *, type_: ConnectionType, name: str, url: str, api_key: str | None) -> Connection:
+        _check_url(url)
+        async with self.pool.connection() as conn, conn.transaction():
+            return await self.repo.add_connection(conn, type_=type_, name=name, url=url, api_key=api_key)
+
+    async def connections(self) -> list[Connection]:
+        async with self.pool.connection() as conn:
+            return await self.repo.connections(conn)
+
+    async def delete_connection(self, connection_id: str, principal: Principal) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            try:
+                removed = await self.repo.delete_connection(conn, connection_id)
+            except LookupError as exc:
+                raise NotFoundError(f"connection '{connection_id}' does not exist") from exc
+            for model_id in removed:
+                await events.base_model_event(conn, "base_model_removed", model_id, principal)
+
+    async def sync_connection(self, connection_id: str) -> dict[str, Any]:
+        async with self.pool.connection() as conn:
+            try:
+                connection, key = await self.repo.connection_secret(conn, connection_id)
+            except LookupError as exc:
+                raise NotFoundError(f"connection '{connection_id}' does not exist") from exc
+        try:
+            records = await list_connection_models(
+                self.http, type_=connection.type, url=connection.url, api_key=key, connection_id=connection.id
+            )
+        except RegistryError as exc:
+            async with self.pool.connection() as conn, conn.transaction():
+                await self.repo.record_sync(conn, connection_id, exc.message)
+            raise
+        added: list[str] = []
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute("SELECT id FROM models WHERE id = ANY(%s)", ([r.id for r in records],))
+            shadowed = {r[0] for r in await cur.fetchall()}
+            for record in records:
+                if record.id in shadowed:
+                    continue
+                if await self.repo.upsert(conn, record):
+                    added.append(record.id)
+                    await events.base_model_event(conn, "base_model_registered", record.id, None)
+            gone = await self.repo.mark_unavailable(conn, connection_id, [r.id for r in records])
+            for model_id in gone:
+                await events.base_model_event(conn, "base_model_removed", model_id, None)
+            await self.repo.record_sync(conn, connection_id, None)
+        return {"connection_id": connection_id, "models": len(records), "added": added, "unavailable": gone}
+
+    async def sync_all(self) -> None:
+        """One round of the periodic sync; a failing connection is recorded and the others go on."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_SYNC_LOCK,))
+            row = await cur.fetchone()
+            if not row or not row[0]:
+                return
+            try:
+                for connection in await self.repo.connections(conn):
+                    try:
+                        await self.sync_connection(connection.id)
+                    except RegistryError as exc:
+                        logger.warning(
+                            "connection sync failed",
+                            extra={"connection_id": connection.id, "error": exc.message},
+                        )
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (_SYNC_LOCK,))
+
+
+def _struct(value: Any) -> dict[str, Any]:
+    return dict(MessageToDict(value)) if value is not None else {}

@@ -1,0 +1,463 @@
+"""Model-file use cases: create, read, list, change, clone, delete, revisions, avatars, effective view."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
+
+from modelhub_common.auth import Principal
+from modelhub_common.objectstore import AsyncObjectStore, ObjectNotFoundError
+from modelhub_registry.adapters.base_models_repository import BaseModelsRepository
+from modelhub_registry.adapters.models_repository import (
+    AvatarRef,
+    ListQuery,
+    ModelsRepository,
+    Revision,
+    StoredModel,
+    encode_cursor,
+)
+from modelhub_registry.domain.access import can_read, can_write
+from modelhub_registry.domain.avatars import Avatar, AvatarError, process_avatar
+from modelhub_registry.domain.effective import ChainLink, EffectiveParam, merge_params
+from modelhub_registry.domain.limits import Limits
+from modelhub_registry.domain.model_file import FieldProblem, ModelFile, ModelFileSpec, check_limits
+from modelhub_registry.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidModelError,
+    NotFoundError,
+    TooLargeError,
+    UnsupportedMediaError,
+)
+from modelhub_registry.service_layer import events
+
+MAX_CHAIN_DEPTH = 32
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def pydantic_problems(exc: ValidationError) -> list[FieldProblem]:
+    return [FieldProblem(field=".".join(str(p) for p in err["loc"]), message=err["msg"]) for err in exc.errors()]
+
+
+def problems_message(problems: list[FieldProblem]) -> str:
+    return "; ".join(f"{p.field}: {p.message}" for p in problems)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge recursively, ``null`` removes a key, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def spec_dump(model: ModelFileSpec) -> dict[str, Any]:
+    return ModelFileSpec.model_validate(model.model_dump()).model_dump(mode="json", exclude_none=True)
+
+
+def changed_fields(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Top-level fields that differ; for ``params`` and ``meta``, the keys inside them."""
+    changed: list[str] = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if old == new:
+            continue
+        if key in ("params", "meta") and isinstance(old, dict) and isinstance(new, dict):
+            changed += [f"{key}.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        else:
+            changed.append(key)
+    return changed
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[StoredModel]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class Effective:
+    model: ModelFile
+    chain: list[ChainLink]
+    params: dict[str, EffectiveParam]
+    usable: bool
+    problems: list[str]
+
+
+class ModelService:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        store: AsyncObjectStore,
+        *,
+        bucket: str,
+        limits: Limits,
+        models: ModelsRepository | None = None,
+        base_models: BaseModelsRepository | None = None,
+    ) -> None:
+        self.pool = pool
+        self.store = store
+        self.bucket = bucket
+        self.limits = limits
+        self.models = models or ModelsRepository()
+        self.base_models = base_models or BaseModelsRepository()
+
+    # ---- helpers shared by the use cases
+
+    def validate_spec(self, data: Any) -> ModelFileSpec:
+        try:
+            spec = ModelFileSpec.model_validate(data)
+        except ValidationError as exc:
+            problems = pydantic_problems(exc)
+            raise InvalidModelError(problems_message(problems), details=[p.model_dump() for p in problems]) from exc
+        problems = check_limits(spec, self.limits)
+        if problems:
+            raise InvalidModelError(problems_message(problems), details=[p.model_dump() for p in problems])
+        return spec
+
+    async def _load(
+        self,
+        conn: AsyncConnection[Any],
+        model_id: str,
+        principal: Principal,
+        *,
+        write: bool,
+        for_update: bool = False,
+    ) -> StoredModel:
+        stored = await self.models.get(conn, model_id, for_update=for_update)
+        if stored is None or not can_read(stored.model, principal):
+            if stored is None and await self.base_models.get(conn, model_id) is not None:
+                raise NotFoundError(
+                    f"'{model_id}' is a base model, not a model file; create a model file on top of it first"
+                )
+            raise NotFoundError(f"model '{model_id}' does not exist or you cannot read it")
+        if write and not can_write(stored.model, principal):
+            raise ForbiddenError(f"you can read model '{model_id}' but not change it; ask its owner for write access")
+        return stored
+
+    async def _check_base(self, conn: AsyncConnection[Any], spec: ModelFileSpec, principal: Principal) -> None:
+        """The base must exist and be readable, and following it must never lead back to this model."""
+        if spec.base_model_id is None:
+            if await self.base_models.get(conn, spec.id) is None:
+                raise InvalidModelError(
+                    "base_model_id: required (the model file this one is built on, or a base model)",
+                    details=[{"field": "base_model_id", "message": "required"}],
+                )
+            return
+        current: str | None = spec.base_model_id
+        for _ in range(MAX_CHAIN_DEPTH):
+            if current is None:
+                return
+            if current == spec.id:
+                raise InvalidModelError(
+                    f"base_model_id: '{spec.base_model_id}' is built on '{spec.id}'; that would make a cycle",
+                    details=[{"field": "base_model_id", "message": "would make a cycle"}],
+                )
+            stored = await self.models.get(conn, current)
+            if stored is not None:
+                if current == spec.base_model_id and not can_read(stored.model, principal):
+                    raise InvalidModelError(
+                        f"base_model_id: you cannot read model '{current}'",
+                        details=[{"field": "base_model_id", "message": "not readable"}],
+                    )
+                current = stored.model.base_model_id
+                continue
+            if await self.base_models.get(conn, current) is not None:
+                return
+            raise InvalidModelError(
+                f"base_model_id: '{current}' is neither a model file nor a base model here",
+                details=[{"field": "base_model_id", "message": f"'{current}' does not exist"}],
+            )
+        raise InvalidModelError(f"base_model_id: the chain is deeper than {MAX_CHAIN_DEPTH} models")
+
+    # ---- reads
+
+    async def get(self, model_id: str, principal: Principal) -> StoredModel:
+        async with self.pool.connection() as conn:
+            return await self._load(conn, model_id, principal, write=False)
+
+    async def list_page(self, principal: Principal, query: ListQuery) -> Page:
+        async with self.pool.connection() as conn:
+            rows = await self.models.list_page(
+                conn, principal, ListQuery(**{**query.__dict__, "limit": query.limit + 1})
+            )
+        more = len(rows) > query.limit
+        items = rows[: query.limit]
+        return Page(items, encode_cursor(items[-1].model.id) if more and items else None)
+
+    async def iterate_readable(self, principal: Principal, *, page_size: int = 500) -> AsyncIterator[StoredModel]:
+        cursor: str | None = None
+        while True:
+            page = await self.list_page(
+                principal,
+                ListQuery(include_hidden=True, include_disabled=True, limit=page_size, cursor=cursor),
+            )
+            for item in page.items:
+                yield item
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    # ---- writes
+
+    async def create(self, data: Any, principal: Principal) -> ModelFile:
+        spec = self.validate_spec(data)
+        async with self.pool.connection() as conn, conn.transaction():
+            if await self.models.exists(conn, spec.id):
+                raise ConflictError(f"model '{spec.id}' already exists; choose another id or edit it")
+            if spec.base_model_id is not None and await self.base_models.get(conn, spec.id) is not None:
+                raise ConflictError(f"'{spec.id}' is the id of a base model; choose another id")
+            await self._check_base(conn, spec, principal)
+            stamp = now()
+            model = ModelFile(
+                **spec.model_dump(), owner_id=principal.subject, created_at=stamp, updated_at=stamp, version=1
+            )
+            await self.models.insert(conn, model)
+            await self.models.add_revision(conn, model, action="created", actor=principal.subject, changed_fields=[])
+            await events.model_changed(conn, "created", model, principal, [])
+        return model
+
+    async def _save_change(
+        self,
+        conn: AsyncConnection[Any],
+        stored: StoredModel,
+        new_spec: ModelFileSpec,
+        principal: Principal,
+        event: str,
+    ) -> tuple[ModelFile, list[str]]:
+        before = spec_dump(stored.model)
+        after = spec_dump(new_spec)
+        fields = changed_fields(before, after)
+        if not fields:
+            return stored.model, []
+        if "base_model_id" in fields:
+            await self._check_base(conn, new_spec, principal)
+        model = ModelFile(
+            **new_spec.model_dump(),
+            owner_id=stored.model.owner_id,
+            created_at=stored.model.created_at,
+            updated_at=now(),
+            version=stored.model.version + 1,
+        )
+        await self.models.update(conn, model)
+        await self.models.add_revision(conn, model, action=event, actor=principal.subject, changed_fields=fields)
+        await events.model_changed(conn, event, model, principal, fields)
+        return model, fields
+
+    async def update(
+        self,
+        model_id: str,
+        patch: dict[str, Any],
+        principal: Principal,
+        *,
+        expected_version: int | None = None,
+    ) -> ModelFile:
+        if "id" in patch and patch["id"] != model_id:
+            raise InvalidModelError("id: cannot be changed; clone the model to get a new id")
+        async with self.pool.connection() as conn, conn.transaction():
+            stored = await self._load(conn, model_id, principal, write=True, for_update=True)
+            if expected_version is not None and expected_version != stored.model.version:
+                raise ConflictError(
+                    f"model '{model_id}' is at version {stored.model.version}, not {expected_version};"
+                    " reload it and apply your change again"
+                )
+            merged = merge_patch(stored.model.model_dump(mode="json"), patch)
+            new_spec = self.validate_spec({**merged, "id": model_id})
+            model, _ = await self._save_change(conn, stored, new_spec, principal, "updated")
+        return model
+
+    async def set_flag(self, model_id: str, principal: Principal, flag: str, value: bool) -> ModelFile:
+        event = {("hidden", True): "hidden", ("hidden", False): "unhidden"}.get((flag, value)) or (
+            "enabled" if value else "disabled"
+        )
+        async with self.pool.connection() as conn, conn.transaction():
+            stored = await self._load(conn, model_id, principal, write=True, for_update=True)
+            new_spec = stored.model.model_copy(update={flag: value})
+            model, _ = await self._save_change(conn, stored, new_spec, principal, event)
+        return model
+
+    async def delete(self, model_id: str, principal: Principal) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            stored = await self._load(conn, model_id, principal, write=True, for_update=True)
+            cur = await conn.execute("SELECT id FROM models WHERE base_model_id = %s ORDER BY id LIMIT 10", (model_id,))
+            dependents = [r[0] for r in await cur.fetchall()]
+            if dependents:
+                raise ConflictError(
+                    f"model '{model_id}' is the base of {', '.join(dependents)}; delete or re-base those first",
+                    details={"dependents": dependents},
+                )
+            await self.models.delete(conn, model_id)
+            await events.model_deleted(conn, stored.model, principal)
+
+    async def clone(self, model_id: str, principal: Principal) -> ModelFile:
+        async with self.pool.connection() as conn, conn.transaction():
+            source = await self.models.get(conn, model_id)
+            if source is None and await self.base_models.get(conn, model_id) is not None:
+                raise ConflictError(
+                    f"'{model_id}' is a base model and cannot be cloned; create a model file on top of it first"
+                )
+            stored = await self._load(conn, model_id, principal, write=False)
+            new_id = await self._free_clone_id(conn, model_id)
+            stamp = now()
+            data = stored.model.model_dump()
+            data.update(
+                id=new_id,
+                name=f"{stored.model.name} (Clone)",
+                owner_id=principal.subject,
+                access={"public_read": False, "grants": []},
+                created_at=stamp,
+                updated_at=stamp,
+                version=1,
+            )
+            model = ModelFile.model_validate(data)
+            problems = check_limits(model, self.limits)
+            if problems:
+                raise InvalidModelError(problems_message(problems))
+            await self.models.insert(conn, model)
+            if stored.avatar.key or stored.avatar.url:
+                await self.models.set_avatar(conn, new_id, stored.avatar)
+            await self.models.add_revision(conn, model, action="cloned", actor=principal.subject, changed_fields=[])
+            await events.model_changed(conn, "cloned", model, principal, [f"cloned_from:{model_id}"])
+        return model
+
+    async def _free_clone_id(self, conn: AsyncConnection[Any], model_id: str) -> str:
+        for n in range(1, 1000):
+            candidate = f"{model_id}-clone" if n == 1 else f"{model_id}-clone-{n}"
+            if len(candidate) > self.limits.max_id_length:
+                raise InvalidModelError(f"id: '{model_id}' is too long to clone")
+            if not await self.models.exists(conn, candidate) and await self.base_models.get(conn, candidate) is None:
+                return candidate
+        raise ConflictError(f"too many clones of '{model_id}' already exist")
+
+    # ---- revisions
+
+    async def revisions(self, model_id: str, principal: Principal) -> list[Revision]:
+        async with self.pool.connection() as conn:
+            await self._load(conn, model_id, principal, write=False)
+            return await self.models.revisions(conn, model_id)
+
+    async def revision(self, model_id: str, version: int, principal: Principal) -> Revision:
+        async with self.pool.connection() as conn:
+            await self._load(conn, model_id, principal, write=False)
+            revision = await self.models.revision(conn, model_id, version)
+        if revision is None:
+            raise NotFoundError(f"model '{model_id}' has no version {version}")
+        return revision
+
+    async def restore(self, model_id: str, version: int, principal: Principal) -> ModelFile:
+        async with self.pool.connection() as conn, conn.transaction():
+            stored = await self._load(conn, model_id, principal, write=True, for_update=True)
+            revision = await self.models.revision(conn, model_id, version)
+            if revision is None:
+                raise NotFoundError(f"model '{model_id}' has no version {version}")
+            new_spec = self.validate_spec({**revision.snapshot, "id": model_id})
+            model, _ = await self._save_change(conn, stored, new_spec, principal, "restored")
+        return model
+
+    # ---- avatars
+
+    def avatar_key(self, avatar: Avatar) -> str:
+        return f"avatars/{avatar.etag}"
+
+    async def store_avatar_bytes(self, data: bytes) -> Avatar:
+        try:
+            avatar = process_avatar(data, max_bytes=self.limits.max_avatar_bytes)
+        except AvatarError as exc:
+            error = TooLargeError if exc.http_status == 413 else UnsupportedMediaError
+            raise error(exc.message) from exc
+        # Content-addressed: the same picture is stored once whatever uses it.
+        await self.store.put_bytes(self.bucket, self.avatar_key(avatar), avatar.data, content_type=avatar.content_type)
+        return avatar
+
+    async def set_avatar(self, model_id: str, data: bytes, principal: Principal) -> ModelFile:
+        async with self.pool.connection() as conn:
+            await self._load(conn, model_id, principal, write=True)
+        avatar = await self.store_avatar_bytes(data)
+        async with self.pool.connection() as conn, conn.transaction():
+            stored = await self._load(conn, model_id, principal, write=True, for_update=True)
+            ref = AvatarRef(self.avatar_key(avatar), avatar.content_type, avatar.etag, None)
+            await self.models.set_avatar(conn, model_id, ref)
+            model = stored.model.model_copy(update={"updated_at": now(), "version": stored.model.version + 1})
+            await self.models.update(conn, model)
+            fields = ["meta.profile_image_url"]
+            await self.models.add_revision(
+                conn, model, action="updated", actor=principal.subject, changed_fields=fields
+            )
+            await events.model_changed(conn, "updated", model, principal, fields)
+        return model
+
+    async def avatar(self, model_id: str, principal: Principal) -> tuple[bytes, str, str]:
+        stored = await self.get(model_id, principal)
+        ref = stored.avatar
+        if not ref.key or not ref.content_type or not ref.etag:
+            raise NotFoundError(f"model '{model_id}' has no avatar")
+        try:
+            data = await self.store.get_bytes(self.bucket, ref.key)
+        except ObjectNotFoundError as exc:
+            raise NotFoundError(f"the avatar of model '{model_id}' is missing from the object store") from exc
+        return data, ref.content_type, ref.etag
+
+    async def avatar_data_uri(self, stored: StoredModel) -> str | None:
+        ref = stored.avatar
+        if ref.url:
+            return ref.url
+        if not ref.key or not ref.content_type:
+            return None
+        try:
+            data = await self.store.get_bytes(self.bucket, ref.key)
+        except ObjectNotFoundError:
+            return None
+        return f"data:{ref.content_type};base64,{base64.b64encode(data).decode()}"
+
+    # ---- effective view
+
+    async def effective(
+        self, model_id: str, principal: Principal, overrides: dict[str, Any] | None = None
+    ) -> Effective:
+        async with self.pool.connection() as conn:
+            stored = await self._load(conn, model_id, principal, write=False)
+            chain: list[ChainLink] = []
+            problems: list[str] = []
+            current: StoredModel | None = stored
+            seen: set[str] = set()
+            while current is not None:
+                model = current.model
+                if model.id in seen or len(chain) >= MAX_CHAIN_DEPTH:
+                    problems.append(f"the chain loops or is deeper than {MAX_CHAIN_DEPTH} at '{model.id}'")
+                    break
+                seen.add(model.id)
+                chain.append(ChainLink("model", model.id, model.params.as_dict(), enabled=model.enabled))
+                if not model.enabled:
+                    problems.append(f"model '{model.id}' is disabled")
+                base_id = model.base_model_id or model.id
+                nxt = await self.models.get(conn, base_id) if model.base_model_id else None
+                if nxt is not None:
+                    if not can_read(nxt.model, principal):
+                        problems.append(f"you cannot read '{base_id}', which '{model.id}' is built on")
+                        break
+                    current = nxt
+                    continue
+                base = await self.base_models.get(conn, base_id)
+                if base is None:
+                    problems.append(f"base model '{base_id}' does not exist here yet")
+                else:
+                    chain.append(ChainLink("base", base.id, base.params, available=base.available))
+                    if not base.available:
+                        problems.append(f"base model '{base.id}' is not available from its connection")
+                current = None
+        return Effective(stored.model, chain, merge_params(chain, overrides), not problems, problems)

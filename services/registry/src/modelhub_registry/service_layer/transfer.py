@@ -1,0 +1,248 @@
+"""Export and import in Open WebUI's file shapes. An import writes every item or none."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from modelhub_common.auth import Principal
+from modelhub_registry.adapters.models_repository import AvatarRef, StoredModel
+from modelhub_registry.domain.access import can_write
+from modelhub_registry.domain.avatars import Avatar, AvatarError, process_avatar
+from modelhub_registry.domain.model_file import ModelFile
+from modelhub_registry.domain.openwebui import (
+    ImportDocumentError,
+    ImportItem,
+    ItemError,
+    normalize_item,
+    parse_import_document,
+    to_openwebui,
+)
+from modelhub_registry.errors import InvalidModelError, TooLargeError
+from modelhub_registry.service_layer import events
+from modelhub_registry.service_layer.models import ModelService, now, spec_dump
+
+ImportMode = Literal["create", "upsert"]
+
+
+@dataclass
+class ImportReport:
+    dry_run: bool
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _DryRunRollback(Exception):
+    """Raised inside the transaction of a dry run so that nothing it wrote stays."""
+
+
+class TransferService:
+    def __init__(self, models: ModelService) -> None:
+        self.models = models
+
+    # ---- export
+
+    async def export_object(self, stored: StoredModel) -> dict[str, Any]:
+        return to_openwebui(stored.model, avatar_data_uri=await self.models.avatar_data_uri(stored))
+
+    async def export_one(self, model_id: str, principal: Principal) -> dict[str, Any]:
+        return await self.export_object(await self.models.get(model_id, principal))
+
+    async def export_all(self, principal: Principal) -> AsyncIterator[bytes]:
+        """The JSON array, one model at a time, so memory stays flat however many models there are."""
+        yield b"["
+        first = True
+        async for stored in self.models.iterate_readable(principal):
+            yield (b"" if first else b",") + json.dumps(await self.export_object(stored)).encode()
+            first = False
+        yield b"]"
+
+    # ---- import
+
+    async def import_document(
+        self, raw: bytes, principal: Principal, *, mode: ImportMode, dry_run: bool
+    ) -> ImportReport:
+        limits = self.models.limits
+        try:
+            documents = parse_import_document(raw, limits)
+        except ImportDocumentError as exc:
+            error = TooLargeError if exc.http_status == 413 else InvalidModelError
+            raise error(exc.message, code=exc.code) from exc
+
+        report = ImportReport(dry_run=dry_run)
+        errors: list[ItemError] = []
+        items: list[ImportItem] = []
+        for index, document in enumerate(documents):
+            result = normalize_item(document, index, limits)
+            if isinstance(result, ItemError):
+                errors.append(result)
+            else:
+                items.append(result)
+
+        seen: dict[str, int] = {}
+        for item in items:
+            if item.spec.id in seen:
+                errors.append(ItemError(item.index, item.spec.id, f"id: repeats item {seen[item.spec.id]}"))
+            seen.setdefault(item.spec.id, item.index)
+
+        avatars: dict[int, Avatar] = {}
+        for item in items:
+            for warning in item.warnings:
+                report.warnings.append({"index": item.index, "id": item.spec.id, "message": warning})
+            if item.avatar is not None:
+                try:
+                    avatars[item.index] = process_avatar(item.avatar.data, max_bytes=limits.max_avatar_bytes)
+                except AvatarError as exc:
+                    report.warnings.append(
+                        {"index": item.index, "id": item.spec.id, "message": f"avatar dropped: {exc.message}"}
+                    )
+
+        try:
+            async with self.models.pool.connection() as conn, conn.transaction():
+                existing: dict[str, StoredModel] = {}
+                for item in items:
+                    stored = await self.models.models.get(conn, item.spec.id, for_update=True)
+                    if stored is not None:
+                        existing[item.spec.id] = stored
+                        if mode == "create":
+                            errors.append(
+                                ItemError(item.index, item.spec.id, "id: already exists; import with mode=upsert")
+                            )
+                        elif not can_write(stored.model, principal):
+                            errors.append(ItemError(item.index, item.spec.id, "id: exists and you cannot change it"))
+                    elif item.spec.base_model_id is not None and await self.models.base_models.get(conn, item.spec.id):
+                        errors.append(ItemError(item.index, item.spec.id, "id: is the id of a base model"))
+                errors.extend(await self._chain_problems(conn, items, existing))
+                if errors:
+                    errors.sort(key=lambda e: e.index)
+                    raise InvalidModelError(
+                        f"{len(errors)} of {len(documents)} items are invalid; nothing was imported",
+                        code="import_rejected",
+                        details={
+                            "errors": [{"index": e.index, "id": e.id, "reason": e.reason} for e in errors],
+                            "warnings": report.warnings,
+                        },
+                    )
+                batch_ids = {item.spec.id for item in items}
+                for item in items:
+                    await self._write_item(
+                        conn,
+                        item,
+                        existing.get(item.spec.id),
+                        avatars.get(item.index),
+                        principal,
+                        report,
+                        dry_run,
+                        batch_ids,
+                    )
+                if dry_run:
+                    raise _DryRunRollback
+        except _DryRunRollback:
+            pass
+        return report
+
+    async def _chain_problems(
+        self, conn: Any, items: list[ImportItem], existing: dict[str, StoredModel]
+    ) -> list[ItemError]:
+        """Bases missing here are warnings (the file may have come from another instance); loops are errors."""
+        batch = {item.spec.id: item.spec.base_model_id for item in items}
+        problems: list[ItemError] = []
+        for item in items:
+            seen = {item.spec.id}
+            current = item.spec.base_model_id
+            while current is not None:
+                if current in seen:
+                    problems.append(ItemError(item.index, item.spec.id, f"base_model_id: '{current}' leads back here"))
+                    break
+                seen.add(current)
+                if current in batch:
+                    current = batch[current]
+                    continue
+                found, base = await self.models.models.base_of(conn, current)
+                if not found:
+                    break
+                current = base
+        return problems
+
+    async def _write_item(
+        self,
+        conn: Any,
+        item: ImportItem,
+        stored: StoredModel | None,
+        avatar: Avatar | None,
+        principal: Principal,
+        report: ImportReport,
+        dry_run: bool,
+        batch_ids: set[str],
+    ) -> None:
+        spec = item.spec
+        if await self._base_missing(conn, spec.base_model_id or spec.id, batch_ids):
+            report.warnings.append(
+                {
+                    "index": item.index,
+                    "id": spec.id,
+                    "message": f"base model '{spec.base_model_id or spec.id}' does not exist here yet;"
+                    " the model is not usable until it appears",
+                }
+            )
+        ref = None
+        if avatar is not None:
+            ref = AvatarRef(self.models.avatar_key(avatar), avatar.content_type, avatar.etag, None)
+            if not dry_run:
+                await self.models.store.put_bytes(
+                    self.models.bucket, ref.key or "", avatar.data, content_type=avatar.content_type
+                )
+        elif item.avatar_url:
+            ref = AvatarRef(None, None, None, item.avatar_url)
+
+        if stored is None:
+            stamp = now()
+            model = ModelFile(
+                **spec.model_dump(),
+                owner_id=principal.subject,
+                created_at=item.created_at or stamp,
+                updated_at=stamp,
+                version=1,
+            )
+            await self.models.models.insert(conn, model)
+            if ref is not None:
+                await self.models.models.set_avatar(conn, model.id, ref)
+            await self.models.models.add_revision(
+                conn, model, action="imported", actor=principal.subject, changed_fields=[]
+            )
+            await events.model_changed(conn, "imported", model, principal, [])
+            report.created.append(model.id)
+            return
+        avatar_changed = ref is not None and ref != stored.avatar
+        if spec_dump(stored.model) == spec_dump(spec) and not avatar_changed:
+            report.unchanged.append(spec.id)
+            return
+        model, fields = await self.models._save_change(conn, stored, spec, principal, "imported")
+        if avatar_changed and ref is not None:
+            await self.models.models.set_avatar(conn, spec.id, ref)
+            if not fields:
+                model = model.model_copy(update={"updated_at": now(), "version": model.version + 1})
+                await self.models.models.update(conn, model)
+                fields = ["meta.profile_image_url"]
+                await self.models.models.add_revision(
+                    conn, model, action="imported", actor=principal.subject, changed_fields=fields
+                )
+                await events.model_changed(conn, "imported", model, principal, fields)
+        report.updated.append(spec.id)
+
+    async def _base_missing(self, conn: Any, base_id: str, batch_ids: set[str]) -> bool:
+        if base_id in batch_ids:
+            return False
+        found, _ = await self.models.models.base_of(conn, base_id)
+        if found:
+            return False
+        return await self.models.base_models.get(conn, base_id) is None
+
+
+def export_timestamp(moment: datetime) -> str:
+    return moment.strftime("%Y%m%d-%H%M%S")
