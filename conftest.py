@@ -21,9 +21,7 @@ def jwt_secret() -> str:
 
 @pytest.fixture
 def make_token() -> Callable[..., str]:
-    def make(
-        subject: str = "admin", role: str = "admin", groups: tuple[str, ...] = (), ttl: int = 600
-    ) -> str:
+    def make(subject: str = "admin", role: str = "admin", groups: tuple[str, ...] = (), ttl: int = 600) -> str:
         return issue_token(JWT_SECRET, subject=subject, role=role, groups=groups, ttl_seconds=ttl)
 
     return make

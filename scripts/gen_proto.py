@@ -46,9 +46,7 @@ def generate(out_dir: Path) -> None:
 
 def diff(a: Path, b: Path) -> list[str]:
     def files(root: Path) -> set[str]:
-        return {
-            str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-        }
+        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
 
     left, right = files(a), files(b)
     changed = sorted(left ^ right)
@@ -57,9 +55,7 @@ def diff(a: Path, b: Path) -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="fail if the committed code is out of date")
     args = parser.parse_args()
     if args.check:

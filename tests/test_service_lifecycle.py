@@ -92,9 +92,7 @@ async def test_registry_relays_outbox_rows_to_jetstream(
             async with await psycopg.AsyncConnection.connect(pg_url) as conn:
                 await enqueue(conn, MODELS.subject("created"), envelope)
                 await conn.commit()
-            sub = await nc.jetstream().pull_subscribe(
-                MODELS.subject("created"), durable=None, stream="MODELHUB_MODELS"
-            )
+            sub = await nc.jetstream().pull_subscribe(MODELS.subject("created"), durable=None, stream="MODELHUB_MODELS")
             found = None
             for _ in range(20):
                 try:

@@ -33,9 +33,7 @@ def test_other_key_other_issuer_and_garbage_are_refused() -> None:
 
 
 def test_none_algorithm_and_unknown_role_are_refused() -> None:
-    unsigned = jwt.encode(
-        {"sub": "a", "exp": time.time() + 60, "iat": time.time(), "iss": "modelhub"}, None, "none"
-    )
+    unsigned = jwt.encode({"sub": "a", "exp": time.time() + 60, "iat": time.time(), "iss": "modelhub"}, None, "none")
     with pytest.raises(AuthError):
         verify_token(unsigned, SECRET)
     forged = jwt.encode(

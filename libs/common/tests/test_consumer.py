@@ -83,9 +83,7 @@ async def topic(js: JetStreamContext) -> Topic:
 
 def spec(**overrides: Any) -> ConsumerSpec:
     """Short back-off so retries happen quickly; ack_wait long enough that only naks cause redeliveries."""
-    return replace(
-        ConsumerSpec(durable=DURABLE, ack_wait=10.0, max_deliver=3, backoff=(0.05, 0.1)), **overrides
-    )
+    return replace(ConsumerSpec(durable=DURABLE, ack_wait=10.0, max_deliver=3, backoff=(0.05, 0.1)), **overrides)
 
 
 def envelope(subject: str) -> events.EventEnvelope:
@@ -195,9 +193,7 @@ async def test_success_is_acked(js: JetStreamContext, topic: Topic) -> None:
     assert await dead_letter(js, topic.subject) is None
 
 
-@pytest.mark.parametrize(
-    "failure", [TransientError("try later"), RuntimeError("bug")], ids=["transient", "bug"]
-)
+@pytest.mark.parametrize("failure", [TransientError("try later"), RuntimeError("bug")], ids=["transient", "bug"])
 async def test_failure_is_nakked_redelivered_and_then_succeeds(
     js: JetStreamContext, topic: Topic, failure: Exception
 ) -> None:
@@ -294,9 +290,7 @@ async def test_undecodable_message_is_dead_lettered_without_calling_the_handler(
     assert (letter.headers or {})[DLQ_ERROR_CODE_HEADER] == "bad_envelope"
 
 
-async def test_message_is_not_terminated_when_dead_lettering_fails(
-    js: JetStreamContext, topic: Topic
-) -> None:
+async def test_message_is_not_terminated_when_dead_lettering_fails(js: JetStreamContext, topic: Topic) -> None:
     calls = Calls()
 
     async def handler(env: events.EventEnvelope, ctx: MsgContext) -> None:
@@ -337,9 +331,7 @@ async def test_a_context_can_be_built_without_a_message_for_handler_unit_tests()
 # ---- lifecycle -----------------------------------------------------------------------------------------
 
 
-async def test_stop_finishes_the_message_in_flight_and_releases_the_rest(
-    js: JetStreamContext, topic: Topic
-) -> None:
+async def test_stop_finishes_the_message_in_flight_and_releases_the_rest(js: JetStreamContext, topic: Topic) -> None:
     calls = Calls()
     entered, release = asyncio.Event(), asyncio.Event()
 
@@ -418,15 +410,11 @@ async def test_consumer_carries_on_after_a_nats_restart(tmp_path: Path) -> None:
     second_server = NatsServer(tmp_path / "nats")
     await asyncio.to_thread(first_server.start)
     try:
-        client = await connect(
-            [first_server.url, second_server.url], name="test-restart", reconnect_time_wait=1
-        )
+        client = await connect([first_server.url, second_server.url], name="test-restart", reconnect_time_wait=1)
         js = client.jetstream()
         token = uuid.uuid4().hex[:12]
         topic = Topic(stream=f"TEST_{token.upper()}", subject=f"mhtest.{token}.v1.deleted")
-        await ensure_stream(
-            js, StreamSpec(name=topic.stream, subjects=(f"mhtest.{token}.>",), max_age=3600.0)
-        )
+        await ensure_stream(js, StreamSpec(name=topic.stream, subjects=(f"mhtest.{token}.>",), max_age=3600.0))
         calls = Calls()
 
         async def handler(env: events.EventEnvelope, ctx: MsgContext) -> None:

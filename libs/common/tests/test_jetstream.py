@@ -88,9 +88,7 @@ async def test_connect_and_drain(nats_url: str) -> None:
 
 async def test_connect_to_nothing_raises_dependency_error() -> None:
     with pytest.raises(DependencyError):
-        await connect(
-            f"nats://127.0.0.1:{free_port()}", name="test-unreachable", initial_connect_deadline=0.5
-        )
+        await connect(f"nats://127.0.0.1:{free_port()}", name="test-unreachable", initial_connect_deadline=0.5)
 
 
 # ---- specs ---------------------------------------------------------------------------------------------
@@ -170,9 +168,7 @@ async def test_ensure_stream_survives_replicas_racing_with_different_configs(js:
     assert info.config.max_age in (3600.0, 5400.0)
 
 
-@pytest.mark.parametrize(
-    "change", [{"storage": "memory"}, {"retention": "workqueue"}], ids=["storage", "retention"]
-)
+@pytest.mark.parametrize("change", [{"storage": "memory"}, {"retention": "workqueue"}], ids=["storage", "retention"])
 async def test_ensure_stream_refuses_changes_the_server_cannot_make(
     js: JetStreamContext, change: dict[str, str]
 ) -> None:

@@ -55,17 +55,13 @@ async def table_exists(url: str, table: str) -> bool:
 
 async def test_applies_common_then_service_migrations_in_order(pg_url: str, package: SqlPackage) -> None:
     package.write("0002_add_label.sql", "ALTER TABLE widgets ADD COLUMN label text NOT NULL DEFAULT '';\n")
-    package.write(
-        "0001_widgets.sql", "CREATE TABLE widgets (id bigint PRIMARY KEY);\nCREATE INDEX ON widgets (id);\n"
-    )
+    package.write("0001_widgets.sql", "CREATE TABLE widgets (id bigint PRIMARY KEY);\nCREATE INDEX ON widgets (id);\n")
     package.write("README.md", "not a migration")
 
     applied = await migrate(pg_url, [COMMON_MIGRATIONS, package.source()])
 
     assert applied == ["common/0001_outbox.sql", "svc/0001_widgets.sql", "svc/0002_add_label.sql"]
-    rows = await fetch_all(
-        pg_url, "SELECT name, length(checksum), applied_at IS NOT NULL FROM schema_migrations"
-    )
+    rows = await fetch_all(pg_url, "SELECT name, length(checksum), applied_at IS NOT NULL FROM schema_migrations")
     assert sorted(rows) == sorted((name, 64, True) for name in applied)
     columns = await fetch_all(
         pg_url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'widgets' ORDER BY 1"
@@ -100,9 +96,7 @@ async def test_outbox_table_has_the_expected_shape(pg_url: str) -> None:
         ("created_at", "timestamp with time zone", "NO"),
         ("published_at", "timestamp with time zone", "YES"),
     ]
-    indexes = await fetch_all(
-        pg_url, "SELECT indexdef FROM pg_indexes WHERE indexname = 'outbox_unpublished_idx'"
-    )
+    indexes = await fetch_all(pg_url, "SELECT indexdef FROM pg_indexes WHERE indexname = 'outbox_unpublished_idx'")
     assert len(indexes) == 1
     assert "WHERE (published_at IS NULL)" in str(indexes[0][0])
 

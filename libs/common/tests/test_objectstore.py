@@ -97,8 +97,7 @@ def test_streaming_put_of_unknown_length_then_full_and_ranged_gets(
     # A range across the first part boundary, and one running to the end of the object.
     offset = 5 * MiB - 1000
     assert (
-        store.get_bytes(bucket, "models/blob.bin", offset=offset, length=123_456)
-        == payload[offset : offset + 123_456]
+        store.get_bytes(bucket, "models/blob.bin", offset=offset, length=123_456) == payload[offset : offset + 123_456]
     )
     assert store.get_bytes(bucket, "models/blob.bin", offset=len(payload) - 10) == payload[-10:]
 

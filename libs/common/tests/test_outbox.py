@@ -165,9 +165,7 @@ CRASHING_RELAY = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(
-    ("crash_point", "expect_duplicate"), [("before_mark", True), ("before_publish", False)]
-)
+@pytest.mark.parametrize(("crash_point", "expect_duplicate"), [("before_mark", True), ("before_publish", False)])
 async def test_event_committed_with_its_row_is_published_exactly_once_when_the_relay_is_killed(
     db: str, nats_url: str, js: JetStreamContext, area: Area, crash_point: str, expect_duplicate: bool
 ) -> None:
@@ -240,9 +238,7 @@ async def test_enqueue_refuses_to_commit_on_its_own(db: str, area: Area) -> None
             assert await enqueue(conn, area.subject(), envelope(area.subject(), 1)) > 0
 
 
-async def test_headers_are_published_and_any_row_factory_works(
-    db: str, js: JetStreamContext, area: Area
-) -> None:
+async def test_headers_are_published_and_any_row_factory_works(db: str, js: JetStreamContext, area: Area) -> None:
     event = envelope(area.subject(), 7)
     async with await psycopg.AsyncConnection.connect(db, row_factory=dict_row) as conn:
         async with conn.transaction():
@@ -261,16 +257,12 @@ async def test_many_rows_are_published_in_order(db: str, js: JetStreamContext, a
     relay = new_relay(db, js, batch_size=7)
     assert await relay.publish_pending() == 60
 
-    assert await stream_messages(js, area.stream) == [
-        (f"svc-{i}", n) for i, n in zip(ids, range(1, 61), strict=True)
-    ]
+    assert await stream_messages(js, area.stream) == [(f"svc-{i}", n) for i, n in zip(ids, range(1, 61), strict=True)]
     assert await unpublished(db) == []
     assert await relay.publish_pending() == 0
 
 
-async def test_a_failed_publish_stops_the_pass_and_never_skips_a_row(
-    db: str, js: JetStreamContext, area: Area
-) -> None:
+async def test_a_failed_publish_stops_the_pass_and_never_skips_a_row(db: str, js: JetStreamContext, area: Area) -> None:
     orphan = f"modelhub.outboxorphan{uuid.uuid4().hex[:10]}.v1"
     ids = await add_events(db, area.subject(), range(1, 2))
     ids += await add_events(db, f"{orphan}.deleted", range(2, 3))  # no stream captures this subject yet
@@ -307,9 +299,7 @@ async def test_notify_wakes_an_idle_relay(db: str, js: JetStreamContext, area: A
             return await unpublished(db) == []
 
         await eventually(all_published, "the relay to publish the new rows")
-        assert await stream_messages(js, area.stream) == [
-            (f"svc-{i}", n) for i, n in zip(ids, (1, 2, 3), strict=True)
-        ]
+        assert await stream_messages(js, area.stream) == [(f"svc-{i}", n) for i, n in zip(ids, (1, 2, 3), strict=True)]
     finally:
         stop.set()
         await running
@@ -394,9 +384,7 @@ async def test_relay_catches_up_after_a_nats_outage(db: str, tmp_path: Path) -> 
         after.stop()
 
 
-async def test_relay_reconnects_when_its_database_session_is_killed(
-    db: str, js: JetStreamContext, area: Area
-) -> None:
+async def test_relay_reconnects_when_its_database_session_is_killed(db: str, js: JetStreamContext, area: Area) -> None:
     relay = new_relay(db, js)
     stop = asyncio.Event()
     running = asyncio.create_task(relay.run(stop))
@@ -424,9 +412,7 @@ async def test_relay_reconnects_when_its_database_session_is_killed(
         await running
 
 
-async def test_purge_deletes_only_published_rows_past_retention(
-    db: str, js: JetStreamContext, area: Area
-) -> None:
+async def test_purge_deletes_only_published_rows_past_retention(db: str, js: JetStreamContext, area: Area) -> None:
     ids = await add_events(db, area.subject(), range(1, 5))
     relay = new_relay(db, js, retention=timedelta(days=7))
     assert await relay.publish_pending() == 4
@@ -437,9 +423,7 @@ async def test_purge_deletes_only_published_rows_past_retention(
             " created_at = now() - interval '8 days' WHERE id = ANY(%s)",
             (ids[:2],),
         )
-        await conn.execute(
-            "UPDATE outbox SET created_at = now() - interval '30 days' WHERE id = %s", (more[0],)
-        )
+        await conn.execute("UPDATE outbox SET created_at = now() - interval '30 days' WHERE id = %s", (more[0],))
 
     assert await relay.purge_published() == 2
 

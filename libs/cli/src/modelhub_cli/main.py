@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelhub_cli.endpoints import EndpointsError, load_endpoints
-from modelhub_cli.status import check_all
+from modelhub_cli.status import SERVICES, check_all
 
 app = typer.Typer(
     help="Manage modelhub: custom LLM model files, pulls, knowledge and chats.\n\n"
@@ -29,9 +29,7 @@ def main() -> None:
 
 EnvFile = Annotated[
     Path | None,
-    typer.Option(
-        "--env-file", help="endpoints file to read instead of .modelhub/endpoints.env", exists=False
-    ),
+    typer.Option("--env-file", help="endpoints file to read instead of .modelhub/endpoints.env", exists=False),
 ]
 
 
@@ -43,6 +41,9 @@ def status(env_file: EnvFile = None) -> None:
     except EndpointsError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
+    if endpoints.source is None and not any(endpoints.get(key) for _, key in SERVICES):
+        console.print("[yellow]no running stack found: run `make up` (or set MODELHUB_*_URL variables)[/yellow]")
+        raise typer.Exit(2)
     results = check_all(endpoints)
     table = Table(title="modelhub services")
     table.add_column("service")

@@ -76,9 +76,7 @@ def issue_token(
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def verify_token(
-    token: str, secret: str, *, issuer: str = "modelhub", leeway_seconds: float = 30
-) -> Principal:
+def verify_token(token: str, secret: str, *, issuer: str = "modelhub", leeway_seconds: float = 30) -> Principal:
     """Checks signature, expiry, issuer and claim shapes; raises :class:`AuthError` naming what is wrong."""
     _check_secret(secret)
     try:

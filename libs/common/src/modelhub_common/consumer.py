@@ -255,17 +255,13 @@ class Consumer:
             # The work is done; the server will redeliver and the idempotent handler will no-op.
             logger.warning("ack not confirmed; expect a redelivery", extra={**extra, "error": repr(exc)})
 
-    async def _give_up(
-        self, msg: Msg, ctx: MsgContext, code: str, text: str, extra: Mapping[str, Any]
-    ) -> None:
+    async def _give_up(self, msg: Msg, ctx: MsgContext, code: str, text: str, extra: Mapping[str, Any]) -> None:
         if await self._dead_letter(msg, ctx, code, text, extra):
             await self._settle(msg.term(), "term", extra)
         else:
             await self._settle(msg.nak(delay=self._spec.retry_delay(ctx.num_delivered)), "nak", extra)
 
-    async def _dead_letter(
-        self, msg: Msg, ctx: MsgContext, code: str, text: str, extra: Mapping[str, Any]
-    ) -> bool:
+    async def _dead_letter(self, msg: Msg, ctx: MsgContext, code: str, text: str, extra: Mapping[str, Any]) -> bool:
         headers = {k: v for k, v in ctx.headers.items() if not k.lower().startswith("nats-")}
         original_id = ctx.headers.get(MSG_ID_HEADER)
         if original_id:
@@ -285,9 +281,7 @@ class Consumer:
         )
         subject = dead_letter_subject(ctx.subject, prefix=self._dead_letter_prefix)
         try:
-            ack = await self._js.publish(
-                subject, msg.data, timeout=self._dead_letter_timeout, headers=headers
-            )
+            ack = await self._js.publish(subject, msg.data, timeout=self._dead_letter_timeout, headers=headers)
         except (nats.errors.Error, TimeoutError) as exc:
             logger.error(
                 "dead-lettering failed; the message will be retried",
@@ -305,9 +299,7 @@ class Consumer:
             await action
         except nats.errors.Error as exc:
             # Without the nak/term the server redelivers after ack_wait, which is the safe outcome.
-            logger.warning(
-                "could not settle the message", extra={**extra, "action": name, "error": repr(exc)}
-            )
+            logger.warning("could not settle the message", extra={**extra, "action": name, "error": repr(exc)})
 
     async def _release(self, messages: list[Msg]) -> None:
         for msg in messages:

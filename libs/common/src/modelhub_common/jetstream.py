@@ -12,6 +12,7 @@ becomes :class:`~modelhub_common.errors.ConfigurationError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -156,9 +157,11 @@ async def drain(nc: Client) -> None:
         await nc.drain()
     except nats.errors.ConnectionClosedError:
         return
-    except (nats.errors.Error, TimeoutError) as exc:
+    except (nats.errors.Error, TimeoutError, OSError) as exc:
         logger.warning("NATS drain failed; closing instead", extra={"error": repr(exc)})
-        await nc.close()
+        # Closing a half-broken connection can itself fail (e.g. ConnectionResetError); shutdown goes on.
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await nc.close()
 
 
 def _server_url(nc: Client) -> str:

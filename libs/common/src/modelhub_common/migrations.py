@@ -54,9 +54,7 @@ logger = logging.getLogger(__name__)
 _FILE_NAME = re.compile(r"^(?P<number>\d{4})_[a-z0-9]+(?:_[a-z0-9]+)*\.sql$")
 _SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 # A fixed key shared by every migrate runner on a database.
-_LOCK_KEY = int.from_bytes(
-    hashlib.blake2b(b"modelhub.schema_migrations", digest_size=8).digest(), "big", signed=True
-)
+_LOCK_KEY = int.from_bytes(hashlib.blake2b(b"modelhub.schema_migrations", digest_size=8).digest(), "big", signed=True)
 
 _CREATE_TABLE = b"""
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -117,14 +115,11 @@ class MigrationSource:
                 continue
             match = _FILE_NAME.match(entry.name)
             if match is None:
-                raise MigrationError(
-                    f"migration file {self.name}/{entry.name} is not named NNNN_lower_case_words.sql"
-                )
+                raise MigrationError(f"migration file {self.name}/{entry.name} is not named NNNN_lower_case_words.sql")
             number = match["number"]
             if number in numbers:
                 raise MigrationError(
-                    f"migration files {self.name}/{numbers[number]} and {self.name}/{entry.name}"
-                    " share a number"
+                    f"migration files {self.name}/{numbers[number]} and {self.name}/{entry.name} share a number"
                 )
             numbers[number] = entry.name
             text = _normalise(entry.read_bytes())
@@ -144,9 +139,7 @@ class MigrationSource:
         except ModuleNotFoundError as exc:
             raise MigrationError(f"migration source {self.name}: package {self.package!r} not found") from exc
         if not root.is_dir():
-            raise MigrationError(
-                f"migration source {self.name}: {self.package}/{self.directory} is not a directory"
-            )
+            raise MigrationError(f"migration source {self.name}: {self.package}/{self.directory} is not a directory")
         return root
 
 
@@ -181,9 +174,7 @@ def load_migrations(sources: Sequence[MigrationSource]) -> list[Migration]:
     return migrations
 
 
-async def migrate(
-    database_url: str, sources: Sequence[MigrationSource], *, lock_timeout: float = 60.0
-) -> list[str]:
+async def migrate(database_url: str, sources: Sequence[MigrationSource], *, lock_timeout: float = 60.0) -> list[str]:
     """Applies the pending migrations of ``sources`` in order and returns the names applied.
 
     Waits up to ``lock_timeout`` seconds for another runner to finish. Raises :class:`MigrationChecksumError`
@@ -200,8 +191,7 @@ async def migrate(
             changed = [m.name for m in migrations if m.name in applied and applied[m.name][0] != m.checksum]
             if changed:
                 raise MigrationChecksumError(
-                    "applied migrations were edited afterwards (add a new migration instead): "
-                    + ", ".join(changed)
+                    "applied migrations were edited afterwards (add a new migration instead): " + ", ".join(changed)
                 )
             for migration in migrations:
                 if migration.name in applied:

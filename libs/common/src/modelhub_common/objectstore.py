@@ -339,9 +339,7 @@ class ObjectStore:
         with self._translated("remove", bucket, key):
             self._client.remove_object(bucket, key)
 
-    def list(
-        self, bucket: str, prefix: str = "", *, recursive: bool = True
-    ) -> Generator[ObjectSummary, None, None]:
+    def list(self, bucket: str, prefix: str = "", *, recursive: bool = True) -> Generator[ObjectSummary, None, None]:
         """Objects whose key starts with ``prefix``, in key order, fetched page by page as iterated.
 
         With ``recursive=False``, keys are grouped at the next ``/`` and only the objects at this level are

@@ -62,9 +62,7 @@ NOTIFY_CHANNEL = "modelhub_outbox"
 """The channel :func:`enqueue` notifies and the relay listens on."""
 
 # One relay publishes per database, whatever its name: the lock belongs to the outbox table.
-_RELAY_LOCK_KEY = int.from_bytes(
-    hashlib.blake2b(b"modelhub.outbox.relay", digest_size=8).digest(), "big", signed=True
-)
+_RELAY_LOCK_KEY = int.from_bytes(hashlib.blake2b(b"modelhub.outbox.relay", digest_size=8).digest(), "big", signed=True)
 _PURGE_BATCH = 10_000
 
 Connection = psycopg.AsyncConnection[TupleRow]
@@ -118,9 +116,7 @@ async def enqueue(
     row_id = row[0]
     if not isinstance(row_id, int):
         raise OutboxError(f"outbox insert returned {row_id!r}, not an id")
-    logger.debug(
-        "event added to outbox", extra={"outbox_id": row_id, "subject": subject, "event_id": envelope.id}
-    )
+    logger.debug("event added to outbox", extra={"outbox_id": row_id, "subject": subject, "event_id": envelope.id})
     return row_id
 
 
@@ -318,8 +314,7 @@ class OutboxRelay:
 
     async def _fetch(self, conn: Connection) -> list[_Row]:
         cursor = await conn.execute(
-            "SELECT id, subject, payload, headers FROM outbox"
-            " WHERE published_at IS NULL ORDER BY id LIMIT %s",
+            "SELECT id, subject, payload, headers FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT %s",
             (self._batch_size,),
         )
         return [
@@ -361,8 +356,7 @@ class OutboxRelay:
         deleted = 0
         while True:
             cursor = await conn.execute(
-                "DELETE FROM outbox WHERE id IN ("
-                " SELECT id FROM outbox WHERE published_at < now() - %s LIMIT %s)",
+                "DELETE FROM outbox WHERE id IN ( SELECT id FROM outbox WHERE published_at < now() - %s LIMIT %s)",
                 (older_than, _PURGE_BATCH),
             )
             deleted += cursor.rowcount

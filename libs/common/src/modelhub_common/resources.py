@@ -15,9 +15,7 @@ logger = logging.getLogger(__name__)
 
 
 @asynccontextmanager
-async def database_pool(
-    settings: DatabaseSettings, readiness: Readiness
-) -> AsyncIterator[AsyncConnectionPool]:
+async def database_pool(settings: DatabaseSettings, readiness: Readiness) -> AsyncIterator[AsyncConnectionPool]:
     """A psycopg pool; the service starts while Postgres is down and reports not-ready until it is back."""
     pool = AsyncConnectionPool(
         settings.database_url.get_secret_value(),

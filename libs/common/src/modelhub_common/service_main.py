@@ -63,9 +63,7 @@ def run_service(
         else:
             sys.stderr.write("settings are valid\n")
     except ModelhubError as exc:
-        logger.error(
-            "command failed", extra={"command": args.command, "code": exc.code, "error": exc.message}
-        )
+        logger.error("command failed", extra={"command": args.command, "code": exc.code, "error": exc.message})
         sys.stderr.write(f"{service} {args.command} failed: {exc.message}\n")
         return 1
     except KeyboardInterrupt:

@@ -60,9 +60,7 @@ async def _modelhub_error_handler(request: Request, exc: Exception) -> JSONRespo
     assert isinstance(exc, ModelhubError)
     status = error_status(exc)
     if status >= 500:
-        logger.error(
-            "request failed", extra={"path": request.url.path, "code": exc.code, "error": exc.message}
-        )
+        logger.error("request failed", extra={"path": request.url.path, "code": exc.code, "error": exc.message})
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     body = error_body(exc.code, exc.message, getattr(exc, "details", None))
     return JSONResponse(body, status_code=status, headers=headers)
@@ -86,9 +84,7 @@ def install_error_handlers(app: FastAPI) -> None:
 _bearer = HTTPBearer(auto_error=False, description="A modelhub JWT: `Authorization: Bearer <token>`")
 
 
-def principal_dependency(
-    secret: Callable[[], str], issuer: str = "modelhub"
-) -> Callable[..., Awaitable[Principal]]:
+def principal_dependency(secret: Callable[[], str], issuer: str = "modelhub") -> Callable[..., Awaitable[Principal]]:
     """A FastAPI dependency that verifies the bearer token and yields the caller."""
 
     async def current_principal(

@@ -29,9 +29,7 @@ def build_app(settings: ChatGatewaySettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         streams = [jetstream.service_stream_spec(MODELS), jetstream.dead_letter_stream_spec()]
-        async with open_runtime(
-            SERVICE, settings, readiness, streams=streams, buckets=[settings.bucket]
-        ) as runtime:
+        async with open_runtime(SERVICE, settings, readiness, streams=streams, buckets=[settings.bucket]) as runtime:
             app.state.runtime = runtime
             grpc_server = GrpcServer(
                 host=settings.host,
