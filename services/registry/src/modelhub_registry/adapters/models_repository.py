@@ -79,7 +79,7 @@ def encode_cursor(model_id: str) -> str:
 
 def decode_cursor(cursor: str) -> str:
     padded = cursor + "=" * (-len(cursor) % 4)
-    return base64.urlsafe_b64decode(padded.encode()).decode()
+    return base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode()
 
 
 def _row_to_model(row: dict[str, Any]) -> StoredModel:

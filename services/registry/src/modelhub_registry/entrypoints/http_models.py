@@ -6,6 +6,7 @@ routes with a suffix (``/clone``, ``/export`` ...) are declared before the plain
 
 from __future__ import annotations
 
+import binascii
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -74,7 +75,7 @@ async def list_models(
     query = ListQuery(q, tag, owner, include_hidden, include_disabled, limit, cursor)
     try:
         page = await svc.models.list_page(principal, query)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
         raise InvalidModelError("cursor: not a cursor this API gave out; start again without it") from exc
     return {"items": [model_json(s) for s in page.items], "next_cursor": page.next_cursor}
 

@@ -66,8 +66,16 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+SPEC_FIELDS = frozenset(ModelFileSpec.model_fields)
+
+
+def spec_values(model: ModelFileSpec) -> dict[str, Any]:
+    """The fields a client controls (a ModelFile also carries owner, times and version)."""
+    return model.model_dump(include=set(SPEC_FIELDS))
+
+
 def spec_dump(model: ModelFileSpec) -> dict[str, Any]:
-    return ModelFileSpec.model_validate(model.model_dump()).model_dump(mode="json", exclude_none=True)
+    return model.model_dump(mode="json", include=set(SPEC_FIELDS), exclude_none=True)
 
 
 def changed_fields(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
@@ -225,7 +233,7 @@ class ModelService:
             await self._check_base(conn, spec, principal)
             stamp = now()
             model = ModelFile(
-                **spec.model_dump(), owner_id=principal.subject, created_at=stamp, updated_at=stamp, version=1
+                **spec_values(spec), owner_id=principal.subject, created_at=stamp, updated_at=stamp, version=1
             )
             await self.models.insert(conn, model)
             await self.models.add_revision(conn, model, action="created", actor=principal.subject, changed_fields=[])
@@ -248,7 +256,7 @@ class ModelService:
         if "base_model_id" in fields:
             await self._check_base(conn, new_spec, principal)
         model = ModelFile(
-            **new_spec.model_dump(),
+            **spec_values(new_spec),
             owner_id=stored.model.owner_id,
             created_at=stored.model.created_at,
             updated_at=now(),

@@ -23,7 +23,7 @@ from modelhub_registry.domain.openwebui import (
 )
 from modelhub_registry.errors import InvalidModelError, TooLargeError
 from modelhub_registry.service_layer import events
-from modelhub_registry.service_layer.models import ModelService, now, spec_dump
+from modelhub_registry.service_layer.models import ModelService, now, spec_dump, spec_values
 
 ImportMode = Literal["create", "upsert"]
 
@@ -203,7 +203,7 @@ class TransferService:
         if stored is None:
             stamp = now()
             model = ModelFile(
-                **spec.model_dump(),
+                **spec_values(spec),
                 owner_id=principal.subject,
                 created_at=item.created_at or stamp,
                 updated_at=stamp,

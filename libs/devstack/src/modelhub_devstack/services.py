@@ -1,0 +1,192 @@
+"""The modelhub services the dev stack runs, and the environment each one gets."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelhub_devstack import databases
+from modelhub_devstack.endpoints import S3Endpoint
+from modelhub_devstack.errors import DevstackError
+from modelhub_devstack.ports import LOOPBACK
+from modelhub_devstack.server import ManagedServer, http_ok
+
+_MIGRATE_TIMEOUT_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service: run as ``python -m modelhub_<name> migrate|serve``, configured by env variables."""
+
+    #: Component name, also the Python package suffix (``chat_gateway`` → ``modelhub_chat_gateway``).
+    name: str
+    #: Prefix of every setting the service reads, e.g. ``MODELHUB_REGISTRY_``.
+    env_prefix: str
+    #: The service's own PostgreSQL database.
+    database: str
+    #: Variable in ``endpoints.env`` holding the service's HTTP base URL.
+    url_variable: str
+    #: Services whose base URL it needs, passed as ``<PREFIX><PEER>_URL``.
+    peers: tuple[str, ...] = ()
+    #: If set, the service also serves gRPC (port in ``<PREFIX>GRPC_PORT``); this endpoints.env
+    #: variable holds its ``host:port``.
+    grpc_variable: str | None = None
+
+    @property
+    def module(self) -> str:
+        return f"modelhub_{self.name}"
+
+    @property
+    def port_names(self) -> tuple[str, ...]:
+        """Keys of this service's ports in the stack's persisted port map."""
+        return (self.name, f"{self.name}_grpc") if self.grpc_variable else (self.name,)
+
+    @property
+    def peer_env_names(self) -> dict[str, str]:
+        return {peer: f"{self.env_prefix}{peer.upper()}_URL" for peer in self.peers}
+
+
+# Start order matters: a service comes after the peers it calls.
+DEFAULT_SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("registry", "MODELHUB_REGISTRY_", "modelhub_registry", "MODELHUB_REGISTRY_URL"),
+    ServiceSpec("puller", "MODELHUB_PULLER_", "modelhub_puller", "MODELHUB_PULLER_URL", peers=("registry",)),
+    ServiceSpec("rag", "MODELHUB_RAG_", "modelhub_rag", "MODELHUB_RAG_URL", peers=("registry",)),
+    ServiceSpec(
+        "chat_gateway",
+        "MODELHUB_GATEWAY_",
+        "modelhub_gateway",
+        "MODELHUB_GATEWAY_HTTP",
+        peers=("registry", "rag"),
+        grpc_variable="MODELHUB_GATEWAY_GRPC",
+    ),
+)
+
+
+def service_url(port: int) -> str:
+    return f"http://{LOOPBACK}:{port}"
+
+
+@dataclass(frozen=True)
+class InfraEndpoints:
+    """How services reach the shared infrastructure (secrets included: never print this)."""
+
+    nats_url: str
+    #: Superuser URL of the ``postgres`` database; each service gets its own database on that server.
+    postgres_admin_url: str
+    s3: S3Endpoint
+    jwt_secret: str
+
+    def __repr__(self) -> str:
+        return f"InfraEndpoints(nats_url={self.nats_url!r}, s3={self.s3!r}, <secrets redacted>)"
+
+    def database_url(self, dbname: str) -> str:
+        return databases.database_url(self.postgres_admin_url, dbname)
+
+
+def service_environment(
+    spec: ServiceSpec,
+    *,
+    ports: Mapping[str, int],
+    infra: InfraEndpoints,
+    log_level: str = "INFO",
+) -> dict[str, str]:
+    """Every ``MODELHUB_<SVC>_*`` setting the dev stack gives ``spec``'s process."""
+    prefix = spec.env_prefix
+    env = {
+        f"{prefix}HOST": LOOPBACK,
+        f"{prefix}PORT": str(ports[spec.name]),
+        f"{prefix}NATS_URL": infra.nats_url,
+        f"{prefix}JWT_SECRET": infra.jwt_secret,
+        f"{prefix}DATABASE_URL": infra.database_url(spec.database),
+        f"{prefix}S3_ENDPOINT": infra.s3.endpoint,
+        f"{prefix}S3_ACCESS_KEY": infra.s3.access_key,
+        f"{prefix}S3_SECRET_KEY": infra.s3.secret_key,
+        f"{prefix}S3_SECURE": "true" if infra.s3.secure else "false",
+        f"{prefix}LOG_LEVEL": log_level,
+    }
+    if spec.grpc_variable:
+        env[f"{prefix}GRPC_PORT"] = str(ports[f"{spec.name}_grpc"])
+    for peer, variable in spec.peer_env_names.items():
+        env[variable] = service_url(ports[peer])
+    return env
+
+
+class ServiceProcess(ManagedServer):
+    """A service started detached with its dev-stack environment; ready when ``GET /readyz`` is 200."""
+
+    start_timeout = 90.0
+    stop_timeout = 15.0
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        workdir: Path,
+        *,
+        ports: Mapping[str, int],
+        env: Mapping[str, str],
+        log_path: Path,
+        pid_path: Path,
+    ) -> None:
+        super().__init__(spec.name, workdir, log_path=log_path, pid_path=pid_path)
+        self.spec = spec
+        self.port = ports[spec.name]
+        self._ports = tuple(ports[name] for name in spec.port_names)
+        self._env = dict(env)
+
+    @property
+    def url(self) -> str:
+        return service_url(self.port)
+
+    def is_installed(self) -> bool:
+        """True if ``python -m modelhub_<name>`` can run in this environment."""
+        try:
+            return importlib.util.find_spec(f"{self.spec.module}.__main__") is not None
+        except ImportError:
+            return False
+
+    def _argv(self, command: str) -> list[str]:
+        return [sys.executable, "-m", self.spec.module, command]
+
+    def command(self) -> list[str]:
+        return self._argv("serve")
+
+    def owns(self, cmdline: list[str]) -> bool:
+        # Another invocation may have started it through a differently named link to the same Python.
+        return cmdline[1:] == self.command()[1:] and os.path.realpath(cmdline[0]) == os.path.realpath(sys.executable)
+
+    def ports(self) -> Sequence[int]:
+        return self._ports
+
+    def environment(self) -> Mapping[str, str]:
+        return {**os.environ, **self._env}
+
+    def is_healthy(self) -> bool:
+        return http_ok(f"{self.url}/readyz")
+
+    def migrate(self) -> None:
+        """Run ``python -m modelhub_<name> migrate`` to completion, output appended to the service log."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            try:
+                result = subprocess.run(
+                    self._argv("migrate"),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.workdir,
+                    env=dict(self.environment()),
+                    timeout=_MIGRATE_TIMEOUT_SECONDS,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise self._failure(f"migrations did not finish within {_MIGRATE_TIMEOUT_SECONDS} s") from exc
+            except OSError as exc:
+                raise DevstackError(f"{self.name}: could not run migrations: {exc.strerror}") from exc
+        if result.returncode != 0:
+            raise self._failure(f"migrations failed with exit code {result.returncode}")

@@ -1,0 +1,343 @@
+"""The local stack behind ``modelhub-dev``: NATS, PostgreSQL, S3 and the services, up and down as one.
+
+Every step is idempotent: a healthy component is left alone, a dead one is started again on the same
+persisted ports with the same data and credentials.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from modelhub_common.auth import issue_token
+from modelhub_devstack.endpoints_file import write_endpoints_env
+from modelhub_devstack.errors import DevstackError
+from modelhub_devstack.nats import NatsServer
+from modelhub_devstack.postgres import PostgresServer
+from modelhub_devstack.seaweed import SeaweedPorts, SeaweedS3
+from modelhub_devstack.server import ManagedServer
+from modelhub_devstack.services import (
+    DEFAULT_SERVICES,
+    InfraEndpoints,
+    ServiceProcess,
+    ServiceSpec,
+    service_environment,
+)
+from modelhub_devstack.state import (
+    DEFAULT_DIRNAME,
+    PortRequest,
+    StackPaths,
+    StackSecrets,
+    default_home,
+    load_or_create_secrets,
+    load_or_pick_ports,
+    load_ports,
+    load_secrets,
+    seaweed_port_request,
+)
+
+TOKEN_SUBJECT = "admin"
+TOKEN_TTL_SECONDS = 30 * 24 * 3600
+_RECOVERY_GRACE_SECONDS = 15.0
+
+Progress = Callable[[str], None]
+
+
+class ComponentState(StrEnum):
+    STARTED = "started"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    NOT_RUNNING = "not running"
+    FAILED = "failed"
+    NOT_INSTALLED = "not installed"
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    """One row of the stack's status table."""
+
+    name: str
+    endpoint: str
+    state: ComponentState
+    log_path: Path
+    #: Why it failed (with the log tail) or what to do; empty when all is well.
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state not in (ComponentState.FAILED, ComponentState.NOT_INSTALLED)
+
+
+@dataclass(frozen=True)
+class _Components:
+    nats: NatsServer
+    postgres: PostgresServer
+    s3: SeaweedS3
+    services: tuple[ServiceProcess, ...]
+
+    @property
+    def infra(self) -> tuple[tuple[ManagedServer, str, str], ...]:
+        """(server, what it is, endpoint to show) in start order."""
+        return (
+            (self.nats, "NATS", self.nats.url),
+            (self.postgres, "PostgreSQL", f"postgresql://127.0.0.1:{self.postgres.port}"),
+            (self.s3, "SeaweedFS S3", f"http://{self.s3.endpoint}"),
+        )
+
+
+def _no_progress(message: str) -> None:
+    return None
+
+
+def issue_admin_token(jwt_secret: str) -> str:
+    """A fresh admin bearer token signed with the stack's JWT secret."""
+    return issue_token(jwt_secret, subject=TOKEN_SUBJECT, role="admin", ttl_seconds=TOKEN_TTL_SECONDS)
+
+
+class Stack:
+    """The dev stack rooted at ``home`` (default ``$MODELHUB_HOME`` or ``./.modelhub``)."""
+
+    def __init__(
+        self,
+        home: Path | None = None,
+        *,
+        services: Sequence[ServiceSpec] = DEFAULT_SERVICES,
+        progress: Progress | None = None,
+        log_level: str = "INFO",
+    ) -> None:
+        self.paths = StackPaths(home if home is not None else default_home())
+        self.services = tuple(services)
+        names = {spec.name for spec in self.services}
+        for spec in self.services:
+            for peer in spec.peers:
+                if peer not in names:
+                    raise DevstackError(f"service {spec.name} calls {peer}, which is not part of this stack")
+        self._progress = progress or _no_progress
+        self.log_level = log_level
+
+    # --- commands -----------------------------------------------------------------------------------
+
+    def up(self) -> list[ComponentStatus]:
+        """Start whatever is not healthy, then write ``endpoints.env``. Raises if infrastructure fails;
+        a failing service is reported in its status and the others still start."""
+        with self._locked():
+            ports = load_or_pick_ports(self.paths, self._port_requests())
+            secrets = load_or_create_secrets(self.paths)
+            components = self._components(ports, secrets)
+            statuses = [self._bring_up_infra(*infra) for infra in components.infra]
+
+            self._progress("Creating databases (if missing) …")
+            for spec in self.services:
+                components.postgres.create_database(spec.database, extensions=("vector",))
+
+            for service in components.services:
+                statuses.append(self._bring_up_service(service))
+
+            variables = self._endpoint_variables(components, ports, secrets)
+            write_endpoints_env(self.paths.endpoints_file, variables)
+            return statuses
+
+    def down(self) -> list[ComponentStatus]:
+        """Stop what ``up`` started (services first), by recorded PID. Data is kept."""
+        if not self.paths.stack_file.exists():
+            return []
+        with self._locked():
+            components = self._components(load_ports(self.paths), self._secrets_or_placeholder())
+            statuses = []
+            for service in reversed(components.services):
+                statuses.append(self._stop(service, service.name, service.url))
+            for server, label, shown in reversed(components.infra):
+                statuses.append(self._stop(server, label, shown))
+            return statuses
+
+    def clean(self) -> list[ComponentStatus]:
+        """``down``, then delete the state directory: data, logs, ports and secrets."""
+        statuses = self.down()
+        home = self.paths.home
+        if home.exists():
+            if not self._looks_like_state_dir():
+                raise DevstackError(
+                    f"refusing to delete {home}: it does not look like a modelhub-dev state directory "
+                    "(no stack.json or secrets.json). Check MODELHUB_HOME."
+                )
+            self._progress(f"Removing {home} …")
+            shutil.rmtree(home)
+        return statuses
+
+    def status(self) -> list[ComponentStatus]:
+        """Health of every component, without changing anything."""
+        if not self.paths.stack_file.exists():
+            return []
+        components = self._components(load_ports(self.paths), self._secrets_or_placeholder())
+        rows = []
+        for server, _, shown in components.infra:
+            state = ComponentState.RUNNING if server.is_healthy() else ComponentState.NOT_RUNNING
+            rows.append(ComponentStatus(server.name, shown, state, server.log_path))
+        for service in components.services:
+            state = ComponentState.RUNNING if service.is_healthy() else ComponentState.NOT_RUNNING
+            shown = self._service_endpoint(service)
+            rows.append(ComponentStatus(service.name, shown, state, service.log_path))
+        return rows
+
+    def log_files(self) -> dict[str, Path]:
+        """Component name → its log file (which may not exist yet)."""
+        components = self._components(load_ports(self.paths), self._secrets_or_placeholder())
+        files = {server.name: server.log_path for server, _, _ in components.infra}
+        files.update({service.name: service.log_path for service in components.services})
+        return files
+
+    # --- steps --------------------------------------------------------------------------------------
+
+    def _bring_up_infra(self, server: ManagedServer, label: str, shown: str) -> ComponentStatus:
+        if server.is_healthy():
+            return ComponentStatus(server.name, shown, ComponentState.RUNNING, server.log_path)
+        self._progress(f"Starting {label} on {shown} …")
+        server.start()
+        return ComponentStatus(server.name, shown, ComponentState.STARTED, server.log_path)
+
+    def _bring_up_service(self, service: ServiceProcess) -> ComponentStatus:
+        shown = self._service_endpoint(service)
+
+        def status(state: ComponentState, detail: str = "") -> ComponentStatus:
+            return ComponentStatus(service.name, shown, state, service.log_path, detail)
+
+        if not service.is_installed():
+            return status(
+                ComponentState.NOT_INSTALLED,
+                f"`python -m {service.spec.module}` is not available: run "
+                "`uv sync --frozen --all-packages` from the repository root",
+            )
+        if service.is_healthy():
+            return status(ComponentState.RUNNING)
+        if service.running_pid() is not None:
+            # Alive but not ready, typically because the infrastructure it depends on was just
+            # restarted: give it time to reconnect before replacing it.
+            self._progress(f"Waiting for {service.name} to become ready again …")
+            if service.wait_until_healthy(_RECOVERY_GRACE_SECONDS):
+                return status(ComponentState.RUNNING)
+        try:
+            self._progress(f"Migrating {service.name} (database {service.spec.database}) …")
+            service.migrate()
+            self._progress(f"Starting {service.name} on {shown} …")
+            service.start()
+        except DevstackError as exc:
+            return status(ComponentState.FAILED, exc.message)
+        return status(ComponentState.STARTED)
+
+    def _stop(self, server: ManagedServer, label: str, shown: str) -> ComponentStatus:
+        if server.running_pid() is not None:
+            self._progress(f"Stopping {label} …")
+        stopped = server.stop()
+        state = ComponentState.STOPPED if stopped else ComponentState.NOT_RUNNING
+        return ComponentStatus(server.name, shown, state, server.log_path)
+
+    # --- wiring -------------------------------------------------------------------------------------
+
+    def _port_requests(self) -> list[PortRequest]:
+        return [
+            PortRequest(("nats", "nats_monitor")),
+            PortRequest(("postgres",)),
+            seaweed_port_request(),
+            *(PortRequest(spec.port_names) for spec in self.services),
+        ]
+
+    def _components(self, ports: Mapping[str, int], secrets: StackSecrets) -> _Components:
+        # Port 0 stands in for ports never picked: such a component was never started, so it is
+        # only ever asked "are you running?" (no) and never started with that port.
+        def port(name: str) -> int:
+            return ports.get(name, 0)
+
+        nats = NatsServer(self.paths.component_dir("nats"), port=port("nats"), monitor_port=port("nats_monitor"))
+        postgres = PostgresServer(
+            self.paths.component_dir("postgres"),
+            password=secrets.postgres_password,
+            port=port("postgres"),
+        )
+        s3 = SeaweedS3(
+            self.paths.component_dir("s3"),
+            access_key=secrets.s3_access_key,
+            secret_key=secrets.s3_secret_key,
+            ports=SeaweedPorts(
+                master=port("s3_master"),
+                volume=port("s3_volume"),
+                filer=port("s3_filer"),
+                s3=port("s3"),
+                admin=port("s3_admin"),
+            ),
+        )
+        all_ports = {name: port(name) for spec in self.services for name in spec.port_names}
+        infra = InfraEndpoints(
+            nats_url=nats.url,
+            postgres_admin_url=postgres.admin_url,
+            s3=s3.s3_endpoint(),
+            jwt_secret=secrets.jwt_secret,
+        )
+        services = tuple(
+            ServiceProcess(
+                spec,
+                self.paths.component_dir("services") / spec.name,
+                ports=all_ports,
+                env=service_environment(spec, ports=all_ports, infra=infra, log_level=self.log_level),
+                log_path=self.paths.logs_dir / f"{spec.name}.log",
+                pid_path=self.paths.run_dir / f"{spec.name}.pid",
+            )
+            for spec in self.services
+        )
+        return _Components(nats=nats, postgres=postgres, s3=s3, services=services)
+
+    def _service_endpoint(self, service: ServiceProcess) -> str:
+        if service.spec.grpc_variable:
+            return f"{service.url} (gRPC 127.0.0.1:{service.ports()[1]})"
+        return service.url
+
+    def _endpoint_variables(
+        self, components: _Components, ports: Mapping[str, int], secrets: StackSecrets
+    ) -> dict[str, str]:
+        values: dict[str, str] = {}
+        for service in components.services:
+            values[service.spec.url_variable] = service.url
+            if service.spec.grpc_variable:
+                values[service.spec.grpc_variable] = f"127.0.0.1:{ports[f'{service.name}_grpc']}"
+        values.update(
+            {
+                "MODELHUB_TOKEN": issue_admin_token(secrets.jwt_secret),
+                "NATS_URL": components.nats.url,
+                "DATABASE_URL": components.postgres.admin_url,
+                "MODELHUB_S3_ENDPOINT": components.s3.endpoint,
+                "MODELHUB_S3_ACCESS_KEY": secrets.s3_access_key,
+                "MODELHUB_S3_SECRET_KEY": secrets.s3_secret_key,
+                "MODELHUB_HOME": str(self.paths.home),
+            }
+        )
+        return values
+
+    def _secrets_or_placeholder(self) -> StackSecrets:
+        # Stopping and listing need no credentials; only health checks of Postgres would, and those
+        # then simply report "not running".
+        return load_secrets(self.paths) or StackSecrets("", "", "", "")
+
+    def _looks_like_state_dir(self) -> bool:
+        home = self.paths.home
+        markers = (self.paths.stack_file, self.paths.secrets_file, self.paths.endpoints_file)
+        only_lock = all(child == self.paths.lock_file for child in home.iterdir())
+        return home.name == DEFAULT_DIRNAME or any(m.exists() for m in markers) or only_lock
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise stack commands: two concurrent `up`s would race for the same ports and files."""
+        self.paths.home.mkdir(parents=True, exist_ok=True)
+        with self.paths.lock_file.open("w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._progress("Waiting for another modelhub-dev command to finish …")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
