@@ -66,7 +66,10 @@ def test_auth_is_required(registry: Registry) -> None:
     assert registry.client.get("/api/v1/models").status_code == 401
     bad = registry.client.get("/api/v1/models", headers={"Authorization": "Bearer nope"})
     assert bad.status_code == 401 and bad.json()["error"]["code"] == "unauthenticated"
-    assert registry.client.post("/api/v1/base-models", json={"id": "x"}, headers=registry.as_user("bob")).status_code == 403
+    assert (
+        registry.client.post("/api/v1/base-models", json={"id": "x"}, headers=registry.as_user("bob")).status_code
+        == 403
+    )
 
 
 def test_access_rules_reader_writer_stranger_admin(registry: Registry) -> None:
