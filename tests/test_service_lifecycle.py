@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -14,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from modelhub.chat.v1 import chat_pb2, chat_pb2_grpc
 from modelhub.events.v1 import events_pb2
@@ -87,12 +89,19 @@ async def test_registry_relays_outbox_rows_to_jetstream(
         payload=events_pb2.ModelChanged(model_id="lifecycle-test-model", version=1),
     )
     nc = await nats.connect(nats_url)
+    started = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
     try:
         with TestClient(bootstrap.build_app(settings)):
             async with await psycopg.AsyncConnection.connect(pg_url) as conn:
                 await enqueue(conn, MODELS.subject("created"), envelope)
                 await conn.commit()
-            sub = await nc.jetstream().pull_subscribe(MODELS.subject("created"), durable=None, stream="MODELHUB_MODELS")
+            # Other tests publish on this subject too: read only what arrived from just before our commit.
+            sub = await nc.jetstream().pull_subscribe(
+                MODELS.subject("created"),
+                durable=None,
+                stream="MODELHUB_MODELS",
+                config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=started),
+            )
             found = None
             for _ in range(20):
                 try:

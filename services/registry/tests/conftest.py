@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from modelhub_devstack.databases import create_database, database_url, drop_database
 from modelhub_registry import bootstrap
 from modelhub_registry.settings import RegistrySettings
 
@@ -51,11 +53,18 @@ def registry_settings(service_settings: Callable[..., Any]) -> Callable[..., Reg
 
 @pytest.fixture
 def make_registry(
-    registry_settings: Callable[..., RegistrySettings], make_token: Callable[..., str]
+    registry_settings: Callable[..., RegistrySettings], make_token: Callable[..., str], postgres_admin_url: str
 ) -> Iterator[Callable[..., Registry]]:
+    """Starts registries; the second and later ones get databases of their own (dropped afterwards)."""
     clients: list[TestClient] = []
+    extra_databases: list[str] = []
 
     def start(**overrides: Any) -> Registry:
+        if clients and "database_url" not in overrides:
+            name = f"registry_extra_{uuid.uuid4().hex[:12]}"
+            create_database(postgres_admin_url, name)
+            extra_databases.append(name)
+            overrides["database_url"] = database_url(postgres_admin_url, name)
         settings = registry_settings(**overrides)
         client = TestClient(bootstrap.build_app(settings))
         client.__enter__()
@@ -65,6 +74,8 @@ def make_registry(
     yield start
     for client in clients:
         client.__exit__(None, None, None)
+    for name in extra_databases:
+        drop_database(postgres_admin_url, name)
 
 
 @pytest.fixture
