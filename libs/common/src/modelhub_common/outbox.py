@@ -62,7 +62,7 @@ NOTIFY_CHANNEL = "modelhub_outbox"
 """The channel :func:`enqueue` notifies and the relay listens on."""
 
 # One relay publishes per database, whatever its name: the lock belongs to the outbox table.
-_RELAY_LOCK_KEY = int.from_bytes(hashlib.blake2b(b"modelhub.outbox.relay", digest_size=8).digest(), "big", signed=True)
+RELAY_LOCK_KEY = int.from_bytes(hashlib.blake2b(b"modelhub.outbox.relay", digest_size=8).digest(), "big", signed=True)
 _PURGE_BATCH = 10_000
 
 Connection = psycopg.AsyncConnection[TupleRow]
@@ -265,7 +265,7 @@ class OutboxRelay:
 
     @staticmethod
     async def _try_lock(conn: Connection) -> bool:
-        cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_RELAY_LOCK_KEY,))
+        cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,))
         row = await cursor.fetchone()
         return row is not None and row[0] is True
 
