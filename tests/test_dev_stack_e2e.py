@@ -1,0 +1,101 @@
+"""`make up` as a user runs it: the four real services become ready, survive a killed database, and
+`down` → `up` keeps the data. Runs `modelhub-dev` and `modelhub` as subprocesses in a throwaway home."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelhub_cli.endpoints import parse_env_file
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.e2e
+
+
+def _run(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=240)
+    if check:
+        assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture
+def stack_home() -> Iterator[tuple[Path, dict[str, str]]]:
+    root = Path(tempfile.mkdtemp(prefix="modelhub-e2e-"))
+    # PostgreSQL runs as a system user that must be able to pass through this directory.
+    root.chmod(0o711)
+    home = root / "home"
+    env = {**os.environ, "MODELHUB_HOME": str(home)}
+    try:
+        yield home, env
+    finally:
+        _run(str(BIN / "modelhub-dev"), "down", env=env, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_up_status_down_up_keeps_data_and_heals(stack_home: tuple[Path, dict[str, str]]) -> None:
+    home, env = stack_home
+    _run(str(BIN / "modelhub-dev"), "up", env=env)
+    endpoints_file = home / "endpoints.env"
+    assert endpoints_file.stat().st_mode & 0o777 == 0o600
+    endpoints = parse_env_file(endpoints_file.read_text())
+    for key in (
+        "MODELHUB_REGISTRY_URL",
+        "MODELHUB_PULLER_URL",
+        "MODELHUB_RAG_URL",
+        "MODELHUB_GATEWAY_GRPC",
+        "MODELHUB_GATEWAY_HTTP",
+        "MODELHUB_TOKEN",
+        "NATS_URL",
+        "DATABASE_URL",
+        "MODELHUB_S3_ENDPOINT",
+    ):
+        assert endpoints.get(key), key
+    status = _run(str(BIN / "modelhub"), "status", env=env)
+    assert status.stdout.count("ready") >= 4 and "not ready" not in status.stdout
+
+    registry = endpoints["MODELHUB_REGISTRY_URL"]
+    admin = {"Authorization": f"Bearer {endpoints['MODELHUB_TOKEN']}"}
+    assert httpx.post(f"{registry}/api/v1/base-models", json={"id": "gemma3:270m"}, headers=admin).status_code == 201
+    body = {"id": "kept", "name": "Kept", "base_model_id": "gemma3:270m"}
+    assert httpx.post(f"{registry}/api/v1/models", json=body, headers=admin).status_code == 201
+
+    # Up twice is harmless: nothing restarts, the ports stay.
+    again = _run(str(BIN / "modelhub-dev"), "up", env=env)
+    assert "Starting" not in again.stdout
+
+    # A killed database comes back with the next `up`.
+    postmaster = (home / "postgres" / "data" / "postmaster.pid").read_text().split()[0]
+    os.kill(int(postmaster), signal.SIGKILL)
+    _run(str(BIN / "modelhub-dev"), "up", env=env)
+    assert httpx.get(f"{registry}/api/v1/models/kept", headers=admin, timeout=10).status_code == 200
+
+    ports = json.loads((home / "stack.json").read_text())["ports"]
+    _run(str(BIN / "modelhub-dev"), "down", env=env)
+    still_open = [name for name, port in ports.items() if _port_open(port)]
+    assert still_open == [], f"still listening after down: {still_open}"
+    down_status = _run(str(BIN / "modelhub"), "status", env=env, check=False)
+    assert down_status.returncode == 1 and "not ready" in down_status.stdout
+
+    _run(str(BIN / "modelhub-dev"), "up", env=env)
+    token = parse_env_file(endpoints_file.read_text())["MODELHUB_TOKEN"]
+    kept = httpx.get(f"{registry}/api/v1/models/kept", headers={"Authorization": f"Bearer {token}"})
+    assert kept.status_code == 200 and kept.json()["name"] == "Kept"
