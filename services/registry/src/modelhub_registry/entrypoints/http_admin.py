@@ -20,6 +20,8 @@ _ID = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*
 class BaseModelIn(BaseModel):
     id: str = Field(min_length=1, max_length=256)
     name: str | None = Field(None, max_length=256)
+    # "local": weights already in the model store (details.model_digest names the GGUF blob).
+    source: Literal["manual", "local"] = "manual"
     capabilities: dict[str, Any] = Field(default_factory=dict)
     details: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
@@ -69,13 +71,14 @@ async def register_base_model(
     record = BaseModelRecord(
         id=body.id,
         name=body.name or body.id,
-        source="manual",
+        source=body.source,
         capabilities=body.capabilities,
         details=body.details,
         params=body.params,
     )
     await svc.base_models.register(record, principal)
-    return record.model_dump(mode="json")
+    stored = await svc.base_models.get(record.id)
+    return (stored or record).model_dump(mode="json")
 
 
 @router.delete("/base-models/{model_id:path}", tags=["base models"], status_code=204)

@@ -40,6 +40,10 @@ class BaseModelService:
         async with self.pool.connection() as conn:
             return await self.repo.list_all(conn, include_unavailable=include_unavailable)
 
+    async def get(self, model_id: str) -> BaseModelRecord | None:
+        async with self.pool.connection() as conn:
+            return await self.repo.get(conn, model_id)
+
     async def register(self, record: BaseModelRecord, principal: Principal | None) -> bool:
         async with self.pool.connection() as conn, conn.transaction():
             cur = await conn.execute("SELECT 1 FROM models WHERE id = %s", (record.id,))
@@ -75,6 +79,9 @@ class BaseModelService:
                 "digest": details.manifest_digest,
                 "licenses": list(details.licenses),
                 "template": details.template,
+                "model_digest": details.model_digest,
+                "projector_digests": list(details.projector_digests),
+                "store_bucket": details.store_bucket,
             },
             params={**({"system": details.system} if details.system else {}), **_struct(details.params)},
         )
