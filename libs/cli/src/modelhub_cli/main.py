@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from modelhub_cli import admin_cmd, connections_cmd, models_cmd
 from modelhub_cli.endpoints import EndpointsError, load_endpoints
 from modelhub_cli.status import SERVICES, check_all
 
@@ -20,6 +21,12 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+app.add_typer(models_cmd.app, name="models")
+app.add_typer(connections_cmd.connections_app, name="connections")
+app.add_typer(connections_cmd.base_models_app, name="base-models")
+app.add_typer(admin_cmd.users_app, name="users")
+app.add_typer(admin_cmd.groups_app, name="groups")
+app.add_typer(admin_cmd.tokens_app, name="tokens")
 
 
 @app.callback()
