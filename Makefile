@@ -61,6 +61,7 @@ proto-check: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint services/*/Dockerfile
 
 format: install ## fix lint and formatting
 	$(BIN)/ruff check --fix .

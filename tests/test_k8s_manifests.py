@@ -60,9 +60,9 @@ SERVICES = (
 )
 GATEWAY = SERVICES[3]
 AUTOSCALED = ("chat-gateway", "rag", "puller")
-# What each data store's clients connect to, and who besides the modelhub services may connect.
+# The in-cluster data stores, each with who besides the four services may reach it: the migration
+# Jobs need PostgreSQL only.
 DATA_STORES = {"nats": (), "postgres": ("migration",), "minio": ()}
-SERVICE_TIER = {"modelhub.io/tier": "service"}
 # superuser_reserved_connections' default in PostgreSQL.
 POSTGRES_RESERVED_CONNECTIONS = 3
 
@@ -296,7 +296,7 @@ def test_every_long_running_container_has_readiness_and_liveness_probes(target: 
             assert "livenessProbe" in container, f"{where} has no liveness probe"
 
 
-@pytest.mark.parametrize("target", OVERLAYS)
+@pytest.mark.parametrize("target", list(TARGETS))
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
 def test_service_probes_tell_the_truth(target: str, service: Service) -> None:
     workload = _workload(_objects(target), "Deployment", service.name)

@@ -62,7 +62,8 @@ def start_registry(registry_env: dict[str, str], tmp_path: Path) -> Iterator[Cal
             [sys.executable, "-m", "modelhub_registry", "serve"], env=registry_env, stdout=log, stderr=log
         )
         started.append(process)
-        deadline = time.monotonic() + 30
+        # Generous: the whole test suite may be loading both cores while this starts.
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
