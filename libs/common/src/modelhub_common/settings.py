@@ -25,6 +25,9 @@ class ServiceSettings(BaseSettings):
     jwt_secret: SecretStr = Field(min_length=32, description="HS256 key for bearer tokens.")
     jwt_issuer: str = "modelhub"
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="Time in-flight work gets on SIGTERM.")
+    stream_replicas: int = Field(
+        1, ge=1, le=5, description="Replicas of the JetStream streams this service provisions (3 on a NATS cluster)."
+    )
 
 
 class DatabaseSettings(BaseSettings):

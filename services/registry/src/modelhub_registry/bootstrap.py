@@ -32,12 +32,13 @@ MIGRATIONS = (COMMON_MIGRATIONS, MigrationSource(name="registry", package="model
 logger = logging.getLogger(__name__)
 
 
-def streams() -> list[jetstream.StreamSpec]:
+def streams(settings: RegistrySettings) -> list[jetstream.StreamSpec]:
     # PULLS is provisioned here too (idempotently) because the registry consumes the puller's events.
+    replicas = settings.stream_replicas
     return [
-        jetstream.service_stream_spec(MODELS),
-        jetstream.service_stream_spec(PULLS),
-        jetstream.dead_letter_stream_spec(),
+        jetstream.service_stream_spec(MODELS, replicas=replicas),
+        jetstream.service_stream_spec(PULLS, replicas=replicas),
+        jetstream.dead_letter_stream_spec(replicas=replicas),
     ]
 
 
@@ -76,7 +77,7 @@ def build_app(settings: RegistrySettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with (
             open_runtime(
-                SERVICE, settings, readiness, streams=streams(), buckets=[settings.bucket], outbox=True
+                SERVICE, settings, readiness, streams=streams(settings), buckets=[settings.bucket], outbox=True
             ) as runtime,
             httpx.AsyncClient(timeout=settings.connection_timeout_seconds, follow_redirects=False) as http,
         ):
