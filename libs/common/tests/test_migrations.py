@@ -19,6 +19,9 @@ from modelhub_common.migrations import (
     migration_status,
 )
 
+# The common source's own files (the outbox tables), applied before any service's.
+COMMON = [m.name for m in COMMON_MIGRATIONS.load()]
+
 
 class SqlPackage:
     """An importable package on ``sys.path`` holding a ``migrations/`` directory the test writes to."""
@@ -60,7 +63,7 @@ async def test_applies_common_then_service_migrations_in_order(pg_url: str, pack
 
     applied = await migrate(pg_url, [COMMON_MIGRATIONS, package.source()])
 
-    assert applied == ["common/0001_outbox.sql", "svc/0001_widgets.sql", "svc/0002_add_label.sql"]
+    assert applied == [*COMMON, "svc/0001_widgets.sql", "svc/0002_add_label.sql"]
     rows = await fetch_all(pg_url, "SELECT name, length(checksum), applied_at IS NOT NULL FROM schema_migrations")
     assert sorted(rows) == sorted((name, 64, True) for name in applied)
     columns = await fetch_all(
@@ -72,7 +75,7 @@ async def test_applies_common_then_service_migrations_in_order(pg_url: str, pack
 async def test_second_run_applies_nothing_and_a_new_file_only(pg_url: str, package: SqlPackage) -> None:
     package.write("0001_widgets.sql", "CREATE TABLE widgets (id bigint PRIMARY KEY);")
     sources = [COMMON_MIGRATIONS, package.source()]
-    assert len(await migrate(pg_url, sources)) == 2
+    assert len(await migrate(pg_url, sources)) == len(COMMON) + 1
 
     assert await migrate(pg_url, sources) == []
 
@@ -158,14 +161,14 @@ async def test_concurrent_runners_apply_each_file_once(pg_url: str, package: Sql
     results = await asyncio.gather(*(migrate(pg_url, sources) for _ in range(4)))
 
     applied = [name for result in results for name in result]
-    assert sorted(applied) == ["common/0001_outbox.sql", "svc/0001_first.sql", "svc/0002_second.sql"]
-    assert [result for result in results if result] == [
-        ["common/0001_outbox.sql", "svc/0001_first.sql", "svc/0002_second.sql"]
-    ], "one runner applied everything, in order; the others found nothing left"
+    assert sorted(applied) == [*COMMON, "svc/0001_first.sql", "svc/0002_second.sql"]
+    assert [result for result in results if result] == [[*COMMON, "svc/0001_first.sql", "svc/0002_second.sql"]], (
+        "one runner applied everything, in order; the others found nothing left"
+    )
 
 
 async def test_status_lists_applied_pending_and_missing(pg_url: str, package: SqlPackage) -> None:
-    assert [s.state for s in await migration_status(pg_url, [COMMON_MIGRATIONS])] == ["pending"]
+    assert [s.state for s in await migration_status(pg_url, [COMMON_MIGRATIONS])] == ["pending"] * len(COMMON)
 
     package.write("0001_widgets.sql", "CREATE TABLE widgets (id bigint);")
     package.write("0002_gadgets.sql", "CREATE TABLE gadgets (id bigint);")
@@ -176,7 +179,7 @@ async def test_status_lists_applied_pending_and_missing(pg_url: str, package: Sq
     statuses = await migration_status(pg_url, [COMMON_MIGRATIONS, package.source()])
 
     assert [(s.name, s.state, s.applied_at is not None) for s in statuses] == [
-        ("common/0001_outbox.sql", "applied", True),
+        *((name, "applied", True) for name in COMMON),
         ("svc/0001_widgets.sql", "applied", True),
         ("svc/0003_later.sql", "pending", False),
         ("svc/0002_gadgets.sql", "missing", True),

@@ -101,6 +101,19 @@ async def add_events(url: str, subject: str, numbers: range) -> list[int]:
     return ids
 
 
+_instances: dict[str, str] = {}
+
+
+def mid(db: str, row_id: int) -> str:
+    """The Nats-Msg-Id the relay named ``svc`` gives a row of this database."""
+    if db not in _instances:
+        with psycopg.connect(db) as conn:
+            row = conn.execute("SELECT id::text FROM outbox_instance").fetchone()
+            assert row is not None
+            _instances[db] = row[0]
+    return f"svc-{_instances[db]}-{row_id}"
+
+
 async def stream_messages(js: JetStreamContext, stream: str) -> list[tuple[str, int]]:
     """(Nats-Msg-Id, event number) of every message in the stream, in stream order."""
     info = await js.stream_info(stream)
@@ -198,12 +211,12 @@ async def test_event_committed_with_its_row_is_published_exactly_once_when_the_r
     assert relay.stats.duplicates == (1 if expect_duplicate else 0)
     assert relay.stats.published == (0 if expect_duplicate else 1)
     assert await unpublished(db) == []
-    assert await stream_messages(js, area.stream) == [(f"svc-{row_id}", 1)]
+    assert await stream_messages(js, area.stream) == [(mid(db, row_id), 1)]
 
     # A consumer sees the event once: after the first delivery nothing is pending.
     sub = await js.pull_subscribe(area.subject(), durable=f"test-{uuid.uuid4().hex[:8]}", stream=area.stream)
     [msg] = await sub.fetch(1, timeout=10)
-    assert msg.headers is not None and msg.headers[MSG_ID_HEADER] == f"svc-{row_id}"
+    assert msg.headers is not None and msg.headers[MSG_ID_HEADER] == mid(db, row_id)
     assert msg.metadata.num_pending == 0
     await msg.ack_sync()
     await sub.unsubscribe()
@@ -247,7 +260,7 @@ async def test_headers_are_published_and_any_row_factory_works(db: str, js: JetS
     assert await new_relay(db, js).publish_pending() == 1
 
     msg = await js.get_msg(area.stream, 1)
-    assert msg.headers == {"traceparent": "00-abc-def-01", MSG_ID_HEADER: f"svc-{row_id}"}
+    assert msg.headers == {"traceparent": "00-abc-def-01", MSG_ID_HEADER: mid(db, row_id)}
     assert decode_envelope(msg.data or b"") == event
 
 
@@ -257,7 +270,7 @@ async def test_many_rows_are_published_in_order(db: str, js: JetStreamContext, a
     relay = new_relay(db, js, batch_size=7)
     assert await relay.publish_pending() == 60
 
-    assert await stream_messages(js, area.stream) == [(f"svc-{i}", n) for i, n in zip(ids, range(1, 61), strict=True)]
+    assert await stream_messages(js, area.stream) == [(mid(db, i), n) for i, n in zip(ids, range(1, 61), strict=True)]
     assert await unpublished(db) == []
     assert await relay.publish_pending() == 0
 
@@ -273,14 +286,14 @@ async def test_a_failed_publish_stops_the_pass_and_never_skips_a_row(db: str, js
         await relay.publish_pending()
 
     assert await unpublished(db) == ids[1:]
-    assert await stream_messages(js, area.stream) == [(f"svc-{ids[0]}", 1)]
+    assert await stream_messages(js, area.stream) == [(mid(db, ids[0]), 1)]
 
     orphan_stream = f"OUTBOX_ORPHAN_{uuid.uuid4().hex[:10]}"
     await ensure_stream(js, StreamSpec(name=orphan_stream, subjects=(f"{orphan}.>",), storage="memory"))
     try:
         assert await relay.publish_pending() == 2
-        assert await stream_messages(js, orphan_stream) == [(f"svc-{ids[1]}", 2)]
-        assert await stream_messages(js, area.stream) == [(f"svc-{ids[0]}", 1), (f"svc-{ids[2]}", 3)]
+        assert await stream_messages(js, orphan_stream) == [(mid(db, ids[1]), 2)]
+        assert await stream_messages(js, area.stream) == [(mid(db, ids[0]), 1), (mid(db, ids[2]), 3)]
     finally:
         await js.delete_stream(orphan_stream)
 
@@ -299,7 +312,7 @@ async def test_notify_wakes_an_idle_relay(db: str, js: JetStreamContext, area: A
             return await unpublished(db) == []
 
         await eventually(all_published, "the relay to publish the new rows")
-        assert await stream_messages(js, area.stream) == [(f"svc-{i}", n) for i, n in zip(ids, (1, 2, 3), strict=True)]
+        assert await stream_messages(js, area.stream) == [(mid(db, i), n) for i, n in zip(ids, (1, 2, 3), strict=True)]
     finally:
         stop.set()
         await running
@@ -332,7 +345,7 @@ async def test_two_relays_publish_each_row_once_in_order_and_take_over(
         assert standby.active
         assert (leader.stats.published, standby.stats.published) == (40, 20)
         assert leader.stats.duplicates == standby.stats.duplicates == 0
-        expected = [(f"svc-{i}", n) for i, n in zip(ids, range(1, 61), strict=True)]
+        expected = [(mid(db, i), n) for i, n in zip(ids, range(1, 61), strict=True)]
         assert await stream_messages(js, area.stream) == expected
     finally:
         for stop in stops.values():
@@ -372,7 +385,7 @@ async def test_relay_catches_up_after_a_nats_outage(db: str, tmp_path: Path) -> 
             after.start()
             await eventually(all_published, "the relay to catch up after NATS is back")
 
-            expected = [(f"svc-{i}", n) for i, n in zip(ids, range(1, 16), strict=True)]
+            expected = [(mid(db, i), n) for i, n in zip(ids, range(1, 16), strict=True)]
             assert await stream_messages(js, "OUTAGE") == expected
             assert relay.stats.published + relay.stats.duplicates >= 15
         finally:
@@ -405,7 +418,7 @@ async def test_relay_reconnects_when_its_database_session_is_killed(db: str, js:
         ids += await add_events(db, area.subject(), range(3, 6))
         await eventually(all_published, "the relay to reconnect and publish the rest")
 
-        expected = [(f"svc-{i}", n) for i, n in zip(ids, range(1, 6), strict=True)]
+        expected = [(mid(db, i), n) for i, n in zip(ids, range(1, 6), strict=True)]
         assert await stream_messages(js, area.stream) == expected
     finally:
         stop.set()

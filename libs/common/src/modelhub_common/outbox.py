@@ -182,6 +182,7 @@ class OutboxRelay:
         self._cleanup_interval = cleanup_interval
         self._connect_timeout = connect_timeout
         self._active = False
+        self._instance: str | None = None
         self._stats = RelayStats()
         self._log: dict[str, object] = {"relay": name}
 
@@ -199,8 +200,11 @@ class OutboxRelay:
         return self._active
 
     def msg_id(self, row_id: int) -> str:
-        """The ``Nats-Msg-Id`` of a row: stable across retries, relays and restarts."""
-        return f"{self._name}-{row_id}"
+        """The ``Nats-Msg-Id`` of a row: stable across retries, relays and restarts, and unique across
+        databases (the outbox instance id is part of it)."""
+        if self._instance is None:
+            raise OutboxError("the relay has not read its outbox instance id yet")
+        return f"{self._name}-{self._instance}-{row_id}"
 
     async def publish_pending(self) -> int:
         """One pass: publishes every unpublished row, in order, and returns how many it published.
@@ -254,7 +258,7 @@ class OutboxRelay:
 
     async def _connect(self) -> Connection:
         try:
-            return await psycopg.AsyncConnection.connect(
+            conn = await psycopg.AsyncConnection.connect(
                 self._database_url,
                 autocommit=True,
                 application_name=f"outbox-relay:{self._name}"[:63],
@@ -262,6 +266,14 @@ class OutboxRelay:
             )
         except psycopg.Error as exc:
             raise OutboxError(f"outbox relay cannot connect to PostgreSQL: {exc.__class__.__name__}") from exc
+        if self._instance is None:
+            cursor = await conn.execute("SELECT id::text FROM outbox_instance")
+            row = await cursor.fetchone()
+            if row is None:
+                await conn.close()
+                raise OutboxError("the outbox_instance table is empty; run the service's migrations")
+            self._instance = str(row[0])
+        return conn
 
     @staticmethod
     async def _try_lock(conn: Connection) -> bool:

@@ -26,15 +26,15 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmodelhub/chat/v1/chat.proto\x12\x10modelhub.chat.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"C\n\x05Image\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\r\n\x03url\x18\x02 \x01(\tH\x00\x12\x11\n\tmime_type\x18\x03 \x01(\tB\x08\n\x06source\"D\n\x0bUserMessage\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\'\n\x06images\x18\x02 \x03(\x0b\x32\x17.modelhub.chat.v1.Image\"\xdf\x01\n\x0b\x43hatRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0e\n\x06models\x18\x02 \x03(\t\x12.\n\x07message\x18\x03 \x01(\x0b\x32\x1d.modelhub.chat.v1.UserMessage\x12\x19\n\x11parent_message_id\x18\x04 \x01(\t\x12\x33\n\x0c\x63ontext_mode\x18\x05 \x01(\x0e\x32\x1d.modelhub.chat.v1.ContextMode\x12\'\n\x06params\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\"\x99\x01\n\x08\x43itation\x12\x14\n\x0cknowledge_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x0c\n\x04page\x18\x06 \x01(\x05\x12\x14\n\x0cstart_offset\x18\x07 \x01(\x03\x12\x12\n\nend_offset\x18\x08 \x01(\x03\"\xb6\x07\n\tChatEvent\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12?\n\x0cturn_started\x18\n \x01(\x0b\x32\'.modelhub.chat.v1.ChatEvent.TurnStartedH\x00\x12\x43\n\x0e\x61nswer_started\x18\x0b \x01(\x0b\x32).modelhub.chat.v1.ChatEvent.AnswerStartedH\x00\x12\x32\n\x05\x64\x65lta\x18\x0c \x01(\x0b\x32!.modelhub.chat.v1.ChatEvent.DeltaH\x00\x12:\n\tcitations\x18\r \x01(\x0b\x32%.modelhub.chat.v1.ChatEvent.CitationsH\x00\x12\x36\n\x07warning\x18\x0e \x01(\x0b\x32#.modelhub.chat.v1.ChatEvent.WarningH\x00\x12=\n\x0b\x61nswer_done\x18\x0f \x01(\x0b\x32&.modelhub.chat.v1.ChatEvent.AnswerDoneH\x00\x12?\n\x0c\x61nswer_error\x18\x10 \x01(\x0b\x32\'.modelhub.chat.v1.ChatEvent.AnswerErrorH\x00\x12\x39\n\tturn_done\x18\x11 \x01(\x0b\x32$.modelhub.chat.v1.ChatEvent.TurnDoneH\x00\x1a?\n\x0bTurnStarted\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x17\n\x0fuser_message_id\x18\x02 \x01(\t\x1a#\n\rAnswerStarted\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x1a\x15\n\x05\x44\x65lta\x12\x0c\n\x04text\x18\x01 \x01(\t\x1a:\n\tCitations\x12-\n\tcitations\x18\x01 \x03(\x0b\x32\x1a.modelhub.chat.v1.Citation\x1a(\n\x07Warning\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x1a\x87\x01\n\nAnswerDone\x12\x15\n\rfinish_reason\x18\x01 \x01(\t\x12&\n\x05usage\x18\x02 \x01(\x0b\x32\x17.modelhub.chat.v1.Usage\x12#\n\x1btime_to_first_token_seconds\x18\x03 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x04 \x01(\x01\x1a,\n\x0b\x41nswerError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x1a\n\n\x08TurnDoneB\x07\n\x05\x65vent\"K\n\x11ModelCapabilities\x12\x0e\n\x06vision\x18\x01 \x01(\x08\x12\x11\n\tcitations\x18\x02 \x01(\x08\x12\x13\n\x0b\x66ile_upload\x18\x03 \x01(\x08\"D\n\x10SuggestionPrompt\x12\r\n\x05title\x18\x01 \x01(\t\x12\x10\n\x08subtitle\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\"\xfb\x01\n\x0cModelSummary\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x12\n\navatar_url\x18\x05 \x01(\t\x12\x39\n\x0c\x63\x61pabilities\x18\x06 \x01(\x0b\x32#.modelhub.chat.v1.ModelCapabilities\x12>\n\x12suggestion_prompts\x18\x07 \x03(\x0b\x32\".modelhub.chat.v1.SuggestionPrompt\x12\x0e\n\x06hidden\x18\x08 \x01(\x08\x12\x0f\n\x07\x65nabled\x18\t \x01(\x08\"E\n\x11ListModelsRequest\x12\x16\n\x0einclude_hidden\x18\x01 \x01(\x08\x12\x18\n\x10include_disabled\x18\x02 \x01(\x08\"D\n\x12ListModelsResponse\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.modelhub.chat.v1.ModelSummary\"\x9a\x02\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tparent_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63hildren_ids\x18\x03 \x03(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\t\x12\x12\n\nimage_urls\x18\x07 \x03(\t\x12\x0e\n\x06status\x18\x08 \x01(\t\x12&\n\x05usage\x18\t \x01(\x0b\x32\x17.modelhub.chat.v1.Usage\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tcitations\x18\x0b \x03(\x0b\x32\x1a.modelhub.chat.v1.Citation\"\xd2\x01\n\x0c\x43onversation\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12+\n\x08messages\x18\x03 \x03(\x0b\x32\x19.modelhub.chat.v1.Message\x12\x1a\n\x12\x63urrent_message_id\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"1\n\x16GetConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\"9\n\x18ListConversationsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"`\n\x13\x43onversationSummary\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"n\n\x19ListConversationsResponse\x12<\n\rconversations\x18\x01 \x03(\x0b\x32%.modelhub.chat.v1.ConversationSummary\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"4\n\x19\x44\x65leteConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteConversationResponse\"B\n\x13SelectAnswerRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"i\n\x11RegenerateRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct*`\n\x0b\x43ontextMode\x12\x1c\n\x18\x43ONTEXT_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43ONTEXT_MODE_SHARED\x10\x01\x12\x1a\n\x16\x43ONTEXT_MODE_PER_MODEL\x10\x02\x32\x91\x05\n\x0b\x43hatService\x12\x44\n\x04\x43hat\x12\x1d.modelhub.chat.v1.ChatRequest\x1a\x1b.modelhub.chat.v1.ChatEvent0\x01\x12W\n\nListModels\x12#.modelhub.chat.v1.ListModelsRequest\x1a$.modelhub.chat.v1.ListModelsResponse\x12[\n\x0fGetConversation\x12(.modelhub.chat.v1.GetConversationRequest\x1a\x1e.modelhub.chat.v1.Conversation\x12l\n\x11ListConversations\x12*.modelhub.chat.v1.ListConversationsRequest\x1a+.modelhub.chat.v1.ListConversationsResponse\x12o\n\x12\x44\x65leteConversation\x12+.modelhub.chat.v1.DeleteConversationRequest\x1a,.modelhub.chat.v1.DeleteConversationResponse\x12U\n\x0cSelectAnswer\x12%.modelhub.chat.v1.SelectAnswerRequest\x1a\x1e.modelhub.chat.v1.Conversation\x12P\n\nRegenerate\x12#.modelhub.chat.v1.RegenerateRequest\x1a\x1b.modelhub.chat.v1.ChatEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmodelhub/chat/v1/chat.proto\x12\x10modelhub.chat.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"C\n\x05Image\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\r\n\x03url\x18\x02 \x01(\tH\x00\x12\x11\n\tmime_type\x18\x03 \x01(\tB\x08\n\x06source\"D\n\x0bUserMessage\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\'\n\x06images\x18\x02 \x03(\x0b\x32\x17.modelhub.chat.v1.Image\"\xdf\x01\n\x0b\x43hatRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0e\n\x06models\x18\x02 \x03(\t\x12.\n\x07message\x18\x03 \x01(\x0b\x32\x1d.modelhub.chat.v1.UserMessage\x12\x19\n\x11parent_message_id\x18\x04 \x01(\t\x12\x33\n\x0c\x63ontext_mode\x18\x05 \x01(\x0e\x32\x1d.modelhub.chat.v1.ContextMode\x12\'\n\x06params\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\"\x99\x01\n\x08\x43itation\x12\x14\n\x0cknowledge_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x0c\n\x04page\x18\x06 \x01(\x05\x12\x14\n\x0cstart_offset\x18\x07 \x01(\x03\x12\x12\n\nend_offset\x18\x08 \x01(\x03\"\xdd\x07\n\tChatEvent\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12?\n\x0cturn_started\x18\n \x01(\x0b\x32\'.modelhub.chat.v1.ChatEvent.TurnStartedH\x00\x12\x43\n\x0e\x61nswer_started\x18\x0b \x01(\x0b\x32).modelhub.chat.v1.ChatEvent.AnswerStartedH\x00\x12\x32\n\x05\x64\x65lta\x18\x0c \x01(\x0b\x32!.modelhub.chat.v1.ChatEvent.DeltaH\x00\x12:\n\tcitations\x18\r \x01(\x0b\x32%.modelhub.chat.v1.ChatEvent.CitationsH\x00\x12\x36\n\x07warning\x18\x0e \x01(\x0b\x32#.modelhub.chat.v1.ChatEvent.WarningH\x00\x12=\n\x0b\x61nswer_done\x18\x0f \x01(\x0b\x32&.modelhub.chat.v1.ChatEvent.AnswerDoneH\x00\x12?\n\x0c\x61nswer_error\x18\x10 \x01(\x0b\x32\'.modelhub.chat.v1.ChatEvent.AnswerErrorH\x00\x12\x39\n\tturn_done\x18\x11 \x01(\x0b\x32$.modelhub.chat.v1.ChatEvent.TurnDoneH\x00\x1a?\n\x0bTurnStarted\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x17\n\x0fuser_message_id\x18\x02 \x01(\t\x1a\x36\n\rAnswerStarted\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tparent_id\x18\x02 \x01(\t\x1a\x15\n\x05\x44\x65lta\x12\x0c\n\x04text\x18\x01 \x01(\t\x1a:\n\tCitations\x12-\n\tcitations\x18\x01 \x03(\x0b\x32\x1a.modelhub.chat.v1.Citation\x1a(\n\x07Warning\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x1a\x87\x01\n\nAnswerDone\x12\x15\n\rfinish_reason\x18\x01 \x01(\t\x12&\n\x05usage\x18\x02 \x01(\x0b\x32\x17.modelhub.chat.v1.Usage\x12#\n\x1btime_to_first_token_seconds\x18\x03 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x04 \x01(\x01\x1a@\n\x0b\x41nswerError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x1a\n\n\x08TurnDoneB\x07\n\x05\x65vent\"K\n\x11ModelCapabilities\x12\x0e\n\x06vision\x18\x01 \x01(\x08\x12\x11\n\tcitations\x18\x02 \x01(\x08\x12\x13\n\x0b\x66ile_upload\x18\x03 \x01(\x08\"D\n\x10SuggestionPrompt\x12\r\n\x05title\x18\x01 \x01(\t\x12\x10\n\x08subtitle\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\"\xa2\x02\n\x0cModelSummary\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x12\n\navatar_url\x18\x05 \x01(\t\x12\x39\n\x0c\x63\x61pabilities\x18\x06 \x01(\x0b\x32#.modelhub.chat.v1.ModelCapabilities\x12>\n\x12suggestion_prompts\x18\x07 \x03(\x0b\x32\".modelhub.chat.v1.SuggestionPrompt\x12\x0e\n\x06hidden\x18\x08 \x01(\x08\x12\x0f\n\x07\x65nabled\x18\t \x01(\x08\x12\x15\n\rbase_model_id\x18\n \x01(\t\x12\x0e\n\x06source\x18\x0b \x01(\t\"E\n\x11ListModelsRequest\x12\x16\n\x0einclude_hidden\x18\x01 \x01(\x08\x12\x18\n\x10include_disabled\x18\x02 \x01(\x08\"D\n\x12ListModelsResponse\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.modelhub.chat.v1.ModelSummary\"\xcd\x03\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tparent_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63hildren_ids\x18\x03 \x03(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\t\x12\x12\n\nimage_urls\x18\x07 \x03(\t\x12\x0e\n\x06status\x18\x08 \x01(\t\x12&\n\x05usage\x18\t \x01(\x0b\x32\x17.modelhub.chat.v1.Usage\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tcitations\x18\x0b \x03(\x0b\x32\x1a.modelhub.chat.v1.Citation\x12\x15\n\rfinish_reason\x18\x0c \x01(\t\x12\x12\n\nerror_code\x18\r \x01(\t\x12\x15\n\rerror_message\x18\x0e \x01(\t\x12#\n\x1btime_to_first_token_seconds\x18\x0f \x01(\x01\x12\x15\n\rtotal_seconds\x18\x10 \x01(\x01\x12\x33\n\x0c\x63ontext_mode\x18\x11 \x01(\x0e\x32\x1d.modelhub.chat.v1.ContextMode\"\xd2\x01\n\x0c\x43onversation\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12+\n\x08messages\x18\x03 \x03(\x0b\x32\x19.modelhub.chat.v1.Message\x12\x1a\n\x12\x63urrent_message_id\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"1\n\x16GetConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\"9\n\x18ListConversationsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"`\n\x13\x43onversationSummary\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"n\n\x19ListConversationsResponse\x12<\n\rconversations\x18\x01 \x03(\x0b\x32%.modelhub.chat.v1.ConversationSummary\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"4\n\x19\x44\x65leteConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteConversationResponse\"B\n\x13SelectAnswerRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"\x9e\x01\n\x11RegenerateRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x33\n\x0c\x63ontext_mode\x18\x04 \x01(\x0e\x32\x1d.modelhub.chat.v1.ContextMode*`\n\x0b\x43ontextMode\x12\x1c\n\x18\x43ONTEXT_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43ONTEXT_MODE_SHARED\x10\x01\x12\x1a\n\x16\x43ONTEXT_MODE_PER_MODEL\x10\x02\x32\x91\x05\n\x0b\x43hatService\x12\x44\n\x04\x43hat\x12\x1d.modelhub.chat.v1.ChatRequest\x1a\x1b.modelhub.chat.v1.ChatEvent0\x01\x12W\n\nListModels\x12#.modelhub.chat.v1.ListModelsRequest\x1a$.modelhub.chat.v1.ListModelsResponse\x12[\n\x0fGetConversation\x12(.modelhub.chat.v1.GetConversationRequest\x1a\x1e.modelhub.chat.v1.Conversation\x12l\n\x11ListConversations\x12*.modelhub.chat.v1.ListConversationsRequest\x1a+.modelhub.chat.v1.ListConversationsResponse\x12o\n\x12\x44\x65leteConversation\x12+.modelhub.chat.v1.DeleteConversationRequest\x1a,.modelhub.chat.v1.DeleteConversationResponse\x12U\n\x0cSelectAnswer\x12%.modelhub.chat.v1.SelectAnswerRequest\x1a\x1e.modelhub.chat.v1.Conversation\x12P\n\nRegenerate\x12#.modelhub.chat.v1.RegenerateRequest\x1a\x1b.modelhub.chat.v1.ChatEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'modelhub.chat.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONTEXTMODE']._serialized_start=3286
-  _globals['_CONTEXTMODE']._serialized_end=3382
+  _globals['_CONTEXTMODE']._serialized_start=3597
+  _globals['_CONTEXTMODE']._serialized_end=3693
   _globals['_IMAGE']._serialized_start=112
   _globals['_IMAGE']._serialized_end=179
   _globals['_USERMESSAGE']._serialized_start=181
@@ -46,53 +46,53 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CITATION']._serialized_start=559
   _globals['_CITATION']._serialized_end=712
   _globals['_CHATEVENT']._serialized_start=715
-  _globals['_CHATEVENT']._serialized_end=1665
+  _globals['_CHATEVENT']._serialized_end=1704
   _globals['_CHATEVENT_TURNSTARTED']._serialized_start=1235
   _globals['_CHATEVENT_TURNSTARTED']._serialized_end=1298
   _globals['_CHATEVENT_ANSWERSTARTED']._serialized_start=1300
-  _globals['_CHATEVENT_ANSWERSTARTED']._serialized_end=1335
-  _globals['_CHATEVENT_DELTA']._serialized_start=1337
-  _globals['_CHATEVENT_DELTA']._serialized_end=1358
-  _globals['_CHATEVENT_CITATIONS']._serialized_start=1360
-  _globals['_CHATEVENT_CITATIONS']._serialized_end=1418
-  _globals['_CHATEVENT_WARNING']._serialized_start=1420
-  _globals['_CHATEVENT_WARNING']._serialized_end=1460
-  _globals['_CHATEVENT_ANSWERDONE']._serialized_start=1463
-  _globals['_CHATEVENT_ANSWERDONE']._serialized_end=1598
-  _globals['_CHATEVENT_ANSWERERROR']._serialized_start=1600
-  _globals['_CHATEVENT_ANSWERERROR']._serialized_end=1644
-  _globals['_CHATEVENT_TURNDONE']._serialized_start=1646
-  _globals['_CHATEVENT_TURNDONE']._serialized_end=1656
-  _globals['_MODELCAPABILITIES']._serialized_start=1667
-  _globals['_MODELCAPABILITIES']._serialized_end=1742
-  _globals['_SUGGESTIONPROMPT']._serialized_start=1744
-  _globals['_SUGGESTIONPROMPT']._serialized_end=1812
-  _globals['_MODELSUMMARY']._serialized_start=1815
-  _globals['_MODELSUMMARY']._serialized_end=2066
-  _globals['_LISTMODELSREQUEST']._serialized_start=2068
-  _globals['_LISTMODELSREQUEST']._serialized_end=2137
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2139
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2207
-  _globals['_MESSAGE']._serialized_start=2210
-  _globals['_MESSAGE']._serialized_end=2492
-  _globals['_CONVERSATION']._serialized_start=2495
-  _globals['_CONVERSATION']._serialized_end=2705
-  _globals['_GETCONVERSATIONREQUEST']._serialized_start=2707
-  _globals['_GETCONVERSATIONREQUEST']._serialized_end=2756
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=2758
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=2815
-  _globals['_CONVERSATIONSUMMARY']._serialized_start=2817
-  _globals['_CONVERSATIONSUMMARY']._serialized_end=2913
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=2915
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=3025
-  _globals['_DELETECONVERSATIONREQUEST']._serialized_start=3027
-  _globals['_DELETECONVERSATIONREQUEST']._serialized_end=3079
-  _globals['_DELETECONVERSATIONRESPONSE']._serialized_start=3081
-  _globals['_DELETECONVERSATIONRESPONSE']._serialized_end=3109
-  _globals['_SELECTANSWERREQUEST']._serialized_start=3111
-  _globals['_SELECTANSWERREQUEST']._serialized_end=3177
-  _globals['_REGENERATEREQUEST']._serialized_start=3179
-  _globals['_REGENERATEREQUEST']._serialized_end=3284
-  _globals['_CHATSERVICE']._serialized_start=3385
-  _globals['_CHATSERVICE']._serialized_end=4042
+  _globals['_CHATEVENT_ANSWERSTARTED']._serialized_end=1354
+  _globals['_CHATEVENT_DELTA']._serialized_start=1356
+  _globals['_CHATEVENT_DELTA']._serialized_end=1377
+  _globals['_CHATEVENT_CITATIONS']._serialized_start=1379
+  _globals['_CHATEVENT_CITATIONS']._serialized_end=1437
+  _globals['_CHATEVENT_WARNING']._serialized_start=1439
+  _globals['_CHATEVENT_WARNING']._serialized_end=1479
+  _globals['_CHATEVENT_ANSWERDONE']._serialized_start=1482
+  _globals['_CHATEVENT_ANSWERDONE']._serialized_end=1617
+  _globals['_CHATEVENT_ANSWERERROR']._serialized_start=1619
+  _globals['_CHATEVENT_ANSWERERROR']._serialized_end=1683
+  _globals['_CHATEVENT_TURNDONE']._serialized_start=1685
+  _globals['_CHATEVENT_TURNDONE']._serialized_end=1695
+  _globals['_MODELCAPABILITIES']._serialized_start=1706
+  _globals['_MODELCAPABILITIES']._serialized_end=1781
+  _globals['_SUGGESTIONPROMPT']._serialized_start=1783
+  _globals['_SUGGESTIONPROMPT']._serialized_end=1851
+  _globals['_MODELSUMMARY']._serialized_start=1854
+  _globals['_MODELSUMMARY']._serialized_end=2144
+  _globals['_LISTMODELSREQUEST']._serialized_start=2146
+  _globals['_LISTMODELSREQUEST']._serialized_end=2215
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2217
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2285
+  _globals['_MESSAGE']._serialized_start=2288
+  _globals['_MESSAGE']._serialized_end=2749
+  _globals['_CONVERSATION']._serialized_start=2752
+  _globals['_CONVERSATION']._serialized_end=2962
+  _globals['_GETCONVERSATIONREQUEST']._serialized_start=2964
+  _globals['_GETCONVERSATIONREQUEST']._serialized_end=3013
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=3015
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=3072
+  _globals['_CONVERSATIONSUMMARY']._serialized_start=3074
+  _globals['_CONVERSATIONSUMMARY']._serialized_end=3170
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=3172
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=3282
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_start=3284
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_end=3336
+  _globals['_DELETECONVERSATIONRESPONSE']._serialized_start=3338
+  _globals['_DELETECONVERSATIONRESPONSE']._serialized_end=3366
+  _globals['_SELECTANSWERREQUEST']._serialized_start=3368
+  _globals['_SELECTANSWERREQUEST']._serialized_end=3434
+  _globals['_REGENERATEREQUEST']._serialized_start=3437
+  _globals['_REGENERATEREQUEST']._serialized_end=3595
+  _globals['_CHATSERVICE']._serialized_start=3696
+  _globals['_CHATSERVICE']._serialized_end=4353
 # @@protoc_insertion_point(module_scope)

@@ -94,10 +94,12 @@ class ChatEvent(_message.Message):
         user_message_id: str
         def __init__(self, conversation_id: _Optional[str] = ..., user_message_id: _Optional[str] = ...) -> None: ...
     class AnswerStarted(_message.Message):
-        __slots__ = ("message_id",)
+        __slots__ = ("message_id", "parent_id")
         MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+        PARENT_ID_FIELD_NUMBER: _ClassVar[int]
         message_id: str
-        def __init__(self, message_id: _Optional[str] = ...) -> None: ...
+        parent_id: str
+        def __init__(self, message_id: _Optional[str] = ..., parent_id: _Optional[str] = ...) -> None: ...
     class Delta(_message.Message):
         __slots__ = ("text",)
         TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -127,12 +129,14 @@ class ChatEvent(_message.Message):
         total_seconds: float
         def __init__(self, finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., time_to_first_token_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ...) -> None: ...
     class AnswerError(_message.Message):
-        __slots__ = ("code", "message")
+        __slots__ = ("code", "message", "message_id")
         CODE_FIELD_NUMBER: _ClassVar[int]
         MESSAGE_FIELD_NUMBER: _ClassVar[int]
+        MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
         code: str
         message: str
-        def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+        message_id: str
+        def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., message_id: _Optional[str] = ...) -> None: ...
     class TurnDone(_message.Message):
         __slots__ = ()
         def __init__(self) -> None: ...
@@ -177,7 +181,7 @@ class SuggestionPrompt(_message.Message):
     def __init__(self, title: _Optional[str] = ..., subtitle: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class ModelSummary(_message.Message):
-    __slots__ = ("id", "name", "description", "tags", "avatar_url", "capabilities", "suggestion_prompts", "hidden", "enabled")
+    __slots__ = ("id", "name", "description", "tags", "avatar_url", "capabilities", "suggestion_prompts", "hidden", "enabled", "base_model_id", "source")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +191,8 @@ class ModelSummary(_message.Message):
     SUGGESTION_PROMPTS_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     description: str
@@ -196,7 +202,9 @@ class ModelSummary(_message.Message):
     suggestion_prompts: _containers.RepeatedCompositeFieldContainer[SuggestionPrompt]
     hidden: bool
     enabled: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., avatar_url: _Optional[str] = ..., capabilities: _Optional[_Union[ModelCapabilities, _Mapping]] = ..., suggestion_prompts: _Optional[_Iterable[_Union[SuggestionPrompt, _Mapping]]] = ..., hidden: _Optional[bool] = ..., enabled: _Optional[bool] = ...) -> None: ...
+    base_model_id: str
+    source: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., avatar_url: _Optional[str] = ..., capabilities: _Optional[_Union[ModelCapabilities, _Mapping]] = ..., suggestion_prompts: _Optional[_Iterable[_Union[SuggestionPrompt, _Mapping]]] = ..., hidden: _Optional[bool] = ..., enabled: _Optional[bool] = ..., base_model_id: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("include_hidden", "include_disabled")
@@ -213,7 +221,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("id", "parent_id", "children_ids", "role", "model_id", "content", "image_urls", "status", "usage", "created_at", "citations")
+    __slots__ = ("id", "parent_id", "children_ids", "role", "model_id", "content", "image_urls", "status", "usage", "created_at", "citations", "finish_reason", "error_code", "error_message", "time_to_first_token_seconds", "total_seconds", "context_mode")
     ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     CHILDREN_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -225,6 +233,12 @@ class Message(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     CITATIONS_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_FIRST_TOKEN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_MODE_FIELD_NUMBER: _ClassVar[int]
     id: str
     parent_id: str
     children_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -236,7 +250,13 @@ class Message(_message.Message):
     usage: Usage
     created_at: _timestamp_pb2.Timestamp
     citations: _containers.RepeatedCompositeFieldContainer[Citation]
-    def __init__(self, id: _Optional[str] = ..., parent_id: _Optional[str] = ..., children_ids: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., model_id: _Optional[str] = ..., content: _Optional[str] = ..., image_urls: _Optional[_Iterable[str]] = ..., status: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
+    finish_reason: str
+    error_code: str
+    error_message: str
+    time_to_first_token_seconds: float
+    total_seconds: float
+    context_mode: ContextMode
+    def __init__(self, id: _Optional[str] = ..., parent_id: _Optional[str] = ..., children_ids: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., model_id: _Optional[str] = ..., content: _Optional[str] = ..., image_urls: _Optional[_Iterable[str]] = ..., status: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., finish_reason: _Optional[str] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., time_to_first_token_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ..., context_mode: _Optional[_Union[ContextMode, str]] = ...) -> None: ...
 
 class Conversation(_message.Message):
     __slots__ = ("id", "title", "messages", "current_message_id", "created_at", "updated_at")
@@ -305,11 +325,13 @@ class SelectAnswerRequest(_message.Message):
     def __init__(self, conversation_id: _Optional[str] = ..., message_id: _Optional[str] = ...) -> None: ...
 
 class RegenerateRequest(_message.Message):
-    __slots__ = ("conversation_id", "message_id", "params")
+    __slots__ = ("conversation_id", "message_id", "params", "context_mode")
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_MODE_FIELD_NUMBER: _ClassVar[int]
     conversation_id: str
     message_id: str
     params: _struct_pb2.Struct
-    def __init__(self, conversation_id: _Optional[str] = ..., message_id: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    context_mode: ContextMode
+    def __init__(self, conversation_id: _Optional[str] = ..., message_id: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., context_mode: _Optional[_Union[ContextMode, str]] = ...) -> None: ...

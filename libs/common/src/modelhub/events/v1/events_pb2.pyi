@@ -43,7 +43,7 @@ class SubjectIds(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., pull_id: _Optional[str] = ..., knowledge_id: _Optional[str] = ..., file_id: _Optional[str] = ..., conversation_id: _Optional[str] = ...) -> None: ...
 
 class EventEnvelope(_message.Message):
-    __slots__ = ("id", "type", "occurred_at", "actor", "subject_ids", "trace_id", "source", "model_changed", "model_deleted", "pull_requested", "pull_progress", "pull_completed", "pull_failed", "pull_cancelled", "knowledge_file_added", "knowledge_file_indexed", "knowledge_file_failed", "knowledge_collection_deleted")
+    __slots__ = ("id", "type", "occurred_at", "actor", "subject_ids", "trace_id", "source", "model_changed", "model_deleted", "pull_requested", "pull_progress", "pull_completed", "pull_failed", "pull_cancelled", "pull_cancel_requested", "stored_model_deleted", "knowledge_file_added", "knowledge_file_indexed", "knowledge_file_failed", "knowledge_collection_deleted")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,8 @@ class EventEnvelope(_message.Message):
     PULL_COMPLETED_FIELD_NUMBER: _ClassVar[int]
     PULL_FAILED_FIELD_NUMBER: _ClassVar[int]
     PULL_CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    PULL_CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    STORED_MODEL_DELETED_FIELD_NUMBER: _ClassVar[int]
     KNOWLEDGE_FILE_ADDED_FIELD_NUMBER: _ClassVar[int]
     KNOWLEDGE_FILE_INDEXED_FIELD_NUMBER: _ClassVar[int]
     KNOWLEDGE_FILE_FAILED_FIELD_NUMBER: _ClassVar[int]
@@ -76,11 +78,13 @@ class EventEnvelope(_message.Message):
     pull_completed: PullCompleted
     pull_failed: PullFailed
     pull_cancelled: PullCancelled
+    pull_cancel_requested: PullCancelRequested
+    stored_model_deleted: StoredModelDeleted
     knowledge_file_added: KnowledgeFileAdded
     knowledge_file_indexed: KnowledgeFileIndexed
     knowledge_file_failed: KnowledgeFileFailed
     knowledge_collection_deleted: KnowledgeCollectionDeleted
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[_Union[Actor, _Mapping]] = ..., subject_ids: _Optional[_Union[SubjectIds, _Mapping]] = ..., trace_id: _Optional[str] = ..., source: _Optional[str] = ..., model_changed: _Optional[_Union[ModelChanged, _Mapping]] = ..., model_deleted: _Optional[_Union[ModelDeleted, _Mapping]] = ..., pull_requested: _Optional[_Union[PullRequested, _Mapping]] = ..., pull_progress: _Optional[_Union[PullProgress, _Mapping]] = ..., pull_completed: _Optional[_Union[PullCompleted, _Mapping]] = ..., pull_failed: _Optional[_Union[PullFailed, _Mapping]] = ..., pull_cancelled: _Optional[_Union[PullCancelled, _Mapping]] = ..., knowledge_file_added: _Optional[_Union[KnowledgeFileAdded, _Mapping]] = ..., knowledge_file_indexed: _Optional[_Union[KnowledgeFileIndexed, _Mapping]] = ..., knowledge_file_failed: _Optional[_Union[KnowledgeFileFailed, _Mapping]] = ..., knowledge_collection_deleted: _Optional[_Union[KnowledgeCollectionDeleted, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[_Union[Actor, _Mapping]] = ..., subject_ids: _Optional[_Union[SubjectIds, _Mapping]] = ..., trace_id: _Optional[str] = ..., source: _Optional[str] = ..., model_changed: _Optional[_Union[ModelChanged, _Mapping]] = ..., model_deleted: _Optional[_Union[ModelDeleted, _Mapping]] = ..., pull_requested: _Optional[_Union[PullRequested, _Mapping]] = ..., pull_progress: _Optional[_Union[PullProgress, _Mapping]] = ..., pull_completed: _Optional[_Union[PullCompleted, _Mapping]] = ..., pull_failed: _Optional[_Union[PullFailed, _Mapping]] = ..., pull_cancelled: _Optional[_Union[PullCancelled, _Mapping]] = ..., pull_cancel_requested: _Optional[_Union[PullCancelRequested, _Mapping]] = ..., stored_model_deleted: _Optional[_Union[StoredModelDeleted, _Mapping]] = ..., knowledge_file_added: _Optional[_Union[KnowledgeFileAdded, _Mapping]] = ..., knowledge_file_indexed: _Optional[_Union[KnowledgeFileIndexed, _Mapping]] = ..., knowledge_file_failed: _Optional[_Union[KnowledgeFileFailed, _Mapping]] = ..., knowledge_collection_deleted: _Optional[_Union[KnowledgeCollectionDeleted, _Mapping]] = ...) -> None: ...
 
 class ModelChanged(_message.Message):
     __slots__ = ("model_id", "base_model_id", "version", "changed_fields", "hidden", "enabled", "is_base", "knowledge_ids")
@@ -217,6 +221,26 @@ class PullCancelled(_message.Message):
     pull_id: str
     model: str
     def __init__(self, pull_id: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class PullCancelRequested(_message.Message):
+    __slots__ = ("pull_id", "model")
+    PULL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    pull_id: str
+    model: str
+    def __init__(self, pull_id: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class StoredModelDeleted(_message.Message):
+    __slots__ = ("model", "base_model_id", "manifest_digest", "removed_digests")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    base_model_id: str
+    manifest_digest: str
+    removed_digests: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., base_model_id: _Optional[str] = ..., manifest_digest: _Optional[str] = ..., removed_digests: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class KnowledgeFileAdded(_message.Message):
     __slots__ = ("knowledge_id", "file_id", "filename", "content_type", "object_key", "sha256", "size_bytes")
