@@ -1,43 +1,169 @@
-"""Wires the chat gateway: gRPC ChatService (+ health, reflection) and an HTTP port for probes."""
+"""Wires the chat gateway: gRPC ChatService (+ health, reflection) and an HTTP port for probes and the
+OpenAI-compatible API. The one place adapters are built."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
+import httpx
 from fastapi import FastAPI
 
 from modelhub_chat_gateway import __version__
+from modelhub_chat_gateway.adapters.backends.base import ChatBackend
+from modelhub_chat_gateway.adapters.backends.local_llama import LocalLlamaBackend, ModelFileCache
+from modelhub_chat_gateway.adapters.backends.ollama import OllamaBackend
+from modelhub_chat_gateway.adapters.backends.openai_compat import OpenAICompatBackend
+from modelhub_chat_gateway.adapters.conversation_repository import ConversationRepository
+from modelhub_chat_gateway.adapters.image_store import ImageStore
+from modelhub_chat_gateway.adapters.rag_client import RagClient
+from modelhub_chat_gateway.adapters.registry_client import RegistryClient
+from modelhub_chat_gateway.entrypoints.chat_servicer import ChatServicer, ImageFetcher
 from modelhub_chat_gateway.entrypoints.grpc_server import GrpcServer
+from modelhub_chat_gateway.entrypoints.model_events import ModelEventsListener
+from modelhub_chat_gateway.entrypoints.openai_http import OpenAIApiDeps, install_openai_errors, openai_router
+from modelhub_chat_gateway.service_layer.chat import ChatService, TurnLimits
+from modelhub_chat_gateway.service_layer.completions import CompletionService
+from modelhub_chat_gateway.service_layer.generation import ContextDefaults, Generator, Timeouts
+from modelhub_chat_gateway.service_layer.model_catalog import ModelCatalog
 from modelhub_chat_gateway.settings import ChatGatewaySettings
 from modelhub_common import jetstream
+from modelhub_common.auth import issue_token
 from modelhub_common.events import MODELS
 from modelhub_common.health import Readiness
 from modelhub_common.migrations import COMMON_MIGRATIONS, MigrationSource, migrate
+from modelhub_common.objectstore import ObjectStore
 from modelhub_common.runtime import open_runtime
 from modelhub_common.webapp import create_app, serve_http
 
 SERVICE = "chat-gateway"
 MIGRATIONS = (COMMON_MIGRATIONS, MigrationSource(name="gateway", package="modelhub_chat_gateway"))
+_SERVICE_TOKEN_TTL = 600
 logger = logging.getLogger(__name__)
 
 
-def build_app(settings: ChatGatewaySettings) -> FastAPI:
+@dataclass
+class Services:
+    chat: ChatService
+    catalog: ModelCatalog
+    completions: CompletionService
+
+
+def service_token(settings: ChatGatewaySettings) -> Callable[[], str]:
+    """The admin token for reading connections: the configured one, or one the gateway signs for itself."""
+    if settings.registry_service_token is not None:
+        configured = settings.registry_service_token.get_secret_value()
+        return lambda: configured
+    cached: dict[str, float | str] = {}
+
+    def token() -> str:
+        if float(cached.get("expires", 0)) - time.time() < 60:
+            cached["token"] = issue_token(
+                settings.jwt_secret.get_secret_value(),
+                subject=f"service:{SERVICE}",
+                role="admin",
+                ttl_seconds=_SERVICE_TOKEN_TTL,
+                issuer=settings.jwt_issuer,
+            )
+            cached["expires"] = time.time() + _SERVICE_TOKEN_TTL
+        return str(cached["token"])
+
+    return token
+
+
+def build_local_backend(settings: ChatGatewaySettings, store: ObjectStore) -> LocalLlamaBackend:
+    return LocalLlamaBackend(
+        ModelFileCache(store, settings.local_model_dir),
+        workers=settings.local_workers,
+        max_resident=settings.local_max_resident,
+        threads_per_worker=settings.local_threads_per_worker,
+        default_ctx=settings.default_num_ctx,
+        max_ctx=settings.local_max_ctx,
+    )
+
+
+def build_app(
+    settings: ChatGatewaySettings,
+    *,
+    local_backend: LocalLlamaBackend | None = None,
+    extra_backends: dict[str, ChatBackend] | None = None,
+) -> FastAPI:
+    """``local_backend`` may be given to share loaded models between apps (tests); otherwise one is built
+    and closed with the app. ``extra_backends`` adds or replaces backends by name (benchmarks)."""
     readiness = Readiness()
+    holder: dict[str, Services] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         streams = [jetstream.service_stream_spec(MODELS), jetstream.dead_letter_stream_spec()]
-        async with open_runtime(SERVICE, settings, readiness, streams=streams, buckets=[settings.bucket]) as runtime:
+        async with contextlib.AsyncExitStack() as stack:
+            runtime = await stack.enter_async_context(
+                open_runtime(SERVICE, settings, readiness, streams=streams, buckets=[settings.bucket])
+            )
             app.state.runtime = runtime
+            store = runtime.require_store()
+            registry_http = await stack.enter_async_context(
+                httpx.AsyncClient(timeout=settings.registry_timeout_seconds)
+            )
+            backend_http = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    # Read timeouts are the gateway's own (first token, idle), enforced per answer.
+                    timeout=httpx.Timeout(connect=settings.connect_timeout_seconds, read=None, write=30, pool=None),
+                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+                )
+            )
+            local = local_backend
+            if local is None:
+                local = build_local_backend(settings, store.sync)
+                stack.callback(local.close)
+            backends: dict[str, ChatBackend] = {
+                "ollama": OllamaBackend(backend_http),
+                "openai": OpenAICompatBackend(backend_http),
+                "local": local,
+                **(extra_backends or {}),
+            }
+            catalog = ModelCatalog(
+                RegistryClient(registry_http, settings.registry_url, service_token(settings)),
+                ttl=settings.model_cache_seconds,
+            )
+            rag = RagClient(
+                await stack.enter_async_context(httpx.AsyncClient(timeout=settings.rag_timeout_seconds)),
+                settings.rag_url,
+            )
+            generator = Generator(
+                backends,
+                Timeouts(settings.first_token_timeout_seconds, settings.idle_timeout_seconds),
+                ContextDefaults(settings.default_num_ctx, settings.default_max_tokens),
+            )
+            chat = ChatService(
+                repository=ConversationRepository(runtime.require_pool()),
+                catalog=catalog,
+                images=ImageStore(store, settings.bucket),
+                rag=rag,
+                generator=generator,
+                limits=TurnLimits(settings.max_models_per_turn, settings.max_image_bytes, settings.rag_top_k),
+            )
+            holder["services"] = Services(chat, catalog, CompletionService(catalog, rag, generator, settings.rag_top_k))
+            listener = ModelEventsListener(runtime.js, catalog)
+            await listener.start()
+            stack.push_async_callback(listener.stop)
+
             grpc_server = GrpcServer(
                 host=settings.host,
                 port=settings.grpc_port,
                 secret=settings.jwt_secret.get_secret_value,
                 issuer=settings.jwt_issuer,
+                servicer=ChatServicer(
+                    chat,
+                    catalog,
+                    ImageFetcher(registry_http, settings.image_url_allowed_hosts, settings.max_image_bytes),
+                ),
             )
             app.state.grpc_port = grpc_server.port
+            app.state.services = holder["services"]
             await grpc_server.start()
             readiness.started = True
             await grpc_server.set_serving(True)
@@ -48,13 +174,22 @@ def build_app(settings: ChatGatewaySettings) -> FastAPI:
                 readiness.stopping = True
                 await grpc_server.stop(settings.shutdown_grace_seconds)
 
-    return create_app(
-        title="modelhub chat gateway (HTTP probes)",
+    app = create_app(
+        title="modelhub chat gateway",
         version=__version__,
-        description="Health endpoints of the gRPC chat gateway; chats are served over gRPC.",
+        description="Health endpoints and an OpenAI-compatible API; conversations are served over gRPC.",
         readiness=readiness,
         lifespan=lifespan,
     )
+    install_openai_errors(app)
+    app.state.openai = OpenAIApiDeps(
+        secret=settings.jwt_secret.get_secret_value,
+        issuer=settings.jwt_issuer,
+        catalog=lambda: holder["services"].catalog,
+        completions=lambda: holder["services"].completions,
+    )
+    app.include_router(openai_router())
+    return app
 
 
 async def serve(settings: ChatGatewaySettings) -> None:

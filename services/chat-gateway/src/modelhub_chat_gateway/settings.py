@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from modelhub_common.settings import DatabaseSettings, ObjectStoreSettings, ServiceSettings
@@ -10,14 +14,61 @@ from modelhub_common.settings import DatabaseSettings, ObjectStoreSettings, Serv
 ENV_PREFIX = "MODELHUB_GATEWAY_"
 
 
+def _default_model_dir() -> Path:
+    # The Kubernetes deployment mounts its model-cache volume at $XDG_CACHE_HOME.
+    cache = os.environ.get("XDG_CACHE_HOME")
+    return Path(cache) / "modelhub" / "models" if cache else Path(tempfile.gettempdir()) / "modelhub-gateway-models"
+
+
 class ChatGatewaySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
     """gRPC chat gateway: one turn fanned out to up to two models over one conversation."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    port: int = Field(8084, ge=0, le=65535, description="HTTP port (REST API and health).")
-    bucket: str = Field("modelhub-chat", description="S3 bucket this service owns.")
+    port: int = Field(8084, ge=0, le=65535, description="HTTP port (health and the OpenAI-compatible API).")
+    bucket: str = Field("modelhub-chat", description="S3 bucket this service owns (images of conversations).")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port of the chat service.")
     registry_url: str = Field(description="Base URL of the registry service.")
     rag_url: str = Field(description="Base URL of the RAG service.")
     max_models_per_turn: int = Field(2, ge=1, le=8, description="How many models one turn may fan out to.")
+
+    # The registry: model files are resolved with the caller's own token; connections (admin-only) with this.
+    registry_service_token: SecretStr | None = Field(
+        None,
+        description="Admin token used only to read connection URLs from the registry. "
+        "Unset: the gateway signs a short-lived admin token for itself with the shared JWT secret.",
+    )
+    registry_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one registry call.")
+    model_cache_seconds: float = Field(
+        60.0, ge=0, description="How long a resolved model file stays cached (events invalidate it sooner)."
+    )
+
+    # Backends.
+    connect_timeout_seconds: float = Field(5.0, gt=0, description="Connecting to a model backend.")
+    first_token_timeout_seconds: float = Field(120.0, gt=0, description="From sending a turn to its first token.")
+    idle_timeout_seconds: float = Field(60.0, gt=0, description="Longest silence between two tokens.")
+    default_num_ctx: int = Field(
+        4096, ge=256, description="Context length assumed when neither the model file nor its base sets num_ctx."
+    )
+    default_max_tokens: int = Field(
+        1024, ge=1, description="Tokens kept free for the answer when trimming, if max_tokens is not set."
+    )
+
+    # The local backend (GGUF models from the store, run in-process with llama.cpp).
+    local_model_dir: Path = Field(
+        default_factory=lambda: _default_model_dir(),
+        description="Local cache of GGUF files fetched from the model store "
+        "(default: $XDG_CACHE_HOME/modelhub/models, else a directory under the system's temp dir).",
+    )
+    local_workers: int = Field(2, ge=1, le=64, description="Worker threads generating with local models.")
+    local_max_resident: int = Field(2, ge=1, description="Local models each worker keeps loaded (LRU).")
+    local_threads_per_worker: int = Field(0, ge=0, description="llama.cpp threads per worker (0: cores / workers).")
+    local_max_ctx: int = Field(8192, ge=256, description="Upper bound of num_ctx for local models.")
+
+    # Knowledge and images.
+    rag_top_k: int = Field(5, ge=1, le=50, description="Chunks retrieved per turn for models with knowledge.")
+    rag_timeout_seconds: float = Field(15.0, gt=0)
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1, description="Largest image one message may carry.")
+    image_url_allowed_hosts: tuple[str, ...] = Field(
+        (), description="Hosts the gateway may fetch Image.url from (data: URLs are always accepted)."
+    )

@@ -16,6 +16,8 @@ PROTECTED_PREFIX = "/modelhub.chat.v1.ChatService/"
 
 # The verified caller of the current RPC, set by the interceptor before the servicer runs.
 current_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("current_principal")
+# Its bearer token, forwarded to the registry and the RAG service so that their access rules apply.
+current_token: contextvars.ContextVar[str] = contextvars.ContextVar("current_token")
 
 
 def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
@@ -60,4 +62,5 @@ class BearerAuthInterceptor(aio.ServerInterceptor):
         except AuthError as exc:
             return _deny(handler, exc.message)
         current_principal.set(principal)
+        current_token.set(token)
         return handler

@@ -21,10 +21,10 @@ HEALTH_NAMES = ("", CHAT_SERVICE_NAME)
 class GrpcServer:
     """Owns the server and its health status: SERVING only between ``start`` and ``begin_shutdown``."""
 
-    def __init__(self, *, host: str, port: int, secret: Callable[[], str], issuer: str) -> None:
+    def __init__(self, *, host: str, port: int, secret: Callable[[], str], issuer: str, servicer: ChatServicer) -> None:
         self.server = aio.server(interceptors=[BearerAuthInterceptor(secret, issuer)])
         self.health = health_aio.HealthServicer()
-        chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(), self.server)
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (CHAT_SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), self.server

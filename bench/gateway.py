@@ -1,0 +1,433 @@
+"""The chat gateway's overhead: time to first token and per-token latency through the gateway vs straight from
+the backend, at 1, 64 and 512 concurrent streams, and a two-model turn's wall time vs the slower model alone.
+
+    .venv/bin/python bench/gateway.py [--tokens N] [--interval-ms MS] [--quick] [--keep]
+
+One run starts real NATS, PostgreSQL and SeaweedFS S3 on free loopback ports, the registry and the gateway
+each as its own process (`python -m modelhub_<name> serve`), and a fast streaming backend written for this
+bench (an Ollama-compatible `/api/chat` NDJSON server on raw asyncio streams, also its own process). It
+streams N tokens `interval` ms apart, the first one at once, so what is measured is the gateway, not a model.
+
+* **direct**: this process streams `POST /api/chat` from the backend with httpx;
+* **gateway**: this process calls `ChatService.Chat` over gRPC; the gateway resolves the model (cached after
+  the first call), stores the conversation in PostgreSQL and streams from the same backend.
+
+"added" is the gateway's percentile minus the direct one at the same concurrency. Per-token latency is the
+gap between consecutive tokens as the client sees them. The client, the gateway and the backend share the
+machine's cores, so the figures at high concurrency include CPU contention with the client itself.
+Progress goes to stderr, markdown to stdout. Every process started is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import secrets
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+from _support import (
+    BenchStack,
+    CpuMeter,
+    ServiceProcess,
+    machine_summary,
+    markdown_table,
+    percentile,
+    scratch_dir,
+    service_env,
+    sigterm_raises_interrupt,
+)
+from rich.console import Console
+
+from modelhub.chat.v1 import chat_pb2, chat_pb2_grpc
+from modelhub_chat_gateway import bootstrap as gateway_bootstrap
+from modelhub_chat_gateway.settings import ENV_PREFIX as GATEWAY_PREFIX
+from modelhub_chat_gateway.settings import ChatGatewaySettings
+from modelhub_common.auth import issue_token
+from modelhub_devstack import ManagedServer, pick_free_port
+from modelhub_devstack.server import http_ok
+from modelhub_registry import bootstrap as registry_bootstrap
+from modelhub_registry.settings import ENV_PREFIX as REGISTRY_PREFIX
+from modelhub_registry.settings import RegistrySettings
+
+STDERR = Console(stderr=True)
+FAST, SLOW = "fast:latest", "slow:latest"
+
+# ---------------------------------------------------------------------------------------------------------
+# The fast streaming backend (run in its own process with --serve-backend PORT)
+
+
+async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tokens: int, interval: float) -> None:
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, path, _ = lines[0].split(" ", 2)
+            length = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value.strip())
+            body = await reader.readexactly(length) if length else b""
+            if method == "GET" and path == "/api/tags":
+                payload = json.dumps(
+                    {"models": [{"name": m, "model": m, "size": 1, "digest": m, "details": {}} for m in (FAST, SLOW)]}
+                ).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                    + str(len(payload)).encode()
+                    + b"\r\n\r\n"
+                    + payload
+                )
+                await writer.drain()
+                continue
+            request = json.loads(body)
+            model = request.get("model", FAST)
+            gap = interval * (2 if model == SLOW else 1)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for n in range(tokens):
+                if n:
+                    await asyncio.sleep(gap)
+                line = b'{"message":{"role":"assistant","content":"tok "},"done":false}\n'
+                writer.write(b"%x\r\n%s\r\n" % (len(line), line))
+                await writer.drain()
+            last = (
+                json.dumps(
+                    {
+                        "message": {"role": "assistant", "content": ""},
+                        "done": True,
+                        "done_reason": "stop",
+                        "eval_count": tokens,
+                    }
+                ).encode()
+                + b"\n"
+            )
+            writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(last), last))
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+        pass
+    finally:
+        writer.close()
+
+
+def serve_backend(port: int, tokens: int, interval: float) -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(
+            lambda r, w: _handle(r, w, tokens, interval), "127.0.0.1", port, backlog=4096
+        )
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+class BackendProcess(ManagedServer):
+    start_timeout = 20.0
+
+    def __init__(self, workdir: Path, port: int, tokens: int, interval: float) -> None:
+        super().__init__("bench-backend", workdir)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self._args = [str(port), str(tokens), str(interval)]
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(Path(__file__).resolve()), "--serve-backend", *self._args]
+
+    def ports(self) -> Sequence[int]:
+        return (self.port,)
+
+    def is_healthy(self) -> bool:
+        return http_ok(f"{self.url}/api/tags")
+
+
+class ProfiledService(ServiceProcess):
+    """The gateway under cProfile (written when it stops), to see where its time goes."""
+
+    profile_path: Path | None = None
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "cProfile", "-o", str(self.profile_path), "-m", self.module, "serve"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Clients
+
+
+@dataclass
+class Stream:
+    ttft: float = 0.0
+    gaps: list[float] = field(default_factory=list)
+    total: float = 0.0
+    error: str = ""
+    #: The gateway's own figure (from its AnswerDone): from starting the answer to the backend's first token.
+    server_ttft: float = 0.0
+
+
+async def direct_stream(http: httpx.AsyncClient, url: str, model: str) -> Stream:
+    result = Stream()
+    began = last = time.perf_counter()
+    body = {"model": model, "messages": [{"role": "user", "content": "hello"}], "stream": True}
+    try:
+        async with http.stream("POST", f"{url}/api/chat", json=body) as response:
+            async for line in response.aiter_lines():
+                if not line:
+                    continue
+                now = time.perf_counter()
+                if json.loads(line).get("done"):
+                    break
+                if result.ttft == 0.0:
+                    result.ttft = now - began
+                else:
+                    result.gaps.append(now - last)
+                last = now
+    except httpx.HTTPError as exc:
+        result.error = type(exc).__name__
+    result.total = time.perf_counter() - began
+    return result
+
+
+async def gateway_stream(
+    stub: chat_pb2_grpc.ChatServiceStub, metadata: list[tuple[str, str]], models: list[str]
+) -> Stream:
+    result = Stream()
+    began = last = time.perf_counter()
+    request = chat_pb2.ChatRequest(models=models, message=chat_pb2.UserMessage(text="hello"))
+    try:
+        async for event in stub.Chat(request, metadata=metadata, timeout=300):
+            kind = event.WhichOneof("event")
+            if kind == "delta":
+                now = time.perf_counter()
+                if result.ttft == 0.0:
+                    result.ttft = now - began
+                else:
+                    result.gaps.append(now - last)
+                last = now
+            elif kind == "answer_error":
+                result.error = event.answer_error.code
+            elif kind == "answer_done":
+                result.server_ttft = event.answer_done.time_to_first_token_seconds
+    except grpc.aio.AioRpcError as exc:
+        result.error = exc.code().name
+    result.total = time.perf_counter() - began
+    return result
+
+
+@dataclass
+class Figures:
+    ttft: list[float]
+    gaps: list[float]
+    errors: int
+    streams: int
+
+
+def summarise(streams: list[Stream]) -> Figures:
+    ok = [s for s in streams if not s.error and s.ttft]
+    return Figures([s.ttft for s in ok], [g for s in ok for g in s.gaps], len(streams) - len(ok), len(streams))
+
+
+async def closed_loop(
+    level: int, per_worker: int, stagger: float, one: Callable[[int], Awaitable[Stream]]
+) -> list[Stream]:
+    """``level`` workers, each running ``per_worker`` streams one after another, their starts spread over one
+    answer's duration: every stream is measured while about ``level`` others are in flight, as in steady
+    use, rather than all of them arriving in the same millisecond."""
+    rng = random.Random(level)
+
+    async def worker(index: int) -> list[Stream]:
+        if level > 1:
+            await asyncio.sleep(rng.uniform(0, stagger))
+        return [await one(index) for _ in range(per_worker)]
+
+    results = await asyncio.gather(*(worker(i) for i in range(level)))
+    return [stream for streams in results for stream in streams]
+
+
+def ms(value: float) -> str:
+    return f"{value * 1000:.2f}"
+
+
+async def run(args: argparse.Namespace, backend_url: str, grpc_target: str, token: str, meter: CpuMeter) -> str:
+    metadata = [("authorization", f"Bearer {token}")]
+    channels = [grpc.aio.insecure_channel(grpc_target) for _ in range(8)]
+    stubs = [chat_pb2_grpc.ChatServiceStub(c) for c in channels]
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=1024)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60, connect=30), limits=limits) as http:
+        # Warm up: the gateway resolves and caches the model, both sides open connections.
+        await asyncio.gather(*(gateway_stream(stubs[i % 8], metadata, [FAST]) for i in range(16)))
+        await asyncio.gather(*(direct_stream(http, backend_url, FAST) for _ in range(16)))
+        rows: list[list[str]] = []
+        levels = args.levels
+        per_worker = {1: 20 if args.quick else 60, 64: 2 if args.quick else 4, 512: 1 if args.quick else 2}
+        answer_seconds = args.tokens * args.interval_ms / 1000
+        for level in levels:
+            STDERR.print(f"[dim]{level} concurrent streams …[/dim]")
+            direct = await closed_loop(
+                level, per_worker[level], answer_seconds, lambda i: direct_stream(http, backend_url, FAST)
+            )
+            before = meter.snapshot()
+            through = await closed_loop(
+                level, per_worker[level], answer_seconds, lambda i: gateway_stream(stubs[i % 8], metadata, [FAST])
+            )
+            used = CpuMeter.delta(before, meter.snapshot())
+            tokens_through = sum(len(t.gaps) + 1 for t in through if t.ttft)
+            server_ttfts = [t.server_ttft for t in through if t.server_ttft] or [0.0]
+            d, g = summarise(direct), summarise(through)
+            rows.append(
+                [
+                    str(level),
+                    str(g.streams),
+                    f"{ms(percentile(d.ttft, 50))} / {ms(percentile(d.ttft, 99))}",
+                    f"{ms(percentile(g.ttft, 50))} / {ms(percentile(g.ttft, 99))}",
+                    f"**{ms(percentile(g.ttft, 50) - percentile(d.ttft, 50))}** / "
+                    f"**{ms(percentile(g.ttft, 99) - percentile(d.ttft, 99))}**",
+                    f"{ms(percentile(d.gaps, 50))} / {ms(percentile(d.gaps, 99))}",
+                    f"{ms(percentile(g.gaps, 50))} / {ms(percentile(g.gaps, 99))}",
+                    f"{ms(percentile(g.gaps, 50) - percentile(d.gaps, 50))} / "
+                    f"{ms(percentile(g.gaps, 99) - percentile(d.gaps, 99))}",
+                    f"{d.errors} / {g.errors}",
+                    f"{ms(percentile(server_ttfts, 50))} / {ms(percentile(server_ttfts, 99))}",
+                    f"{used['gateway'] / max(tokens_through, 1) * 1e6:.0f}",
+                    f"{used['gateway'] / used['wall'] * 100:.0f} %",
+                ]
+            )
+        latency = markdown_table(
+            [
+                "streams",
+                "samples",
+                "TTFT direct p50 / p99 (ms)",
+                "TTFT gateway p50 / p99",
+                "added TTFT p50 / p99",
+                "per-token direct p50 / p99",
+                "per-token gateway p50 / p99",
+                "added per-token p50 / p99",
+                "errors direct / gateway",
+                "TTFT inside the gateway p50 / p99",
+                "gateway CPU per token (µs)",
+                "gateway CPU (of one core)",
+            ],
+            rows,
+        )
+        # Two models in one turn vs the slower one alone, one turn at a time.
+        pairs, alone = [], []
+        for _ in range(3 if args.quick else 10):
+            alone.append((await gateway_stream(stubs[0], metadata, [SLOW])).total)
+            pairs.append((await gateway_stream(stubs[0], metadata, [FAST, SLOW])).total)
+        two = markdown_table(
+            ["turn", "median wall time (s)", "ratio"],
+            [
+                ["slower model alone", f"{statistics.median(alone):.3f}", "1.00"],
+                [
+                    "both models, one turn",
+                    f"{statistics.median(pairs):.3f}",
+                    f"**{statistics.median(pairs) / statistics.median(alone):.3f}**",
+                ],
+            ],
+        )
+    for channel in channels:
+        await channel.close()
+    return f"{latency}\n\n{two}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=32, help="tokens per answer (default 32)")
+    parser.add_argument("--interval-ms", type=float, default=20.0, help="gap between tokens of the fast model")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 64, 512], help="concurrency levels")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument("--profile-gateway", type=Path, help="write a cProfile of the gateway process here")
+    parser.add_argument("--serve-backend", nargs=3, metavar=("PORT", "TOKENS", "INTERVAL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_backend:
+        port, tokens, interval = args.serve_backend
+        serve_backend(int(port), int(tokens), float(interval))
+        return 0
+    sigterm_raises_interrupt()
+
+    def log(message: str) -> None:
+        STDERR.print(f"[dim]{message}[/dim]")
+
+    with ExitStack() as cleanup:
+        root = cleanup.enter_context(scratch_dir("mh-gw-", keep=args.keep, log=log))
+        stack = cleanup.enter_context(BenchStack(root, durable_postgres=False))
+        stack.start(log)
+        secret = secrets.token_urlsafe(48)
+        s3 = stack.s3_endpoint
+        common: dict[str, object] = {
+            "host": "127.0.0.1",
+            "log_level": "WARNING",
+            "nats_url": stack.nats.url,
+            "jwt_secret": secret,
+            "s3_endpoint": s3.endpoint,
+            "s3_access_key": s3.access_key,
+            "s3_secret_key": s3.secret_key,
+        }
+        backend = BackendProcess(root / "backend", pick_free_port(), args.tokens, args.interval_ms / 1000)
+        backend.start()
+        cleanup.callback(backend.stop)
+        registry_values = {
+            **common,
+            "port": pick_free_port(),
+            "database_url": stack.database("modelhub_registry"),
+            "connection_sync_seconds": 0,
+        }
+        asyncio.run(registry_bootstrap.run_migrations(RegistrySettings(**registry_values)))  # type: ignore[arg-type]
+        registry = ServiceProcess(
+            root / "registry",
+            module="modelhub_registry",
+            env=service_env(REGISTRY_PREFIX, registry_values),
+            port=int(str(registry_values["port"])),
+            name="registry",
+        )
+        registry.start()
+        cleanup.callback(registry.stop)
+        admin = issue_token(secret, subject="root", role="admin", ttl_seconds=24 * 3600)
+        with httpx.Client(base_url=registry.base_url, headers={"Authorization": f"Bearer {admin}"}) as api:
+            connection = api.post("/api/v1/connections", json={"type": "ollama", "url": backend.url}).json()
+            api.post(f"/api/v1/connections/{connection['id']}/sync").raise_for_status()
+        grpc_port = pick_free_port()
+        gateway_values = {
+            **common,
+            "port": pick_free_port(),
+            "grpc_port": grpc_port,
+            "database_url": stack.database("modelhub_gateway"),
+            "database_pool_max": 20,
+            "registry_url": registry.base_url,
+            "rag_url": "http://127.0.0.1:9",
+            "first_token_timeout_seconds": 120,
+        }
+        asyncio.run(gateway_bootstrap.run_migrations(ChatGatewaySettings(**gateway_values)))  # type: ignore[arg-type]
+        gateway = (ProfiledService if args.profile_gateway else ServiceProcess)(
+            root / "gateway",
+            module="modelhub_chat_gateway",
+            env=service_env(GATEWAY_PREFIX, gateway_values),
+            port=int(str(gateway_values["port"])),
+            name="gateway",
+        )
+        if isinstance(gateway, ProfiledService):
+            gateway.profile_path = args.profile_gateway
+        gateway.start()
+        cleanup.callback(gateway.stop)
+        log("stack, registry, gateway and backend are up")
+        user = issue_token(secret, subject="bench", role="user", ttl_seconds=24 * 3600)
+        meter = CpuMeter({"gateway": gateway.recorded_pid() or 0})
+        tables = asyncio.run(run(args, backend.url, f"127.0.0.1:{grpc_port}", user, meter))
+    print(
+        f"Run: {machine_summary()}; {args.tokens} tokens per answer, {args.interval_ms:g} ms apart "
+        f"(the slow model {2 * args.interval_ms:g} ms).\n"
+    )
+    print(tables)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

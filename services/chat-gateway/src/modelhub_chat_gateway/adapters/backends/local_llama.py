@@ -1,0 +1,336 @@
+"""The local backend: GGUF models from the model store, run in-process with llama-cpp-python.
+
+* A model's GGUF blob (``blobs/sha256/<hex>`` in ``details.store_bucket``) is fetched once into a local cache
+  directory, checked against its digest while it downloads, and renamed into place.
+* ``workers`` threads each own their instances (llama.cpp contexts are not shared between threads) and keep
+  at most ``max_resident`` of them loaded, least recently used evicted first. A request goes to an idle
+  worker that already has the model loaded, else to the idle worker with the fewest models.
+* Generation runs in the worker thread (llama.cpp releases the GIL), and each token is handed to the event
+  loop. Closing the stream sets a flag the worker checks between tokens, so generation stops at once.
+
+Nothing here is bound to one event loop: a worker hands results to whichever loop asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+from collections import OrderedDict, deque
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+from modelhub_chat_gateway.domain.chat_types import BackendRequest, StreamChunk, Usage
+from modelhub_chat_gateway.domain.model import ModelLocation
+from modelhub_chat_gateway.domain.params import int_param, to_llama_kwargs
+from modelhub_chat_gateway.errors import BackendError
+from modelhub_common.errors import ModelhubError
+from modelhub_common.objectstore import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+_DOWNLOAD_CHUNK = 8 * 1024 * 1024
+
+
+class LocalModel(Protocol):
+    """What the worker needs from a loaded model (llama_cpp.Llama satisfies it)."""
+
+    def create_chat_completion(self, **kwargs: Any) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+ModelLoader = Callable[[Path, int, int], LocalModel]
+
+
+_patch_lock = threading.Lock()
+_patched = False
+
+
+def _disable_extra_buffer_types() -> None:
+    """Loads weights without llama.cpp's "extra buffer types" (CPU repacking, AMX).
+
+    A llama.cpp built natively on a CPU with AMX (the machines this project runs on) crashes with SIGSEGV in
+    its AMX matrix multiplication at the first decode. ``Llama()`` has no argument for the model parameter
+    ``use_extra_bufts``, so its default-parameters factory is wrapped once, before any model is loaded.
+    """
+    global _patched
+    with _patch_lock:
+        if _patched:
+            return
+        # llama_cpp.llama calls the factory through this module at load time, so replacing it here is enough.
+        import llama_cpp.llama_cpp as native
+
+        original = native.llama_model_default_params
+
+        def without_extra_buffer_types() -> Any:
+            params = original()
+            params.use_extra_bufts = False
+            return params
+
+        setattr(native, "llama_model_default_params", without_extra_buffer_types)  # noqa: B010
+        _patched = True
+
+
+def llama_loader(path: Path, n_ctx: int, threads: int) -> LocalModel:
+    _disable_extra_buffer_types()
+    from llama_cpp import Llama  # imported on first use: loading the native library takes a moment
+
+    model = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+    return cast(LocalModel, model)
+
+
+class ModelFileCache:
+    """GGUF blobs from the object store, kept in a local directory under their digest."""
+
+    def __init__(self, store: ObjectStore, directory: Path) -> None:
+        self._store = store
+        self._dir = directory
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def path_for(self, digest_hex: str) -> Path:
+        return self._dir / f"sha256-{digest_hex}.gguf"
+
+    def ensure(self, bucket: str, digest: str) -> Path:
+        """Blocking: returns the local file, downloading and verifying it first if needed."""
+        digest_hex = digest.removeprefix("sha256:").lower()
+        if len(digest_hex) != 64 or any(c not in "0123456789abcdef" for c in digest_hex):
+            raise BackendError(f"'{digest}' is not a sha256 digest", code="model_unusable")
+        target = self.path_for(digest_hex)
+        if target.exists():
+            return target
+        with self._guard:
+            lock = self._locks.setdefault(digest_hex, threading.Lock())
+        with lock:
+            if target.exists():
+                return target
+            self._dir.mkdir(parents=True, exist_ok=True)
+            partial = target.with_suffix(f".part-{os.getpid()}-{threading.get_ident()}")
+            key = f"blobs/sha256/{digest_hex}"
+            hasher = hashlib.sha256()
+            try:
+                with self._store.get_stream(bucket, key, chunk_size=_DOWNLOAD_CHUNK) as stream, partial.open("wb") as f:
+                    while chunk := stream.read(_DOWNLOAD_CHUNK):
+                        hasher.update(chunk)
+                        f.write(chunk)
+                if hasher.hexdigest() != digest_hex:
+                    raise BackendError(f"the blob {bucket}/{key} does not match its digest", code="model_unusable")
+                partial.rename(target)
+            except ModelhubError as exc:
+                if isinstance(exc, BackendError):
+                    raise
+                raise BackendError(
+                    f"cannot fetch the model file {bucket}/{key}: {exc.message}", code="model_unusable"
+                ) from exc
+            finally:
+                partial.unlink(missing_ok=True)
+            logger.info("model file cached", extra={"digest": digest_hex, "path": str(target)})
+            return target
+
+
+_END = object()
+
+
+@dataclass
+class _Job:
+    key: tuple[str, int]
+    messages: list[dict[str, Any]]
+    kwargs: dict[str, Any]
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[object]
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def push(self, item: object) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            self.cancel.set()
+
+
+class _Worker:
+    def __init__(self, index: int, capacity: int, threads: int, loader: ModelLoader) -> None:
+        self.index = index
+        self.busy = False
+        self.models: OrderedDict[tuple[str, int], LocalModel] = OrderedDict()
+        self._capacity = capacity
+        self._threads = threads
+        self._loader = loader
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"llama-worker-{index}")
+
+    def _model(self, key: tuple[str, int]) -> LocalModel:
+        if key in self.models:
+            self.models.move_to_end(key)
+            return self.models[key]
+        while len(self.models) >= self._capacity:
+            evicted_key, evicted = self.models.popitem(last=False)
+            logger.info("local model evicted", extra={"worker": self.index, "model": evicted_key[0]})
+            with contextlib.suppress(Exception):
+                evicted.close()
+        path, n_ctx = key
+        model = self._loader(Path(path), n_ctx, self._threads)
+        self.models[key] = model
+        logger.info("local model loaded", extra={"worker": self.index, "model": path, "n_ctx": n_ctx})
+        return model
+
+    def run(self, job: _Job) -> None:
+        """Runs in the worker's thread."""
+        try:
+            if job.cancel.is_set():
+                return
+            model = self._model(job.key)
+            completion = model.create_chat_completion(messages=job.messages, stream=True, **job.kwargs)
+            produced = 0
+            finish: str | None = None
+            try:
+                for chunk in completion:
+                    if job.cancel.is_set():
+                        finish = "cancelled"
+                        break
+                    choice = (chunk.get("choices") or [{}])[0]
+                    text = (choice.get("delta") or {}).get("content") or ""
+                    if text:
+                        produced += 1
+                        job.push(StreamChunk(text))
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+            finally:
+                close = getattr(completion, "close", None)
+                if close is not None:
+                    close()
+            prompt_tokens = max(int(getattr(model, "n_tokens", 0) or 0) - produced, 0)
+            job.push(StreamChunk(finish_reason=finish or "stop", usage=Usage(prompt_tokens, produced)))
+        except Exception as exc:  # handed to the event loop, where it becomes a BackendError
+            job.push(exc)
+        finally:
+            job.push(_END)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        for model in self.models.values():
+            with contextlib.suppress(Exception):
+                model.close()
+        self.models.clear()
+
+
+class _WorkerPool:
+    """Hands out idle workers; waiters on any event loop are woken when one is released."""
+
+    def __init__(self, workers: list[_Worker]) -> None:
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
+
+    def _pick(self, key: tuple[str, int]) -> _Worker | None:
+        idle = [w for w in self.workers if not w.busy]
+        if not idle:
+            return None
+        warm = [w for w in idle if key in w.models]
+        return warm[0] if warm else min(idle, key=lambda w: len(w.models))
+
+    async def acquire(self, key: tuple[str, int]) -> _Worker:
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                worker = self._pick(key)
+                if worker is not None:
+                    worker.busy = True
+                    return worker
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._waiters.append((loop, waiter))
+            try:
+                await waiter
+            finally:
+                with self._lock, contextlib.suppress(ValueError):
+                    self._waiters.remove((loop, waiter))
+
+    def release(self, worker: _Worker) -> None:
+        with self._lock:
+            worker.busy = False
+            waiters = list(self._waiters)
+        # Every waiter tries again: cheap for the handful that ever wait, and no wake-up is lost.
+        for loop, waiter in waiters:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_wake, waiter)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class LocalLlamaBackend:
+    def __init__(
+        self,
+        files: ModelFileCache,
+        *,
+        workers: int,
+        max_resident: int,
+        threads_per_worker: int,
+        default_ctx: int,
+        max_ctx: int,
+        loader: ModelLoader = llama_loader,
+    ) -> None:
+        threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+        self._files = files
+        self._pool = _WorkerPool([_Worker(i, max_resident, threads, loader) for i in range(workers)])
+        self._default_ctx = default_ctx
+        self._max_ctx = max_ctx
+
+    @property
+    def resident(self) -> list[list[str]]:
+        """What each worker has loaded (for tests and diagnostics)."""
+        return [[path for path, _ in w.models] for w in self._pool.workers]
+
+    async def stream(self, request: BackendRequest, location: ModelLocation) -> AsyncGenerator[StreamChunk, None]:
+        if not location.store_bucket or not location.model_digest:
+            raise BackendError(
+                f"base model '{request.model}' has no details.model_digest/store_bucket", code="model_unusable"
+            )
+        if any(m.images for m in request.messages):
+            raise BackendError("the local backend cannot read images", code="vision_not_supported")
+        path = await asyncio.to_thread(self._files.ensure, location.store_bucket, location.model_digest)
+        n_ctx = min(int_param(request.params, "num_ctx") or self._default_ctx, self._max_ctx)
+        key = (str(path), n_ctx)
+        loop = asyncio.get_running_loop()
+        job = _Job(
+            key=key,
+            messages=[{"role": m.role, "content": m.content} for m in request.messages],
+            kwargs=to_llama_kwargs(request.params),
+            loop=loop,
+            queue=asyncio.Queue(),
+        )
+        worker = await self._pool.acquire(key)
+        try:
+            worker.executor.submit(self._run_and_release, worker, job)
+        except BaseException:
+            self._pool.release(worker)
+            raise
+        try:
+            while True:
+                item = await job.queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise BackendError(f"the local model failed: {item}", code="backend_error") from item
+                assert isinstance(item, StreamChunk)
+                yield item
+        finally:
+            job.cancel.set()
+
+    def _run_and_release(self, worker: _Worker, job: _Job) -> None:
+        # The worker is free again only when its thread has really stopped, not when the caller gives up.
+        try:
+            worker.run(job)
+        finally:
+            self._pool.release(worker)
+
+    def close(self) -> None:
+        for worker in self._pool.workers:
+            worker.close()

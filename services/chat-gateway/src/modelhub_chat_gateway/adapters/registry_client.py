@@ -1,0 +1,92 @@
+"""Reads model files, base models and connections from the registry's REST API.
+
+Model files are read with the caller's own bearer token, so the registry's access rules decide what the
+caller may use. Connections are admin-only: they are read with the gateway's service token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from modelhub_chat_gateway.errors import ModelNotFoundError, RegistryUnavailableError
+
+logger = logging.getLogger(__name__)
+
+_PAGE_LIMIT = 200
+
+
+def _path_id(model_id: str) -> str:
+    # Ids may contain "/" and ":" (the registry routes them as a path); everything else is escaped.
+    return quote(model_id, safe="/:@")
+
+
+class RegistryClient:
+    def __init__(self, http: httpx.AsyncClient, base_url: str, service_token: Callable[[], str]) -> None:
+        self._http = http
+        self._base = base_url.rstrip("/")
+        self._service_token = service_token
+
+    async def _get(self, path: str, token: str, params: dict[str, Any] | None = None) -> httpx.Response:
+        try:
+            return await self._http.get(
+                f"{self._base}{path}", params=params, headers={"Authorization": f"Bearer {token}"}
+            )
+        except httpx.HTTPError as exc:
+            raise RegistryUnavailableError(f"cannot reach the registry at {self._base}: {type(exc).__name__}") from exc
+
+    @staticmethod
+    def _json(response: httpx.Response, what: str) -> dict[str, Any]:
+        if response.status_code in (401, 403):
+            raise RegistryUnavailableError(f"the registry refused to show {what} (HTTP {response.status_code})")
+        if response.status_code != 200:
+            raise RegistryUnavailableError(f"the registry answered HTTP {response.status_code} for {what}")
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise RegistryUnavailableError(f"the registry answered {what} with something that is not JSON") from exc
+        if not isinstance(body, dict):
+            raise RegistryUnavailableError(f"the registry answered {what} with an unexpected shape")
+        return body
+
+    async def model(self, model_id: str, token: str) -> dict[str, Any] | None:
+        """The model file, or None if it does not exist or the caller cannot read it (the registry says 404)."""
+        response = await self._get(f"/api/v1/models/{_path_id(model_id)}", token)
+        if response.status_code == 404:
+            return None
+        return self._json(response, f"model '{model_id}'")
+
+    async def effective(self, model_id: str, token: str) -> dict[str, Any]:
+        response = await self._get(f"/api/v1/models/{_path_id(model_id)}/effective", token)
+        if response.status_code == 404:
+            raise ModelNotFoundError(f"model '{model_id}' does not exist or you cannot read it")
+        return self._json(response, f"the effective settings of '{model_id}'")
+
+    async def models(self, token: str, *, include_hidden: bool, include_disabled: bool) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {
+                "include_hidden": str(include_hidden).lower(),
+                "include_disabled": str(include_disabled).lower(),
+                "limit": _PAGE_LIMIT,
+            }
+            if cursor:
+                params["cursor"] = cursor
+            body = self._json(await self._get("/api/v1/models", token, params), "the model list")
+            items.extend(i for i in body.get("items", []) if isinstance(i, dict))
+            cursor = body.get("next_cursor")
+            if not cursor:
+                return items
+
+    async def base_models(self, token: str) -> list[dict[str, Any]]:
+        body = self._json(await self._get("/api/v1/base-models", token), "the base models")
+        return [i for i in body.get("items", []) if isinstance(i, dict)]
+
+    async def connections(self) -> list[dict[str, Any]]:
+        body = self._json(await self._get("/api/v1/connections", self._service_token()), "the connections")
+        return [i for i in body.get("items", []) if isinstance(i, dict)]

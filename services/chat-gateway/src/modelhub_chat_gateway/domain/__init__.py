@@ -1,0 +1,1 @@
+"""The gateway's domain: conversations as message trees, resolved models, prompts and parameters."""

