@@ -154,6 +154,10 @@ def test_connection_sync_adds_and_retires_base_models(registry: Registry, ollama
     assert created.status_code == 201 and created.json()["has_api_key"] is True
     assert "sekret" not in registry.client.get("/api/v1/connections", headers=admin).text
     connection_id = created.json()["id"]
+    credentials = registry.client.get(f"/api/v1/connections/{connection_id}/credentials", headers=admin)
+    assert credentials.json()["api_key"] == "sekret" and credentials.json()["url"].endswith(str(ollama.port))
+    forbidden = registry.client.get(f"/api/v1/connections/{connection_id}/credentials", headers=registry.as_user("u"))
+    assert forbidden.status_code == 403 and "sekret" not in forbidden.text
     synced = registry.client.post(f"/api/v1/connections/{connection_id}/sync", headers=admin).json()
     assert sorted(synced["added"]) == ["llama3.2:1b", "llava:7b"]
     bases = {

@@ -87,6 +87,10 @@ class RegistryClient:
         body = self._json(await self._get("/api/v1/base-models", token), "the base models")
         return [i for i in body.get("items", []) if isinstance(i, dict)]
 
-    async def connections(self) -> list[dict[str, Any]]:
-        body = self._json(await self._get("/api/v1/connections", self._service_token()), "the connections")
-        return [i for i in body.get("items", []) if isinstance(i, dict)]
+    async def connection_credentials(self, connection_id: str) -> dict[str, Any] | None:
+        """URL and API key of a connection (needs the gateway's service token, an admin token)."""
+        path = f"/api/v1/connections/{quote(connection_id, safe='')}/credentials"
+        response = await self._get(path, self._service_token())
+        if response.status_code == 404:
+            return None
+        return self._json(response, "the connection")

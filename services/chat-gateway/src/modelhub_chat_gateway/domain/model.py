@@ -15,6 +15,8 @@ class ModelLocation:
     backend: Backend
     upstream_model: str
     url: str | None = None
+    # Sent as a bearer token to OpenAI-compatible servers; never logged.
+    api_key: str | None = field(default=None, repr=False)
     store_bucket: str | None = None
     model_digest: str | None = None
 

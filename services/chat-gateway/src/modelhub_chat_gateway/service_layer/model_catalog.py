@@ -51,8 +51,8 @@ class ModelCatalog:
         self._registry = registry
         self._ttl = ttl
         self._entries: dict[tuple[str, tuple[str, str, frozenset[str]]], _Entry] = {}
-        self._connections: dict[str, str] = {}
-        self._connections_expire = 0.0
+        # connection id -> (expiry on the monotonic clock, (url, api key) or None when it does not exist)
+        self._connections: dict[str, tuple[float, tuple[str, str | None] | None]] = {}
         self._connections_lock = asyncio.Lock()
 
     # ---- invalidation
@@ -65,11 +65,11 @@ class ModelCatalog:
         return len(stale)
 
     def invalidate_connections(self) -> None:
-        self._connections_expire = 0.0
+        self._connections.clear()
 
     def clear(self) -> None:
         self._entries.clear()
-        self._connections_expire = 0.0
+        self._connections.clear()
 
     # ---- resolution
 
@@ -176,25 +176,29 @@ class ModelCatalog:
             )
         if source in ("ollama", "openai"):
             connection_id = base.get("connection_id")
-            url = await self._connection_url(str(connection_id)) if connection_id else None
-            if url is None:
+            credentials = await self._connection(str(connection_id)) if connection_id else None
+            if credentials is None:
                 raise ModelUnusableError(f"base model '{base_id}': its {source} connection is gone")
-            return ModelLocation(backend=source, upstream_model=base_id, url=url)  # type: ignore[arg-type]
+            url, api_key = credentials
+            return ModelLocation(backend=source, upstream_model=base_id, url=url, api_key=api_key)  # type: ignore[arg-type]
         raise ModelUnusableError(
             f"base model '{base_id}' (source {source or 'unknown'}) has no backend the gateway can run: "
             "a local one needs details.model_digest and details.store_bucket"
         )
 
-    async def _connection_url(self, connection_id: str) -> str | None:
+    async def _connection(self, connection_id: str) -> tuple[str, str | None] | None:
+        """(url, api key) of a connection, cached for a short while."""
         async with self._connections_lock:
-            if time.monotonic() >= self._connections_expire or connection_id not in self._connections:
-                try:
-                    items = await self._registry.connections()
-                except RegistryUnavailableError as exc:
-                    raise ModelUnusableError(f"cannot read the model's connection: {exc.message}") from exc
-                self._connections = {str(c.get("id")): str(c.get("url")) for c in items if c.get("url")}
-                self._connections_expire = time.monotonic() + _CONNECTIONS_TTL
-            return self._connections.get(connection_id)
+            cached = self._connections.get(connection_id)
+            if cached is not None and time.monotonic() < cached[0]:
+                return cached[1]
+            try:
+                body = await self._registry.connection_credentials(connection_id)
+            except RegistryUnavailableError as exc:
+                raise ModelUnusableError(f"cannot read the model's connection: {exc.message}") from exc
+            found = (str(body["url"]), body.get("api_key") or None) if body and body.get("url") else None
+            self._connections[connection_id] = (time.monotonic() + _CONNECTIONS_TTL, found)
+            return found
 
     # ---- the selector
 

@@ -114,6 +114,17 @@ async def sync_connection(
     return await svc.base_models.sync_connection(connection_id)
 
 
+@router.get(
+    "/connections/{connection_id}/credentials",
+    tags=["connections"],
+    summary="URL and API key, for services that call the connection (admin tokens only)",
+)
+async def connection_credentials(
+    connection_id: str, principal: AdminPrincipal, svc: Annotated[Services, Depends(services)]
+) -> dict[str, Any]:
+    return await svc.base_models.connection_credentials(connection_id)
+
+
 @router.delete("/connections/{connection_id}", tags=["connections"], status_code=204)
 async def delete_connection(
     connection_id: str, principal: AdminPrincipal, svc: Annotated[Services, Depends(services)]

@@ -98,6 +98,15 @@ class BaseModelService:
         async with self.pool.connection() as conn:
             return await self.repo.connections(conn)
 
+    async def connection_credentials(self, connection_id: str) -> dict[str, Any]:
+        """URL and API key of a connection, for services that call it (the chat gateway); admin only."""
+        async with self.pool.connection() as conn:
+            try:
+                connection, key = await self.repo.connection_secret(conn, connection_id)
+            except LookupError as exc:
+                raise NotFoundError(f"connection '{connection_id}' does not exist") from exc
+        return {"id": connection.id, "type": connection.type, "url": connection.url, "api_key": key}
+
     async def delete_connection(self, connection_id: str, principal: Principal) -> None:
         async with self.pool.connection() as conn, conn.transaction():
             try:

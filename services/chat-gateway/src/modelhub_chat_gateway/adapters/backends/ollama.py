@@ -37,7 +37,9 @@ class OllamaBackend:
             "options": to_ollama_options(request.params),
         }
         try:
-            async with self._http.stream("POST", url, json=body) as response:
+            # Ollama behind an authenticating proxy takes the connection's key as a bearer token.
+            headers = {"Authorization": f"Bearer {location.api_key}"} if location.api_key else None
+            async with self._http.stream("POST", url, json=body, headers=headers) as response:
                 if response.status_code != 200:
                     raise http_error(response.status_code, await response.aread(), url)
                 async for line in response_lines(response):

@@ -46,7 +46,8 @@ class OpenAICompatBackend:
         finish: str | None = None
         usage: Usage | None = None
         try:
-            async with self._http.stream("POST", url, json=body) as response:
+            headers = {"Authorization": f"Bearer {location.api_key}"} if location.api_key else None
+            async with self._http.stream("POST", url, json=body, headers=headers) as response:
                 if response.status_code != 200:
                     raise http_error(response.status_code, await response.aread(), url)
                 async for line in response_lines(response):
