@@ -1,0 +1,410 @@
+"""The puller pulling a big model from a local OCI registry, next to plain downloads of the same blob.
+
+    .venv/bin/python bench/puller.py [--size-mb 1024] [--part-mb 16] [--parallel 4] [--keep]
+
+One run starts real NATS (JetStream), PostgreSQL, SeaweedFS S3 and Debian's docker-registry on free loopback
+ports in a temporary directory, pushes an Ollama-style model whose weights layer is ``--size-mb`` MiB of
+random bytes, and runs the puller as its own process (``python -m modelhub_puller serve``). It measures,
+all in the same run against the same servers:
+
+* baselines: one sequential httpx download of the blob to nowhere, the same with ``curl``, and one
+  sequential httpx download streamed into S3 (what "download into the store" costs without the puller);
+* the puller: ``POST /pulls`` → ``completed`` (manifest, ranged parts in parallel, SHA-256, S3 multipart
+  upload, manifest written last), as throughput over the weights' size;
+* resume: the stored model is deleted, pulled again, the puller is killed with SIGKILL once half of the
+  blob's parts are stored, a new puller process takes the job over. A byte-counting TCP relay in front of
+  the registry counts every byte both processes fetched: ``wasted = fetched - blob size``.
+
+Progress goes to stderr, the markdown tables to stdout. Every process started is stopped by its PID at the
+end, on Ctrl-C and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from _support import (
+    BenchStack,
+    CpuMeter,
+    ServiceProcess,
+    machine_summary,
+    markdown_table,
+    scratch_dir,
+    service_env,
+    sigterm_raises_interrupt,
+)
+from minio import Minio
+
+from modelhub_common.auth import issue_token
+from modelhub_devstack import pick_free_port
+from modelhub_devstack.oci_registry import OciRegistry
+
+MIB = 1024 * 1024
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+SECRET = "bench-secret-" + "x" * 32
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"[bench] {message}\n")
+    sys.stderr.flush()
+
+
+# ---- the model
+
+
+def write_blob(path: Path, size: int) -> str:
+    hasher = hashlib.sha256()
+    remaining = size
+    with path.open("wb") as out:
+        while remaining:
+            chunk = os.urandom(min(remaining, 8 * MIB))
+            hasher.update(chunk)
+            out.write(chunk)
+            remaining -= len(chunk)
+    return "sha256:" + hasher.hexdigest()
+
+
+def push_model(registry: str, repository: str, weights: Path, digest: str) -> None:
+    http = httpx.Client(base_url=registry, timeout=600)
+
+    def upload(data: bytes | Path, known: str | None = None) -> dict[str, Any]:
+        if isinstance(data, Path):
+            size, blob_digest = data.stat().st_size, known or ""
+        else:
+            size, blob_digest = len(data), "sha256:" + hashlib.sha256(data).hexdigest()
+        location = http.post(f"/v2/{repository}/blobs/uploads/").headers["location"]
+        separator = "&" if "?" in location else "?"
+
+        def chunks() -> Iterator[bytes]:
+            assert isinstance(data, Path)
+            with data.open("rb") as handle:
+                while chunk := handle.read(8 * MIB):
+                    yield chunk
+
+        body = chunks() if isinstance(data, Path) else data
+        headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
+        response = http.put(f"{location}{separator}digest={blob_digest}", content=body, headers=headers)
+        assert response.status_code == 201, response.text
+        return {"digest": blob_digest, "size": size}
+
+    layers = [
+        {"mediaType": "application/vnd.ollama.image.model", **upload(weights, digest)},
+        {"mediaType": "application/vnd.ollama.image.template", **upload(b"{{ .Prompt }}")},
+        {"mediaType": "application/vnd.ollama.image.params", **upload(b'{"temperature": 0.7}')},
+    ]
+    config = {"mediaType": "application/vnd.docker.container.image.v1+json", **upload(b'{"model_format":"gguf"}')}
+    manifest = {"schemaVersion": 2, "mediaType": MANIFEST_V2, "config": config, "layers": layers}
+    response = http.put(
+        f"/v2/{repository}/manifests/latest", content=json.dumps(manifest), headers={"Content-Type": MANIFEST_V2}
+    )
+    assert response.status_code == 201, response.text
+
+
+# ---- baselines
+
+
+def httpx_download(url: str) -> float:
+    began = time.perf_counter()
+    received = 0
+    with httpx.Client(timeout=120) as client, client.stream("GET", url) as response:
+        response.raise_for_status()
+        for chunk in response.iter_bytes(MIB):
+            received += len(chunk)
+    return time.perf_counter() - began
+
+
+def curl_download(url: str) -> float | None:
+    curl = shutil.which("curl")
+    if curl is None:
+        return None
+    began = time.perf_counter()
+    subprocess.run([curl, "-sSfL", "-o", "/dev/null", url], check=True)
+    return time.perf_counter() - began
+
+
+def download_into_s3(url: str, s3: Minio, bucket: str, size: int) -> float:
+    began = time.perf_counter()
+    with httpx.Client(timeout=120) as client, client.stream("GET", url) as response:
+        response.raise_for_status()
+        stream = _Reader(response.iter_bytes(MIB))
+        s3.put_object(bucket, "baseline/blob", stream, size, part_size=16 * MIB)  # type: ignore[arg-type]
+    return time.perf_counter() - began
+
+
+class _Reader:
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            try:
+                self._buffer += next(self._chunks)
+            except StopIteration:
+                break
+        data, self._buffer = (self._buffer, b"") if size < 0 else (self._buffer[:size], self._buffer[size:])
+        return data
+
+
+# ---- a byte-counting relay for the resume phase
+
+
+class CountingRelay:
+    """A TCP relay to the registry that counts the bytes it sends back (the bytes pullers fetched)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = pick_free_port()
+        self.received = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ready = threading.Event()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: bool) -> None:
+            try:
+                while data := await reader.read(1 << 20):
+                    if count:
+                        self.received += len(data)
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            except OSError:
+                client_writer.close()
+                return
+            await asyncio.gather(pump(client_reader, up_writer, False), pump(up_reader, client_writer, True))
+
+        async def main() -> None:
+            server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+            self._ready.set()
+            async with server:
+                await server.serve_forever()
+
+        try:
+            self._loop.run_until_complete(main())
+        except RuntimeError:
+            pass
+
+    def __enter__(self) -> CountingRelay:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+# ---- the puller
+
+
+def puller_env(
+    stack: BenchStack, database: str, port: int, hosts: list[str], args: argparse.Namespace
+) -> dict[str, str]:
+    s3 = stack.s3_endpoint
+    values: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "nats_url": stack.nats.url,
+        "jwt_secret": SECRET,
+        "database_url": database,
+        "s3_endpoint": s3.endpoint,
+        "s3_access_key": s3.access_key,
+        "s3_secret_key": s3.secret_key,
+        "bucket": "bench-models",
+        "part_size_bytes": args.part_mb * MIB,
+        "parallel_parts": args.parallel,
+        "work_ack_wait_seconds": 5,
+        "heartbeat_seconds": 1,
+        "lease_seconds": 3,
+        "log_level": "WARNING",
+    }
+    env = service_env("MODELHUB_PULLER_", values)
+    env["MODELHUB_PULLER_ALLOWED_HOSTS"] = json.dumps(hosts)
+    env["MODELHUB_PULLER_INSECURE_HOSTS"] = json.dumps(hosts)
+    return env
+
+
+@contextmanager
+def puller_process(root: Path, env: dict[str, str], port: int, name: str) -> Iterator[ServiceProcess]:
+    process = ServiceProcess(root / name, module="modelhub_puller", env=env, port=port, name=name)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def wait_pull(
+    api: httpx.Client, pull_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 1800
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        pull: dict[str, Any] = api.get(f"/api/v1/pulls/{pull_id}").json()
+        if until(pull):
+            return pull
+        if pull["state"] in ("failed", "cancelled"):
+            raise RuntimeError(f"pull ended {pull['state']}: {pull.get('error')}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"pull did not finish: {pull}")
+        time.sleep(0.05)
+
+
+def stored_part_bytes(database: str, digest: str) -> int:
+    with psycopg.connect(database) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(size), 0) FROM blob_upload_parts WHERE digest = %s", (digest,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def mbps(size: int, seconds: float) -> str:
+    return f"{size / MIB / seconds:.0f} MiB/s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=1024, help="size of the model's weights layer (MiB)")
+    parser.add_argument("--part-mb", type=int, default=16, help="the puller's part size (MiB)")
+    parser.add_argument("--parallel", type=int, default=4, help="parts in flight")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    args = parser.parse_args()
+    sigterm_raises_interrupt()
+    size = args.size_mb * MIB
+
+    with scratch_dir("mhpb-", keep=args.keep, log=log) as root, ExitStack() as stack_exit:
+        stack = stack_exit.enter_context(BenchStack(root))
+        stack.start(log)
+        oci = stack_exit.enter_context(OciRegistry(root / "oci"))
+        relay = stack_exit.enter_context(CountingRelay(oci.port))
+        registry_host = oci.url.removeprefix("http://")
+        relay_host = f"127.0.0.1:{relay.port}"
+        database = stack.database("bench_puller")
+        port = pick_free_port()
+        env = puller_env(stack, database, port, [registry_host, relay_host], args)
+        migrate_env = {**{k: v for k, v in os.environ.items() if not k.startswith("MODELHUB_")}, **env}
+        subprocess.run([sys.executable, "-m", "modelhub_puller", "migrate"], env=migrate_env, check=True)
+
+        log(f"writing a {args.size_mb} MiB blob and pushing it to docker-registry")
+        weights = root / "weights.bin"
+        digest = write_blob(weights, size)
+        push_model(oci.url, "library/bench", weights, digest)
+        weights.unlink()
+        blob_url = f"{oci.url}/v2/library/bench/blobs/{digest}"
+
+        s3 = Minio(
+            stack.s3_endpoint.endpoint,
+            access_key=stack.s3_endpoint.access_key,
+            secret_key=stack.s3_endpoint.secret_key,
+            secure=False,
+        )
+        s3.make_bucket("bench-baseline")
+        log("baselines")
+        httpx_download(blob_url)  # warm the page cache so every figure reads the blob from memory
+        plain = httpx_download(blob_url)
+        curl = curl_download(blob_url)
+        into_s3 = download_into_s3(blob_url, s3, "bench-baseline", size)
+
+        token = issue_token(SECRET, subject="bench", role="admin", ttl_seconds=3600)
+        api = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        meter_names: dict[str, int] = {}
+        with puller_process(root, env, port, "puller-1") as first:
+            meter_names = {
+                **stack.processes(),
+                "puller": first.running_pid() or 0,
+                "oci-registry": oci.running_pid() or 0,
+            }
+            meter = CpuMeter(meter_names)
+            log("puller: full pull")
+            before = meter.snapshot()
+            began = time.perf_counter()
+            pull = api.post("/api/v1/pulls", json={"model": f"{registry_host}/library/bench:latest"}).json()
+            done = wait_pull(api, pull["id"], lambda p: p["state"] == "completed")
+            pulled = time.perf_counter() - began
+            cpu = CpuMeter.delta(before, meter.snapshot())
+            assert done["total_bytes"] >= size
+
+            log("resume: delete the model, pull again through the counting relay, SIGKILL at 50 %")
+            deleted = api.delete(f"/api/v1/store/models/{registry_host}/library/bench:latest")
+            assert deleted.status_code == 200, deleted.text
+            relay.received = 0
+            again = api.post("/api/v1/pulls", json={"model": f"{relay_host}/library/bench:latest"}).json()
+            while stored_part_bytes(database, digest) < size // 2:
+                time.sleep(0.02)
+            pid = first.running_pid()
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            killed_at = time.perf_counter()
+            stored_at_kill = stored_part_bytes(database, digest)
+            fetched_before_kill = relay.received
+        with puller_process(root, env, port, "puller-2"):
+            wait_pull(api, again["id"], lambda p: p["state"] == "completed")
+            resumed = time.perf_counter() - killed_at
+        fetched = relay.received
+        wasted = fetched - size
+
+    part = args.part_mb * MIB
+    rows = [
+        ["plain httpx download (sequential, to nowhere)", f"{plain:.2f} s", mbps(size, plain), "-"],
+        *([["plain curl download (to /dev/null)", f"{curl:.2f} s", mbps(size, curl), "-"]] if curl is not None else []),
+        ["plain httpx download streamed into S3 (sequential)", f"{into_s3:.2f} s", mbps(size, into_s3), "-"],
+        [
+            f"puller pull (parts of {args.part_mb} MiB, {args.parallel} in flight, SHA-256, S3 multipart)",
+            f"{pulled:.2f} s",
+            mbps(size, pulled),
+            f"{plain / pulled:.0%} of httpx, {into_s3 / pulled:.0%} of httpx→S3",
+        ],
+    ]
+    print(f"\n{machine_summary()}\n")
+    print(
+        f"Blob: {args.size_mb} MiB of random bytes (the model layer); the puller's run includes manifest,"
+        " config and small layers, verification and the manifest write.\n"
+    )
+    print(markdown_table(["what", "time", "throughput", "ratio"], rows))
+    print("\nCPU seconds during the puller's pull: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items() if k != "wall"))
+    print(
+        "\n"
+        + markdown_table(
+            ["resume after SIGKILL at 50 %", "value"],
+            [
+                ["parts stored when killed", f"{stored_at_kill / MIB:.0f} MiB ({stored_at_kill * 100 // size} %)"],
+                ["bytes fetched before the kill", f"{fetched_before_kill / MIB:.0f} MiB"],
+                ["bytes fetched by both processes", f"{fetched / MIB:.0f} MiB"],
+                [
+                    "re-fetched (fetched − blob size)",
+                    f"{wasted / MIB:.1f} MiB = {wasted / part:.2f} parts of {args.part_mb} MiB",
+                ],
+                ["kill → completed (includes the 5 s redelivery wait)", f"{resumed:.1f} s"],
+            ],
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
