@@ -184,35 +184,48 @@ def test_connection_sync_adds_and_retires_base_models(registry: Registry, ollama
     assert registry.client.delete(f"/api/v1/connections/{connection_id}", headers=admin).status_code == 204
 
 
-async def _publish_pull_completed(nats_url: str, model: str) -> None:
+async def _publish(nats_url: str, event: str, payload: Any) -> None:
     nc = await nats.connect(nats_url)
     try:
-        details = events_pb2.BaseModelDetails(
-            family="gemma3", parameter_size="270M", quantization_level="Q4_K_M", vision=True
-        )
-        envelope = new_envelope(
-            PULLS.subject("completed"),
-            actor="puller",
-            role="service",
-            source="puller",
-            payload=events_pb2.PullCompleted(pull_id="p1", model=model, details=details),
-        )
+        envelope = new_envelope(PULLS.subject(event), actor="puller", role="service", source="puller", payload=payload)
         await nc.jetstream().publish(
-            PULLS.subject("completed"), envelope.SerializeToString(), headers={"Nats-Msg-Id": envelope.id}
+            PULLS.subject(event), envelope.SerializeToString(), headers={"Nats-Msg-Id": envelope.id}
         )
     finally:
         await nc.close()
 
 
-def test_pulled_models_become_local_base_models(registry: Registry, nats_url: str) -> None:
-    model = f"registry.ollama.ai/library/gemma3-{time.time_ns()}:270m"
-    asyncio.run(_publish_pull_completed(nats_url, model))
+async def _publish_pull_completed(nats_url: str, model: str, target: int = events_pb2.PULL_TARGET_STORE) -> None:
+    details = events_pb2.BaseModelDetails(
+        family="gemma3", parameter_size="270M", quantization_level="Q4_K_M", vision=True
+    )
+    payload = events_pb2.PullCompleted(pull_id="p1", model=model, target=target, details=details)
+    await _publish(nats_url, "completed", payload)
+
+
+def _wait_for_base(registry: Registry, model: str, present: bool) -> dict[str, Any] | None:
     deadline = time.monotonic() + 20
-    found = None
-    while time.monotonic() < deadline and found is None:
+    while time.monotonic() < deadline:
         items = registry.client.get("/api/v1/base-models", headers=registry.admin).json()["items"]
         found = next((b for b in items if b["id"] == model), None)
+        if (found is not None) == present:
+            return found
         time.sleep(0.2)
-    assert found is not None, "the pull_completed event did not register a base model"
-    assert found["source"] == "local" and found["capabilities"]["vision"] is True
+    raise AssertionError(f"base model {model} did not {'appear' if present else 'go away'}")
+
+
+def test_pulled_models_become_local_base_models(registry: Registry, nats_url: str) -> None:
+    model = f"gemma3-{time.time_ns()}:270m"
+    ollama_model = f"ollama-only-{time.time_ns()}:1b"
+    asyncio.run(_publish_pull_completed(nats_url, ollama_model, events_pb2.PULL_TARGET_OLLAMA))
+    asyncio.run(_publish_pull_completed(nats_url, model))
+    found = _wait_for_base(registry, model, present=True)
+    assert found is not None and found["source"] == "local" and found["capabilities"]["vision"] is True
     assert found["details"]["quantization_level"] == "Q4_K_M"
+    # The pull into Ollama came first and was handled first: it is left to that server's connection.
+    assert ollama_model not in [
+        b["id"] for b in registry.client.get("/api/v1/base-models", headers=registry.admin).json()["items"]
+    ]
+
+    asyncio.run(_publish(nats_url, "model_deleted", events_pb2.StoredModelDeleted(model=model, base_model_id=model)))
+    _wait_for_base(registry, model, present=False)

@@ -19,7 +19,7 @@ from modelhub_common.runtime import Runtime, open_runtime
 from modelhub_common.webapp import create_app, serve_http
 from modelhub_registry import __version__
 from modelhub_registry.entrypoints import http_admin, http_models
-from modelhub_registry.entrypoints.consumers import PULL_COMPLETED, pull_completed_handler
+from modelhub_registry.entrypoints.consumers import PULL_EVENTS, pull_events_handler
 from modelhub_registry.entrypoints.deps import Services
 from modelhub_registry.service_layer.base_models import BaseModelService
 from modelhub_registry.service_layer.directory import DirectoryService
@@ -84,8 +84,8 @@ def build_app(settings: RegistrySettings) -> FastAPI:
             svc = build_services(settings, runtime, http)
             app.state.runtime = runtime
             app.state.services = svc
-            consumer = Consumer(runtime.js, PULLS.stream, PULL_COMPLETED, pull_completed_handler(svc.base_models))
-            runtime.spawn("pull-completed-consumer", consumer.run(runtime.stop))
+            consumer = Consumer(runtime.js, PULLS.stream, PULL_EVENTS, pull_events_handler(svc.base_models))
+            runtime.spawn("pull-events-consumer", consumer.run(runtime.stop))
             if settings.connection_sync_seconds > 0:
                 runtime.spawn(
                     "connection-sync",

@@ -60,6 +60,17 @@ class BaseModelService:
                 raise NotFoundError(f"base model '{model_id}' does not exist")
             await events.base_model_event(conn, "base_model_removed", model_id, principal)
 
+    async def remove_local(self, model_id: str) -> bool:
+        """Removes a base model whose weights were deleted from the store; idempotent."""
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "DELETE FROM base_models WHERE id = %s AND source = 'local' RETURNING id", (model_id,)
+            )
+            if await cur.fetchone() is None:
+                return False
+            await events.base_model_event(conn, "base_model_removed", model_id, None)
+        return True
+
     async def register_pulled(self, completed: events_pb2.PullCompleted) -> bool:
         """Handles the puller's completed event; idempotent (a redelivery refreshes the same row)."""
         details = completed.details
