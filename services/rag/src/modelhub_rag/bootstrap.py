@@ -2,35 +2,228 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import httpx
+import psycopg
 from fastapi import FastAPI
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
 
 from modelhub_common import jetstream
-from modelhub_common.events import KNOWLEDGE
+from modelhub_common.consumer import Consumer
+from modelhub_common.errors import ConfigurationError
+from modelhub_common.events import KNOWLEDGE, MODELS
 from modelhub_common.health import Readiness
 from modelhub_common.migrations import COMMON_MIGRATIONS, MigrationSource, migrate
-from modelhub_common.runtime import runtime_lifespan
+from modelhub_common.runtime import Runtime, open_runtime
 from modelhub_common.webapp import create_app, serve_http
 from modelhub_rag import __version__
+from modelhub_rag.adapters.embedders import (
+    OllamaEmbedder,
+    OnnxMiniLMEmbedder,
+    OpenAICompatibleEmbedder,
+    WordPieceTokenizer,
+    onnx_minilm,
+)
+from modelhub_rag.adapters.object_deletions import ObjectSweeper
+from modelhub_rag.adapters.vector_types import VectorTypes
+from modelhub_rag.domain.embedding import Embedder
+from modelhub_rag.entrypoints import http_knowledge, http_retrieve
+from modelhub_rag.entrypoints.consumers import MODEL_EVENTS, file_added_handler, ingest_spec, model_events_handler
+from modelhub_rag.entrypoints.deps import Services
+from modelhub_rag.service_layer.collections import (
+    ActiveEmbedder,
+    CollectionLimits,
+    CollectionService,
+    ReindexResult,
+)
+from modelhub_rag.service_layer.files import FileLimits, FileService
+from modelhub_rag.service_layer.ingestion import IngestionConfig, IngestionService
+from modelhub_rag.service_layer.references import ReferenceService
+from modelhub_rag.service_layer.retrieval import RetrievalConfig, RetrievalService
 from modelhub_rag.settings import RagSettings
 
 SERVICE = "rag"
 MIGRATIONS = (COMMON_MIGRATIONS, MigrationSource(name="rag", package="modelhub_rag"))
+# Special tokens ([CLS], [SEP]) the model reads besides a chunk's own tokens.
+_SPECIAL_TOKENS = 2
+logger = logging.getLogger(__name__)
 
 
 def streams() -> list[jetstream.StreamSpec]:
-    return [jetstream.service_stream_spec(KNOWLEDGE), jetstream.dead_letter_stream_spec()]
+    # MODELS is provisioned here too (idempotently) because the rag service consumes the registry's events.
+    return [
+        jetstream.service_stream_spec(KNOWLEDGE),
+        jetstream.service_stream_spec(MODELS),
+        jetstream.dead_letter_stream_spec(),
+    ]
 
 
-def build_app(settings: RagSettings) -> FastAPI:
+def active_embedder(settings: RagSettings) -> ActiveEmbedder:
+    """Name and size of the configured embedder, known without loading it."""
+    if settings.embedder == "onnx-minilm":
+        return ActiveEmbedder(onnx_minilm.NAME, onnx_minilm.DIMENSIONS)
+    assert settings.embedder_model is not None and settings.embedder_dimensions is not None
+    return ActiveEmbedder(f"{settings.embedder}:{settings.embedder_model}", settings.embedder_dimensions)
+
+
+def build_embedder(settings: RagSettings, http: httpx.AsyncClient) -> Embedder:
+    if settings.embedder == "onnx-minilm":
+        return OnnxMiniLMEmbedder(threads=settings.embed_threads)
+    assert settings.embedder_url and settings.embedder_model and settings.embedder_dimensions
+    tokenizer = WordPieceTokenizer()
+    if settings.embedder == "ollama":
+        return OllamaEmbedder(
+            http,
+            base_url=settings.embedder_url,
+            model=settings.embedder_model,
+            dimensions=settings.embedder_dimensions,
+            tokenizer=tokenizer,
+        )
+    api_key = settings.embedder_api_key.get_secret_value() if settings.embedder_api_key else None
+    return OpenAICompatibleEmbedder(
+        http,
+        base_url=settings.embedder_url,
+        model=settings.embedder_model,
+        dimensions=settings.embedder_dimensions,
+        tokenizer=tokenizer,
+        api_key=api_key,
+    )
+
+
+def check_embedder(settings: RagSettings, embedder: Embedder) -> None:
+    expected = active_embedder(settings)
+    if (embedder.name, embedder.dimensions) != (expected.name, expected.dimensions):
+        raise ConfigurationError(
+            f"the embedder is {embedder.name} ({embedder.dimensions} dimensions) but the settings say"
+            f" {expected.name} ({expected.dimensions})"
+        )
+    if settings.chunk_tokens + _SPECIAL_TOKENS > embedder.max_input_tokens:
+        raise ConfigurationError(
+            f"MODELHUB_RAG_CHUNK_TOKENS={settings.chunk_tokens} does not fit {embedder.name}, which reads"
+            f" {embedder.max_input_tokens} tokens per text; use at most {embedder.max_input_tokens - _SPECIAL_TOKENS}"
+        )
+
+
+def build_services(
+    settings: RagSettings, pool: AsyncConnectionPool, runtime: Runtime, embedder: Embedder, sweeper: ObjectSweeper
+) -> Services:
+    vector_types = VectorTypes()
+    active = ActiveEmbedder(embedder.name, embedder.dimensions)
+    return Services(
+        settings=settings,
+        collections=CollectionService(
+            pool,
+            embedder=active,
+            limits=CollectionLimits(
+                max_name_length=settings.max_name_length,
+                max_description_length=settings.max_description_length,
+                max_grants=settings.max_grants,
+            ),
+            sweeper=sweeper,
+        ),
+        files=FileService(
+            pool,
+            runtime.require_store(),
+            bucket=settings.bucket,
+            limits=FileLimits(
+                max_file_bytes=settings.max_file_bytes,
+                max_files_per_collection=settings.max_files_per_collection,
+                max_name_length=settings.max_name_length,
+            ),
+            sweeper=sweeper,
+        ),
+        retrieval=RetrievalService(
+            pool,
+            embedder,
+            vector_types,
+            config=RetrievalConfig(
+                default_k=settings.default_k,
+                max_k=settings.max_k,
+                max_query_chars=settings.max_query_chars,
+                max_knowledge_ids=settings.max_knowledge_ids,
+                candidates=settings.candidates_per_ranker,
+                rrf_k=settings.rrf_k,
+                ef_search=settings.hnsw_ef_search,
+                common_fraction=settings.text_common_fraction,
+            ),
+        ),
+        ingestion=IngestionService(
+            pool,
+            runtime.require_store(),
+            bucket=settings.bucket,
+            embedder=embedder,
+            config=IngestionConfig(
+                chunking=settings.chunking(),
+                batch_size=settings.embed_batch_size,
+                max_chunks_per_file=settings.max_chunks_per_file,
+                max_extracted_chars=settings.max_extracted_chars,
+            ),
+            vector_types=vector_types,
+        ),
+        references=ReferenceService(pool),
+    )
+
+
+def build_app(settings: RagSettings, *, embedder: Embedder | None = None) -> FastAPI:
+    """The service as an ASGI app. ``embedder`` replaces the configured one (tests share one loaded model)."""
     readiness = Readiness()
-    lifespan = runtime_lifespan(SERVICE, settings, streams=streams(), buckets=[settings.bucket], outbox=False)
-    return create_app(
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with (
+            open_runtime(
+                SERVICE, settings, readiness, streams=streams(), buckets=[settings.bucket], outbox=True
+            ) as runtime,
+            httpx.AsyncClient(timeout=settings.embedder_timeout_seconds) as http,
+        ):
+            own_embedder = embedder is None
+            # Loading the ONNX model reads and checks 23 MB: not on the event loop.
+            active: Embedder = (
+                embedder if embedder is not None else await asyncio.to_thread(build_embedder, settings, http)
+            )
+            try:
+                check_embedder(settings, active)
+                pool = runtime.require_pool()
+                sweeper = ObjectSweeper(pool, runtime.require_store(), bucket=settings.bucket)
+                svc = build_services(settings, pool, runtime, active, sweeper)
+                app.state.runtime = runtime
+                app.state.services = svc
+                runtime.spawn("object-sweeper", sweeper.run(runtime.stop, settings.object_sweep_seconds))
+                if settings.worker_enabled:
+                    spec = ingest_spec(settings)
+                    for index in range(settings.ingest_concurrency):
+                        worker = Consumer(runtime.js, KNOWLEDGE.stream, spec, file_added_handler(svc.ingestion))
+                        runtime.spawn(f"ingest-worker-{index}", worker.run(runtime.stop))
+                if settings.consume_model_events:
+                    models = Consumer(runtime.js, MODELS.stream, MODEL_EVENTS, model_events_handler(svc.references))
+                    runtime.spawn("model-events-consumer", models.run(runtime.stop))
+                readiness.started = True
+                logger.info(
+                    "rag started",
+                    extra={"port": settings.port, "embedder": active.name, "worker": settings.worker_enabled},
+                )
+                yield
+            finally:
+                if own_embedder:
+                    await active.aclose()
+
+    app = create_app(
         title="modelhub rag",
         version=__version__,
-        description="Knowledge collections embedded into pgvector; retrieval with citations.",
+        description="Knowledge collections embedded into pgvector; hybrid retrieval with citations. "
+        "Every route needs `Authorization: Bearer <token>`.",
         readiness=readiness,
         lifespan=lifespan,
     )
+    app.state.settings = settings
+    app.include_router(http_knowledge.router)
+    app.include_router(http_retrieve.router)
+    return app
 
 
 async def serve(settings: RagSettings) -> None:
@@ -42,5 +235,43 @@ async def serve(settings: RagSettings) -> None:
     )
 
 
+async def ensure_vector_index(database_url: str, dimensions: int) -> bool:
+    """The partial HNSW index for vectors of ``dimensions`` (384 comes with the migration); True if created."""
+    name = f"chunks_embedding_{int(dimensions)}_idx"
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cur = await conn.execute("SELECT 1 FROM pg_indexes WHERE indexname = %s", (name,))
+        if await cur.fetchone() is not None:
+            return False
+        await conn.execute(
+            sql.SQL(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON chunks USING hnsw"
+                " ((embedding::vector({dims})) vector_cosine_ops) WITH (m = 16, ef_construction = 128)"
+                " WHERE dimensions = {dims}"
+            ).format(name=sql.Identifier(name), dims=sql.Literal(int(dimensions)))
+        )
+    logger.info("created the vector index for the configured embedder", extra={"dimensions": dimensions})
+    return True
+
+
 async def run_migrations(settings: RagSettings) -> list[str]:
-    return await migrate(settings.database_url.get_secret_value(), MIGRATIONS)
+    url = settings.database_url.get_secret_value()
+    applied = await migrate(url, MIGRATIONS)
+    await ensure_vector_index(url, active_embedder(settings).dimensions)
+    return applied
+
+
+async def reindex(settings: RagSettings, knowledge_ids: Sequence[str]) -> list[ReindexResult]:
+    """Queues a re-index of the given collections (all when empty) onto the configured embedder.
+
+    Only the database is touched: the events go to the outbox, which a running rag replica publishes.
+    """
+    async with AsyncConnectionPool(
+        settings.database_url.get_secret_value(), min_size=1, max_size=2, open=False, kwargs={"autocommit": False}
+    ) as pool:
+        service = CollectionService(
+            pool,
+            embedder=active_embedder(settings),
+            limits=CollectionLimits(settings.max_name_length, settings.max_description_length, settings.max_grants),
+        )
+        ids = list(knowledge_ids) or await service.all_ids()
+        return [await service.reindex(knowledge_id, None) for knowledge_id in ids]

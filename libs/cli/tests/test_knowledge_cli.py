@@ -1,0 +1,146 @@
+"""``modelhub knowledge ...`` against a real rag service (uvicorn in a thread, real NATS, PostgreSQL, S3, ONNX)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import uvicorn
+from typer.testing import CliRunner, Result
+
+from modelhub_cli.main import app
+from modelhub_devstack.ports import pick_free_port
+from modelhub_rag import bootstrap
+from modelhub_rag.adapters.embedders import OnnxMiniLMEmbedder
+from modelhub_rag.settings import RagSettings
+
+_START_TIMEOUT = 60.0
+_CORRUPT_PDF = b"%PDF-1.4\n" + b"\x00garbage\xff" * 40
+
+
+@dataclass
+class LiveRag:
+    url: str
+    token: str
+    home: Path
+
+    def run(self, *args: str, token: str | None = None, url: str | None = None) -> Result:
+        env = {
+            "MODELHUB_RAG_URL": url if url is not None else self.url,
+            "MODELHUB_TOKEN": token or self.token,
+            "MODELHUB_HOME": str(self.home),
+            "COLUMNS": "250",
+        }
+        result = CliRunner().invoke(app, ["knowledge", *args], env=env)
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+        return result
+
+    def ok(self, *args: str, token: str | None = None) -> str:
+        result = self.run(*args, token=token)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+
+@pytest.fixture(scope="module")
+def cli_embedder() -> Iterator[OnnxMiniLMEmbedder]:
+    embedder = OnnxMiniLMEmbedder()
+    yield embedder
+    asyncio.run(embedder.aclose())
+
+
+@pytest.fixture
+def live_rag(
+    service_settings: Callable[..., Any],
+    make_token: Callable[..., str],
+    cli_embedder: OnnxMiniLMEmbedder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[LiveRag]:
+    settings: RagSettings = service_settings(RagSettings, port=pick_free_port(), consume_model_events=False)
+    asyncio.run(bootstrap.run_migrations(settings))
+    with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True) as conn:
+        # All tests share one NATS: keep this database's outbox message ids apart from other tests'.
+        conn.execute("SELECT setval('outbox_id_seq', %s)", (random.randrange(10**9, 10**15),))
+    config = uvicorn.Config(
+        bootstrap.build_app(settings, embedder=cli_embedder), host="127.0.0.1", port=settings.port, log_config=None
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="rag-under-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + _START_TIMEOUT
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the rag service under test did not start"
+        time.sleep(0.05)
+    monkeypatch.chdir(tmp_path)
+    try:
+        yield LiveRag(f"http://127.0.0.1:{settings.port}", make_token("root", "admin"), tmp_path / "no-endpoints")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def _id(output: str) -> str:
+    match = re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", output)
+    assert match, output
+    return match.group(0)
+
+
+def test_create_add_query_and_remove(live_rag: LiveRag, tmp_path: Path) -> None:
+    kid = _id(live_rag.ok("create", "Field guide", "--description", "birds"))
+    assert "Field guide" in live_rag.ok("list")
+
+    (tmp_path / "owls.txt").write_text("Barn owls hunt at night by hearing alone; their faces funnel sound.")
+    (tmp_path / "wrens.md").write_text("# Wrens\n\nWrens are tiny birds with loud songs.")
+    added = live_rag.ok("add", kid, str(tmp_path / "owls.txt"), str(tmp_path / "wrens.md"))
+    assert "uploaded owls.txt (txt)" in added and "uploaded wrens.md (md)" in added
+    assert "2 file(s) indexed" in added
+
+    found = live_rag.ok("query", kid, "how do owls hunt", "-k", "1")
+    assert "owls.txt" in found and "Barn owls" in found
+
+    again = live_rag.ok("add", kid, str(tmp_path / "owls.txt"))
+    assert "already in the collection, skipped" in again
+
+    files = live_rag.ok("files", kid, "--json")
+    owls = next(f for f in json.loads(files) if f["name"] == "owls.txt")
+    assert "removed file" in live_rag.ok("rm", kid, "--file", owls["id"])
+    assert "owls.txt" not in live_rag.ok("files", kid)
+
+    assert f"deleted knowledge {kid}" in live_rag.ok("rm", kid)
+    missing = live_rag.run("files", kid)
+    assert missing.exit_code == 1 and "does not exist" in missing.output and "modelhub knowledge list" in missing.output
+
+
+def test_add_reports_files_that_fail_to_index(live_rag: LiveRag, tmp_path: Path) -> None:
+    kid = _id(live_rag.ok("create", "mixed"))
+    (tmp_path / "good.txt").write_text("Puffins mate for life.")
+    (tmp_path / "broken.pdf").write_bytes(_CORRUPT_PDF)
+    (tmp_path / "picture.pdf").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+
+    refused = live_rag.run("add", kid, str(tmp_path / "picture.pdf"))
+    assert refused.exit_code == 1 and "PNG" in refused.output and "supported files" in refused.output
+
+    result = live_rag.run("add", kid, str(tmp_path / "good.txt"), str(tmp_path / "broken.pdf"))
+    assert result.exit_code == 1, result.output
+    assert "1 of 2 file(s) failed to index" in result.output
+    assert "corrupt" in result.output and "indexed" in result.output
+
+
+def test_missing_configuration_and_other_users(live_rag: LiveRag, make_token: Callable[..., str]) -> None:
+    no_url = live_rag.run("list", url="")
+    assert no_url.exit_code == 1 and "no rag service URL" in no_url.output
+    kid = _id(live_rag.ok("create", "private"))
+    stranger = live_rag.run("files", kid, token=make_token("eve", "user"))
+    assert stranger.exit_code == 1 and "cannot read" in stranger.output and "owner" in stranger.output
+    unreachable = live_rag.run("list", url="http://127.0.0.1:1")
+    assert unreachable.exit_code == 1 and "unreachable" in unreachable.output
