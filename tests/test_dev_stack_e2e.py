@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,9 +75,23 @@ def test_up_status_down_up_keeps_data_and_heals(stack_home: tuple[Path, dict[str
 
     registry = endpoints["MODELHUB_REGISTRY_URL"]
     admin = {"Authorization": f"Bearer {endpoints['MODELHUB_TOKEN']}"}
-    assert httpx.post(f"{registry}/api/v1/base-models", json={"id": "gemma3:270m"}, headers=admin).status_code == 201
+    # The embedded default model is stored by `up` and registered from the puller's event.
+    gemma = None
+    deadline = time.monotonic() + 60
+    while gemma is None and time.monotonic() < deadline:
+        bases = httpx.get(f"{registry}/api/v1/base-models", headers=admin).json()["items"]
+        gemma = next((b for b in bases if b["id"] == "gemma3:270m"), None)
+        time.sleep(0.5)
+    assert gemma is not None, "make up did not register gemma3:270m"
+    assert gemma["source"] == "local" and gemma["details"]["model_digest"].startswith("sha256:")
     body = {"id": "kept", "name": "Kept", "base_model_id": "gemma3:270m"}
     assert httpx.post(f"{registry}/api/v1/models", json=body, headers=admin).status_code == 201
+
+    # A chat with the default model and a model file on it works right away.
+    tutor = {"id": "tiny-tutor", "name": "Tiny", "base_model_id": "gemma3:270m", "params": {"max_tokens": 8, "seed": 1}}
+    assert httpx.post(f"{registry}/api/v1/models", json=tutor, headers=admin).status_code == 201
+    chat = _run(str(BIN / "modelhub"), "chat", "-m", "gemma3:270m", "-m", "tiny-tutor", "Hello", env=env)
+    assert "tiny-tutor" in chat.stdout and "gemma3:270m" in chat.stdout and "conversation" in chat.stdout
 
     # Up twice is harmless: nothing restarts, the ports stay.
     again = _run(str(BIN / "modelhub-dev"), "up", env=env)

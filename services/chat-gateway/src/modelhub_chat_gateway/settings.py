@@ -64,6 +64,9 @@ class ChatGatewaySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings
     local_max_resident: int = Field(2, ge=1, description="Local models each worker keeps loaded (LRU).")
     local_threads_per_worker: int = Field(0, ge=0, description="llama.cpp threads per worker (0: cores / workers).")
     local_max_ctx: int = Field(8192, ge=256, description="Upper bound of num_ctx for local models.")
+    local_default_max_tokens: int = Field(
+        512, ge=1, description="Answer length for local models when neither the request nor the model sets max_tokens."
+    )
 
     # Knowledge and images.
     rag_top_k: int = Field(5, ge=1, le=50, description="Chunks retrieved per turn for models with knowledge.")

@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,8 +276,11 @@ class LocalLlamaBackend:
         default_ctx: int,
         max_ctx: int,
         loader: ModelLoader = llama_loader,
+        default_max_tokens: int | None = None,
     ) -> None:
         threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+        # llama.cpp otherwise generates until the context is full when a model never emits end-of-text.
+        self._default_max_tokens = default_max_tokens
         self._files = files
         self._pool = _WorkerPool([_Worker(i, max_resident, threads, loader) for i in range(workers)])
         self._default_ctx = default_ctx
@@ -287,6 +290,12 @@ class LocalLlamaBackend:
     def resident(self) -> list[list[str]]:
         """What each worker has loaded (for tests and diagnostics)."""
         return [[path for path, _ in w.models] for w in self._pool.workers]
+
+    def _kwargs(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        kwargs = to_llama_kwargs(params)
+        if self._default_max_tokens is not None:
+            kwargs.setdefault("max_tokens", self._default_max_tokens)
+        return kwargs
 
     async def stream(self, request: BackendRequest, location: ModelLocation) -> AsyncGenerator[StreamChunk, None]:
         if not location.store_bucket or not location.model_digest:
@@ -302,7 +311,7 @@ class LocalLlamaBackend:
         job = _Job(
             key=key,
             messages=[{"role": m.role, "content": m.content} for m in request.messages],
-            kwargs=to_llama_kwargs(request.params),
+            kwargs=self._kwargs(request.params),
             loop=loop,
             queue=asyncio.Queue(),
         )
