@@ -178,4 +178,17 @@ class BaseModelService:
 
 
 def _struct(value: Any) -> dict[str, Any]:
-    return dict(MessageToDict(value)) if value is not None else {}
+    """A protobuf Struct as a dict; Struct keeps every number as a double, so whole ones become ints again."""
+    if value is None:
+        return {}
+    return {k: _whole(v) for k, v in MessageToDict(value).items()}
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_whole(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _whole(v) for k, v in value.items()}
+    return value
