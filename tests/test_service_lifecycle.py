@@ -167,3 +167,38 @@ async def test_gateway_grpc_health_reflection_and_auth(
             await asyncio.wait_for(
                 health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1), 3
             )
+
+
+async def test_gateway_grpc_health_follows_readiness(service_settings: Callable[..., Any]) -> None:
+    bootstrap, _ = _settings("chat-gateway", service_settings)
+    settings = service_settings(
+        importlib.import_module("modelhub_chat_gateway.settings").ChatGatewaySettings,
+        **GATEWAY_EXTRA,
+        health_check_seconds=0.1,
+    )
+    await bootstrap.run_migrations(settings)
+    app = bootstrap.build_app(settings)
+    broken = asyncio.Event()
+
+    async def dependency() -> None:
+        if broken.is_set():
+            raise ConnectionError("down")
+
+    with TestClient(app):
+        app.state.readiness.add("fake-dependency", dependency)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.state.grpc_port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+
+            async def status_becomes(expected: int) -> bool:
+                for _ in range(100):
+                    reply = await health.Check(health_pb2.HealthCheckRequest(service="modelhub.chat.v1.ChatService"))
+                    if reply.status == expected:
+                        return True
+                    await asyncio.sleep(0.05)
+                return False
+
+            assert await status_becomes(health_pb2.HealthCheckResponse.SERVING)
+            broken.set()
+            assert await status_becomes(health_pb2.HealthCheckResponse.NOT_SERVING)
+            broken.clear()
+            assert await status_becomes(health_pb2.HealthCheckResponse.SERVING)

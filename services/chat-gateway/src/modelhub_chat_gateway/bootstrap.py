@@ -3,6 +3,7 @@ OpenAI-compatible API. The one place adapters are built."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -84,6 +85,23 @@ def build_local_backend(settings: ChatGatewaySettings, store: ObjectStore) -> Lo
         max_ctx=settings.local_max_ctx,
         default_max_tokens=settings.local_default_max_tokens,
     )
+
+
+async def _follow_readiness(
+    readiness: Readiness, grpc_server: GrpcServer, stop: asyncio.Event, interval: float
+) -> None:
+    """Keeps the gRPC health status equal to what /readyz says, so gRPC probes and balancers see outages."""
+    serving = True
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        if stop.is_set():
+            return
+        ready, report = await readiness.run()
+        if ready != serving:
+            logger.warning("gRPC health changes", extra={"serving": ready, "checks": report})
+            await grpc_server.set_serving(ready)
+            serving = ready
 
 
 def build_app(
@@ -168,6 +186,10 @@ def build_app(
             await grpc_server.start()
             readiness.started = True
             await grpc_server.set_serving(True)
+            runtime.spawn(
+                "grpc-health",
+                _follow_readiness(readiness, grpc_server, runtime.stop, settings.health_check_seconds),
+            )
             logger.info("gateway started", extra={"grpc_port": grpc_server.port, "port": settings.port})
             try:
                 yield

@@ -30,6 +30,9 @@ class ChatGatewaySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port of the chat service.")
     registry_url: str = Field(description="Base URL of the registry service.")
     rag_url: str = Field(description="Base URL of the RAG service.")
+    health_check_seconds: float = Field(
+        5.0, gt=0, description="How often the gRPC health status is brought in line with /readyz."
+    )
     max_models_per_turn: int = Field(2, ge=1, le=8, description="How many models one turn may fan out to.")
 
     # The registry: model files are resolved with the caller's own token; connections (admin-only) with this.
