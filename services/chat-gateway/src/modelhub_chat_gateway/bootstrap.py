@@ -117,7 +117,11 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        streams = [jetstream.service_stream_spec(MODELS), jetstream.dead_letter_stream_spec()]
+        replicas = settings.stream_replicas
+        streams = [
+            jetstream.service_stream_spec(MODELS, replicas=replicas),
+            jetstream.dead_letter_stream_spec(replicas=replicas),
+        ]
         async with contextlib.AsyncExitStack() as stack:
             runtime = await stack.enter_async_context(
                 open_runtime(SERVICE, settings, readiness, streams=streams, buckets=[settings.bucket])

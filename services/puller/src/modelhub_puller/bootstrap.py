@@ -49,8 +49,11 @@ MIGRATIONS = (COMMON_MIGRATIONS, MigrationSource(name="puller", package="modelhu
 logger = logging.getLogger(__name__)
 
 
-def streams() -> list[jetstream.StreamSpec]:
-    return [jetstream.service_stream_spec(PULLS), jetstream.dead_letter_stream_spec()]
+def streams(replicas: int = 1) -> list[jetstream.StreamSpec]:
+    return [
+        jetstream.service_stream_spec(PULLS, replicas=replicas),
+        jetstream.dead_letter_stream_spec(replicas=replicas),
+    ]
 
 
 @dataclass
@@ -200,7 +203,12 @@ def build_app(settings: PullerSettings) -> FastAPI:
         async with (
             http_clients(settings) as http,
             open_runtime(
-                SERVICE, settings, readiness, streams=streams(), buckets=[settings.bucket], outbox=True
+                SERVICE,
+                settings,
+                readiness,
+                streams=streams(settings.stream_replicas),
+                buckets=[settings.bucket],
+                outbox=True,
             ) as runtime,
         ):
             wiring = build(settings, runtime, http)
@@ -294,7 +302,7 @@ async def _publish_outbox(settings: PullerSettings) -> None:
         logger.warning("NATS unreachable; the puller's relay will publish the event", extra={"error": exc.message})
         return
     try:
-        for spec in streams():
+        for spec in streams(settings.stream_replicas):
             await jetstream.ensure_stream(nc.jetstream(), spec)
         relay = OutboxRelay(settings.database_url.get_secret_value(), nc.jetstream(), name=SERVICE)
         published = await relay.publish_pending()

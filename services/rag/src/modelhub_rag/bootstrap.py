@@ -54,12 +54,12 @@ _SPECIAL_TOKENS = 2
 logger = logging.getLogger(__name__)
 
 
-def streams() -> list[jetstream.StreamSpec]:
+def streams(replicas: int = 1) -> list[jetstream.StreamSpec]:
     # MODELS is provisioned here too (idempotently) because the rag service consumes the registry's events.
     return [
-        jetstream.service_stream_spec(KNOWLEDGE),
-        jetstream.service_stream_spec(MODELS),
-        jetstream.dead_letter_stream_spec(),
+        jetstream.service_stream_spec(KNOWLEDGE, replicas=replicas),
+        jetstream.service_stream_spec(MODELS, replicas=replicas),
+        jetstream.dead_letter_stream_spec(replicas=replicas),
     ]
 
 
@@ -177,7 +177,12 @@ def build_app(settings: RagSettings, *, embedder: Embedder | None = None) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with (
             open_runtime(
-                SERVICE, settings, readiness, streams=streams(), buckets=[settings.bucket], outbox=True
+                SERVICE,
+                settings,
+                readiness,
+                streams=streams(settings.stream_replicas),
+                buckets=[settings.bucket],
+                outbox=True,
             ) as runtime,
             httpx.AsyncClient(timeout=settings.embedder_timeout_seconds) as http,
         ):
