@@ -9,6 +9,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 import grpc
+import jwt
 import pytest
 
 if TYPE_CHECKING:
@@ -56,7 +57,13 @@ async def test_knowledge_is_retrieved_injected_and_cited(
     # Retrieval ran with the caller's own token, for this model's knowledge only.
     auth, body = rag_double.requests[-1]
     assert body == {"knowledge_ids": [knowledge_id], "query": question, "k": 5}
-    assert auth == gateway.metadata()[0][1]
+
+    # Tokens made a second apart differ in `iat`, so compare who they name rather than the bytes.
+    def claims(header: str) -> tuple[str, str]:
+        decoded = jwt.decode(header.removeprefix("Bearer "), options={"verify_signature": False})
+        return decoded["sub"], decoded["role"]
+
+    assert claims(auth) == claims(gateway.metadata()[0][1])
     conversation = await gateway.conversation(result.conversation_id)
     stored = next(m for m in conversation.messages if m.id == cited.message_id)
     assert [c.file_id for c in stored.citations] == ["f1"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -228,6 +229,10 @@ def test_any_replica_streams_and_cancels_a_pull_another_replica_runs(
     double.reset(bytes_per_second=1024 * 1024)
     started = runner.start(model.name(double.host))
     runner.wait(started["id"], until=lambda p: p["state"] == "running")
+    # The job's state is stored before the worker lists it as running: wait for both.
+    deadline = time.monotonic() + 10
+    while started["id"] not in runner.client.app.state.worker.running and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.05)
     assert started["id"] in runner.client.app.state.worker.running  # type: ignore[attr-defined]
     other = make_puller(settings)  # started after the claim: it only serves the API for this pull
 
