@@ -14,12 +14,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, File, Header, Query, Request, Response, UploadFile
 from fastapi.responses import StreamingResponse
 
-from modelhub_registry.adapters.models_repository import ListQuery, Revision, StoredModel
+from modelhub_registry.adapters.models_repository import AvatarRef, ListQuery, Revision, StoredModel
 from modelhub_registry.domain.openwebui import export_filename, share_payload
 from modelhub_registry.entrypoints.deps import CurrentPrincipal, Services, services
 from modelhub_registry.errors import InvalidModelError, TooLargeError
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
+NO_AVATAR = AvatarRef(None, None, None, None)
 
 
 def model_json(stored: StoredModel) -> dict[str, Any]:
@@ -85,7 +86,8 @@ async def create_model(
     principal: CurrentPrincipal, svc: Annotated[Services, Depends(services)], body: Annotated[dict[str, Any], Body()]
 ) -> dict[str, Any]:
     model = await svc.models.create(body, principal)
-    return model_json(await svc.models.get(model.id, principal))
+    # A new model has no avatar yet: answer from memory instead of reading the row back.
+    return model_json(StoredModel(model, NO_AVATAR))
 
 
 @router.get("/models/export", summary="Every model the caller can read, as one Open WebUI JSON array")
