@@ -27,6 +27,7 @@ from modelhub_common.errors import (
     PermissionDeniedError,
 )
 from modelhub_common.health import Readiness, health_router
+from modelhub_common.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,14 @@ def principal_dependency(secret: Callable[[], str], issuer: str = "modelhub") ->
         return verify_token(parse_authorization_header(header), secret(), issuer=issuer)
 
     return current_principal
+
+
+async def request_principal(request: Request) -> Principal:
+    """The FastAPI dependency every service uses: verifies the bearer token against the settings the app
+    was built with (``app.state.settings``, a :class:`ServiceSettings`)."""
+    settings: ServiceSettings = request.app.state.settings
+    token = parse_authorization_header(request.headers.get("authorization"))
+    return verify_token(token, settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer)
 
 
 def create_app(

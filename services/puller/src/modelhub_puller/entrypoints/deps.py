@@ -7,7 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from modelhub_common.auth import Principal, parse_authorization_header, verify_token
+from modelhub_common.auth import Principal
+from modelhub_common.webapp import request_principal
 from modelhub_puller.adapters.event_bus import PullEventBus
 from modelhub_puller.service_layer.pulls import PullService
 from modelhub_puller.service_layer.store_models import StoredModelService
@@ -27,10 +28,7 @@ def services(request: Request) -> Services:
     return svc
 
 
-async def current_principal(request: Request) -> Principal:
-    settings: PullerSettings = request.app.state.settings
-    token = parse_authorization_header(request.headers.get("authorization"))
-    return verify_token(token, settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer)
+current_principal = request_principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -7,7 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from modelhub_common.auth import Principal, parse_authorization_header, verify_token
+from modelhub_common.auth import Principal
+from modelhub_common.webapp import request_principal
 from modelhub_rag.errors import ForbiddenError
 from modelhub_rag.service_layer.collections import CollectionService
 from modelhub_rag.service_layer.files import FileService
@@ -32,10 +33,7 @@ def services(request: Request) -> Services:
     return svc
 
 
-async def current_principal(request: Request) -> Principal:
-    settings: RagSettings = request.app.state.settings
-    token = parse_authorization_header(request.headers.get("authorization"))
-    return verify_token(token, settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer)
+current_principal = request_principal
 
 
 async def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:

@@ -7,7 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from modelhub_common.auth import Principal, parse_authorization_header, verify_token
+from modelhub_common.auth import Principal
+from modelhub_common.webapp import request_principal
 from modelhub_registry.errors import ForbiddenError
 from modelhub_registry.service_layer.base_models import BaseModelService
 from modelhub_registry.service_layer.directory import DirectoryService
@@ -30,10 +31,7 @@ def services(request: Request) -> Services:
     return svc
 
 
-async def current_principal(request: Request) -> Principal:
-    settings: RegistrySettings = request.app.state.settings
-    token = parse_authorization_header(request.headers.get("authorization"))
-    return verify_token(token, settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer)
+current_principal = request_principal
 
 
 async def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
