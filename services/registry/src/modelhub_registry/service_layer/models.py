@@ -314,12 +314,13 @@ class ModelService:
 
     async def clone(self, model_id: str, principal: Principal) -> ModelFile:
         async with self.pool.connection() as conn, conn.transaction():
-            source = await self.models.get(conn, model_id)
-            if source is None and await self.base_models.get(conn, model_id) is not None:
+            stored = await self.models.get(conn, model_id)
+            if stored is None and await self.base_models.get(conn, model_id) is not None:
                 raise ConflictError(
                     f"'{model_id}' is a base model and cannot be cloned; create a model file on top of it first"
                 )
-            stored = await self._load(conn, model_id, principal, write=False)
+            if stored is None or not can_read(stored.model, principal):
+                raise NotFoundError(f"model '{model_id}' does not exist or you cannot read it")
             new_id = await self._free_clone_id(conn, model_id)
             stamp = now()
             data = stored.model.model_dump()
