@@ -1,4 +1,4 @@
-"""What the HTTP embedders share: error translation and vector checks."""
+"""What the HTTP embedders share: their settings, error translation and vector checks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from modelhub_rag.adapters.embedders.wordpiece import WordPieceTokenizer
 from modelhub_rag.domain.embedding import Vectors
 from modelhub_rag.errors import EmbedderError, EmbedderUnavailableError
 
@@ -44,3 +45,39 @@ def to_vectors(rows: Sequence[Any], *, expected: int, dimensions: int, what: str
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     vectors: Vectors = (matrix / np.clip(norms, 1e-12, None)).astype(np.float32)
     return vectors
+
+
+class RemoteEmbedder:
+    """The parts of an embedder served over HTTP that do not depend on the server's API."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        url: str,
+        model: str,
+        dimensions: int,
+        tokenizer: WordPieceTokenizer,
+        max_input_tokens: int,
+    ) -> None:
+        self._client = client
+        self._url = url
+        self._model = model
+        self._dimensions = dimensions
+        self._tokenizer = tokenizer
+        self._max_input_tokens = max_input_tokens
+
+    @property
+    def dimensions(self) -> int:
+        return self._dimensions
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self._max_input_tokens
+
+    @property
+    def tokenizer(self) -> WordPieceTokenizer:
+        return self._tokenizer
+
+    def _empty(self) -> Vectors:
+        return np.zeros((0, self._dimensions), dtype=np.float32)

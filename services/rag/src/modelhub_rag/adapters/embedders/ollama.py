@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import httpx
-import numpy as np
 
-from modelhub_rag.adapters.embedders._http import post_json, to_vectors
+from modelhub_rag.adapters.embedders._http import RemoteEmbedder, post_json, to_vectors
 from modelhub_rag.adapters.embedders.wordpiece import WordPieceTokenizer
 from modelhub_rag.domain.embedding import Vectors
 from modelhub_rag.errors import EmbedderError
 
 
-class OllamaEmbedder:
+class OllamaEmbedder(RemoteEmbedder):
     """``max_input_tokens`` bounds chunk sizes; Ollama truncates longer inputs itself (``truncate: true``)."""
 
     def __init__(
@@ -26,32 +25,22 @@ class OllamaEmbedder:
         tokenizer: WordPieceTokenizer,
         max_input_tokens: int = 512,
     ) -> None:
-        self._client = client
-        self._url = base_url.rstrip("/") + "/api/embed"
-        self._model = model
-        self._dimensions = dimensions
-        self._tokenizer = tokenizer
-        self._max_input_tokens = max_input_tokens
+        super().__init__(
+            client,
+            url=base_url.rstrip("/") + "/api/embed",
+            model=model,
+            dimensions=dimensions,
+            tokenizer=tokenizer,
+            max_input_tokens=max_input_tokens,
+        )
 
     @property
     def name(self) -> str:
         return f"ollama:{self._model}"
 
-    @property
-    def dimensions(self) -> int:
-        return self._dimensions
-
-    @property
-    def max_input_tokens(self) -> int:
-        return self._max_input_tokens
-
-    @property
-    def tokenizer(self) -> WordPieceTokenizer:
-        return self._tokenizer
-
     async def embed(self, texts: Sequence[str]) -> Vectors:
         if not texts:
-            return np.zeros((0, self._dimensions), dtype=np.float32)
+            return self._empty()
         body = {"model": self._model, "input": list(texts), "truncate": True}
         answer = await post_json(self._client, self._url, body, what="the Ollama embedder")
         rows = answer.get("embeddings") if isinstance(answer, dict) else None

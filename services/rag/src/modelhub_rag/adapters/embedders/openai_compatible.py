@@ -6,15 +6,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-import numpy as np
 
-from modelhub_rag.adapters.embedders._http import post_json, to_vectors
+from modelhub_rag.adapters.embedders._http import RemoteEmbedder, post_json, to_vectors
 from modelhub_rag.adapters.embedders.wordpiece import WordPieceTokenizer
 from modelhub_rag.domain.embedding import Vectors
 from modelhub_rag.errors import EmbedderError
 
 
-class OpenAICompatibleEmbedder:
+class OpenAICompatibleEmbedder(RemoteEmbedder):
     def __init__(
         self,
         client: httpx.AsyncClient,
@@ -26,34 +25,24 @@ class OpenAICompatibleEmbedder:
         api_key: str | None = None,
         max_input_tokens: int = 8191,
     ) -> None:
-        self._client = client
         base = base_url.rstrip("/")
-        self._url = base + ("/embeddings" if base.endswith("/v1") else "/v1/embeddings")
-        self._model = model
-        self._dimensions = dimensions
-        self._tokenizer = tokenizer
+        super().__init__(
+            client,
+            url=base + ("/embeddings" if base.endswith("/v1") else "/v1/embeddings"),
+            model=model,
+            dimensions=dimensions,
+            tokenizer=tokenizer,
+            max_input_tokens=max_input_tokens,
+        )
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._max_input_tokens = max_input_tokens
 
     @property
     def name(self) -> str:
         return f"openai:{self._model}"
 
-    @property
-    def dimensions(self) -> int:
-        return self._dimensions
-
-    @property
-    def max_input_tokens(self) -> int:
-        return self._max_input_tokens
-
-    @property
-    def tokenizer(self) -> WordPieceTokenizer:
-        return self._tokenizer
-
     async def embed(self, texts: Sequence[str]) -> Vectors:
         if not texts:
-            return np.zeros((0, self._dimensions), dtype=np.float32)
+            return self._empty()
         body = {"model": self._model, "input": list(texts), "encoding_format": "float"}
         answer = await post_json(
             self._client, self._url, body, what="the OpenAI-compatible embedder", headers=self._headers
