@@ -730,7 +730,7 @@ async def run(
                     f"create→event delivered p{pct} while seeding ({args.concurrency} in flight)",
                     value,
                     "ms",
-                    "(≤ 100 ms)" if pct == 99 else "—",
+                    "≤ 100 ms" if pct == 99 else "—",
                     value <= 0.100 if pct == 99 else None,
                     f"JetStream publish→delivery p{pct}",
                     percentile(transport, pct),

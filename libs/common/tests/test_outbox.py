@@ -153,16 +153,15 @@ CRASHING_RELAY = textwrap.dedent(
     database_url, nats_url, crash_point = sys.argv[1:4]
 
     class CrashingRelay(OutboxRelay):
-        async def _publish(self, row):
+        async def _publish_run(self, run):
             if crash_point == "before_publish":
-                await self._stall(f"about to publish {row.id}")
-            ack = await super()._publish(row)
-            return ack
+                await self._stall(f"about to publish {run[-1].id}")
+            return await super()._publish_run(run)
 
-        async def _mark_published(self, conn, row_id):
+        async def _mark_published(self, conn, row_ids):
             if crash_point == "before_mark":
-                await self._stall(f"published {row_id}")
-            await super()._mark_published(conn, row_id)
+                await self._stall(f"published {row_ids[-1]}")
+            await super()._mark_published(conn, row_ids)
 
         async def _stall(self, line):
             sys.stdout.write(line + "\\n")
@@ -296,6 +295,57 @@ async def test_a_failed_publish_stops_the_pass_and_never_skips_a_row(db: str, js
         assert await stream_messages(js, area.stream) == [(mid(db, ids[0]), 1), (mid(db, ids[2]), 3)]
     finally:
         await js.delete_stream(orphan_stream)
+
+
+async def test_a_refused_row_stops_the_rows_sent_after_it_in_the_same_run(db: str, js: JetStreamContext) -> None:
+    # The rows after the refused one were already on the wire (one run, one stream); the stream must refuse
+    # them too, or they would be stored ahead of it.
+    suffix = uuid.uuid4().hex[:10]
+    small = Area(stream=f"OUTBOX_SMALL_{suffix}", prefix=f"modelhub.outboxsmall{suffix}.v1")
+    await ensure_stream(
+        js, StreamSpec(name=small.stream, subjects=(f"{small.prefix}.>",), storage="memory", max_msg_size=2048)
+    )
+    try:
+        ids = await add_events(db, small.subject(), range(1, 2))
+        async with await psycopg.AsyncConnection.connect(db) as conn, conn.transaction():
+            big = envelope(small.subject(), 2)
+            big.model_deleted.model_id = "x" * 4096  # larger than the stream takes
+            ids.append(await enqueue(conn, small.subject(), big))
+        ids += await add_events(db, small.subject(), range(3, 6))
+        relay = new_relay(db, js)
+
+        with pytest.raises(OutboxPublishError, match=f"row {ids[1]}"):
+            await relay.publish_pending()
+
+        assert await stream_messages(js, small.stream) == [(mid(db, ids[0]), 1)]
+        assert await unpublished(db) == ids[1:]
+        assert (relay.stats.published, relay.stats.failures) == (1, 1)
+    finally:
+        await js.delete_stream(small.stream)
+
+
+async def test_a_run_interleaved_with_another_publisher_is_sent_again(
+    db: str, js: JetStreamContext, area: Area
+) -> None:
+    ids = await add_events(db, area.subject(), range(1, 4))
+    # The first row is already in the stream (a relay died before marking it), then someone else published.
+    await js.publish(
+        area.subject(), envelope(area.subject(), 1).SerializeToString(), headers={MSG_ID_HEADER: mid(db, ids[0])}
+    )
+    other = envelope(area.subject(), 99)
+    await js.publish(area.subject(), other.SerializeToString(), headers={MSG_ID_HEADER: "someone-else-1"})
+
+    relay = new_relay(db, js)
+    assert await relay.publish_pending() == 3
+
+    assert await stream_messages(js, area.stream) == [
+        (mid(db, ids[0]), 1),
+        ("someone-else-1", 99),
+        (mid(db, ids[1]), 2),
+        (mid(db, ids[2]), 3),
+    ]
+    assert (relay.stats.duplicates, relay.stats.published, relay.stats.resent, relay.stats.failures) == (1, 2, 1, 0)
+    assert await unpublished(db) == []
 
 
 async def test_notify_wakes_an_idle_relay(db: str, js: JetStreamContext, area: Area) -> None:

@@ -17,6 +17,13 @@ Guarantees of the relay:
   *concurrent* transactions are published in id order as they become visible, so a transaction that commits
   late is published after higher ids that committed earlier; causally ordered writes (one transaction after
   another) are always published in order.
+* **Pipelined.** A run of rows for one stream (consecutive rows whose subjects share everything but the last
+  token) is sent without waiting for each ack; the acks are then read in order and the acked prefix is marked
+  with one ``UPDATE``. Every row of a run but the first carries ``Nats-Expected-Last-Msg-Id`` (the previous
+  row's message id), so if a row is refused or lost the stream refuses every later row of the run too: no
+  row is stored ahead of an earlier one that was not. A row refused only because another publisher wrote to
+  the stream in between is sent again at once. When the subject prefix changes, the relay waits for the acks
+  of the run before it sends the next one, so rows of different streams keep their order as well.
 * **Prompt.** :func:`enqueue` also sends a ``NOTIFY`` (delivered on commit), which wakes the relay at once;
   a poll interval catches anything a lost notification would miss.
 
@@ -36,8 +43,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import nats.errors
 import psycopg
 from nats.js import JetStreamContext
+from nats.js.api import Header
+from nats.js.errors import APIError
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow, tuple_row
@@ -45,7 +55,7 @@ from psycopg.types.json import Jsonb
 
 from modelhub_common.errors import DependencyError, ModelhubError
 from modelhub_common.events import EventEnvelope, decode_envelope
-from modelhub_common.jetstream import PubAck, publish
+from modelhub_common.jetstream import MSG_ID_HEADER, PubAck
 
 __all__ = [
     "NOTIFY_CHANNEL",
@@ -64,6 +74,8 @@ NOTIFY_CHANNEL = "modelhub_outbox"
 # One relay publishes per database, whatever its name: the lock belongs to the outbox table.
 RELAY_LOCK_KEY = int.from_bytes(hashlib.blake2b(b"modelhub.outbox.relay", digest_size=8).digest(), "big", signed=True)
 _PURGE_BATCH = 10_000
+# JetStream's error code for a publish whose Nats-Expected-Last-Msg-Id is not the stream's last message id.
+_WRONG_LAST_MSG_ID = 10070
 
 Connection = psycopg.AsyncConnection[TupleRow]
 
@@ -130,6 +142,8 @@ class RelayStats:
     """Rows JetStream had already stored (a re-publish after a crash between ack and mark)."""
     failures: int = 0
     """Passes stopped by a publish failure."""
+    resent: int = 0
+    """Runs cut short because another publisher wrote to the stream between two rows (sent again at once)."""
     purged: int = 0
     """Published rows deleted after the retention period."""
 
@@ -140,6 +154,22 @@ class _Row:
     subject: str
     payload: bytes
     headers: dict[str, str]
+
+    @property
+    def area(self) -> str:
+        """The subject without its last token: rows of one area go to one stream."""
+        return self.subject.rpartition(".")[0]
+
+
+@dataclass(frozen=True)
+class _RunResult:
+    """How a run of rows fared: the first ``acked`` rows are in the stream, in order."""
+
+    acked: int
+    error: OutboxPublishError | None = None
+    """Why the row after the acked ones was not published (None: the whole run was, or see ``resend``)."""
+    resend: bool = False
+    """The row after the acked ones was refused only because another publisher wrote in between."""
 
 
 class OutboxRelay:
@@ -233,8 +263,8 @@ class OutboxRelay:
     async def run(self, stop: asyncio.Event) -> None:
         """Publishes until ``stop`` is set: stands by while another relay is active, then takes over.
 
-        Database and NATS failures are logged and retried; only ``stop`` (or cancellation) ends it. The row
-        being published when ``stop`` is set is finished first.
+        Database and NATS failures are logged and retried; only ``stop`` (or cancellation) ends it. The run
+        of rows being published when ``stop`` is set is finished (acks read, rows marked) first.
         """
         logger.info("outbox relay starting", extra=self._log)
         while not stop.is_set():
@@ -316,12 +346,27 @@ class OutboxRelay:
             rows = await self._fetch(conn)
             if not rows:
                 break
-            for row in rows:
-                if stop is not None and stop.is_set():
-                    return published
-                await self._publish(row)
-                await self._mark_published(conn, row.id)
-                published += 1
+            acked: list[int] = []
+            error: OutboxPublishError | None = None
+            start = 0
+            while start < len(rows) and not (stop is not None and stop.is_set()):
+                end = start + 1
+                while end < len(rows) and rows[end].area == rows[start].area:
+                    end += 1
+                result = await self._publish_run(rows[start:end])
+                acked += [row.id for row in rows[start : start + result.acked]]
+                if result.error is not None or result.resend:
+                    error = result.error
+                    break
+                start = end
+            if acked:
+                await self._mark_published(conn, acked)
+                published += len(acked)
+            if error is not None:
+                self._stats.failures += 1
+                raise error
+            if stop is not None and stop.is_set():
+                break
         return published
 
     async def _fetch(self, conn: Connection) -> list[_Row]:
@@ -334,35 +379,68 @@ class OutboxRelay:
             for row_id, subject, payload, headers in await cursor.fetchall()
         ]
 
-    async def _publish(self, row: _Row) -> PubAck:
-        msg_id = self.msg_id(row.id)
-        log_extra = {**self._log, "outbox_id": row.id, "subject": row.subject, "msg_id": msg_id}
-        try:
-            envelope = decode_envelope(row.payload)
-            ack = await publish(
-                self._js,
-                row.subject,
-                envelope,
-                msg_id=msg_id,
-                headers=row.headers,
-                timeout=self._publish_timeout,
+    async def _publish_run(self, run: list[_Row]) -> _RunResult:
+        """Sends every row of the run, then reads the acks in order (see "Pipelined" above)."""
+        sends: list[asyncio.Task[PubAck]] = []
+        sent_error: OutboxPublishError | None = None
+        previous: str | None = None
+        for row in run:
+            msg_id = self.msg_id(row.id)
+            headers = {**row.headers, MSG_ID_HEADER: msg_id}
+            if previous is not None:
+                headers[Header.EXPECTED_LAST_MSG_ID.value] = previous
+            previous = msg_id
+            try:
+                # A row that is not an envelope can never be published: it blocks the outbox, loudly.
+                decode_envelope(row.payload)
+            except ModelhubError as exc:
+                sent_error = self._failed(row, exc)
+                break
+            # Tasks start in creation order and the client queues a publish before its first wait, so the
+            # rows go out in id order; were they not, the expected-last-id header makes the stream refuse.
+            sends.append(
+                asyncio.create_task(
+                    self._js.publish(row.subject, row.payload, timeout=self._publish_timeout, headers=headers)
+                )
             )
-        except ModelhubError as exc:
-            self._stats.failures += 1
-            # A row that can never be published blocks the outbox by design (order); make it loud.
-            level = logging.WARNING if isinstance(exc, DependencyError) else logging.ERROR
-            logger.log(level, "outbox row not published", extra={**log_extra, "error": exc.message})
-            raise OutboxPublishError(f"outbox row {row.id} not published: {exc.message}") from exc
-        if ack.duplicate:
-            self._stats.duplicates += 1
-            logger.info("outbox row was already in the stream", extra={**log_extra, "seq": ack.seq})
-        else:
-            self._stats.published += 1
-            logger.debug("outbox row published", extra={**log_extra, "seq": ack.seq})
-        return ack
+        try:
+            for index, send in enumerate(sends):
+                row = run[index]
+                try:
+                    ack = await send
+                except APIError as exc:
+                    if exc.err_code == _WRONG_LAST_MSG_ID and index > 0:
+                        # The previous row was stored (its ack came first), so another publisher wrote in
+                        # between: nothing was stored out of order; the rest is sent again as a new run.
+                        self._stats.resent += 1
+                        logger.info("outbox run interleaved with another publisher; resending", extra=self._log)
+                        return _RunResult(index, resend=True)
+                    return _RunResult(index, self._failed(row, exc))
+                except (nats.errors.Error, TimeoutError) as exc:
+                    return _RunResult(index, self._failed(row, exc))
+                log_extra = {**self._log, "outbox_id": row.id, "subject": row.subject, "seq": ack.seq}
+                if ack.duplicate:
+                    self._stats.duplicates += 1
+                    logger.info("outbox row was already in the stream", extra=log_extra)
+                else:
+                    self._stats.published += 1
+                    logger.debug("outbox row published", extra=log_extra)
+        finally:
+            for send in sends:
+                send.cancel()  # acks not waited for because an earlier row failed
+            await asyncio.gather(*sends, return_exceptions=True)
+        return _RunResult(len(sends), sent_error)
 
-    async def _mark_published(self, conn: Connection, row_id: int) -> None:
-        await conn.execute("UPDATE outbox SET published_at = now() WHERE id = %s", (row_id,))
+    def _failed(self, row: _Row, exc: Exception) -> OutboxPublishError:
+        message = exc.message if isinstance(exc, ModelhubError) else f"{exc.__class__.__name__}: {exc}"
+        extra = {**self._log, "outbox_id": row.id, "subject": row.subject, "error": message}
+        # A row that can never be published blocks the outbox by design (order); make it loud.
+        level = logging.ERROR if isinstance(exc, ModelhubError) else logging.WARNING
+        logger.log(level, "outbox row not published", extra=extra)
+        return OutboxPublishError(f"outbox row {row.id} not published: {message}")
+
+    async def _mark_published(self, conn: Connection, row_ids: list[int]) -> None:
+        await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY(%s)", (row_ids,))
 
     async def _purge(self, conn: Connection, older_than: timedelta) -> int:
         deleted = 0
