@@ -215,6 +215,38 @@ def test_base_chain_needs_read_access_to_the_base(registry: Registry) -> None:
     assert response.status_code == 422 and "cannot read" in response.json()["error"]["message"]
 
 
+def test_base_chain_checks_name_the_problem(registry: Registry) -> None:
+    alice = registry.as_user("alice")
+
+    def refused(body: dict[str, object]) -> str:
+        response = registry.client.post("/api/v1/models", json={"name": "x", **body}, headers=alice)
+        assert response.status_code == 422, response.text
+        message: str = response.json()["error"]["message"]
+        return message
+
+    assert "required" in refused({"id": "no-base"})
+    assert "'ghost' is neither a model file nor a base model" in refused({"id": "m", "base_model_id": "ghost"})
+    # A model file with no base of its own stands for the base model of its id, which must exist.
+    registry.create(alice, id="llama3.1:8b", base_model_id=None)
+    registry.create(alice, id="on-tuned", base_model_id="llama3.1:8b")
+    self_base = registry.client.patch("/api/v1/models/on-tuned", json={"base_model_id": "on-tuned"}, headers=alice)
+    assert self_base.status_code == 422 and "cycle" in self_base.json()["error"]["message"]
+
+    # A grant to one of the caller's groups is enough to build on a model file.
+    registry.create(
+        alice,
+        id="shared",
+        access={"grants": [{"principal_type": "group", "principal_id": "team", "permission": "read"}]},
+    )
+    registry.create(registry.as_user("bob", groups=("team",)), id="bobs", base_model_id="shared")
+
+    previous = "shared"
+    for depth in range(2, 33):
+        registry.create(alice, id=f"level-{depth}", base_model_id=previous)
+        previous = f"level-{depth}"
+    assert "deeper than 32" in refused({"id": "too-deep", "base_model_id": previous})
+
+
 def test_export_one_all_and_share(registry: Registry) -> None:
     alice = registry.as_user("alice")
     registry.create(alice, id="hf.co/u/r:Q4", name="R", meta={"tags": ["x"]})

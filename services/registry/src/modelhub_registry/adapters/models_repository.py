@@ -63,6 +63,26 @@ class ListQuery:
 
 
 @dataclass(frozen=True)
+class WriteChecks:
+    """What writing a model file with this id on this base must check, read in one query."""
+
+    taken: bool
+    """A model file has the id."""
+    id_is_base: bool
+    """A base model has the id."""
+    chain: list[str]
+    """The model files the base leads through, nearest first (empty when the base is not a model file);
+    cut after ``max_depth`` + 1 links, or where it reaches the model itself."""
+    base_readable: bool
+    """The caller may read the base (when it is a model file)."""
+    terminal: str | None
+    """Where the chain leaves the model files: the base model id it ends on (None: the last model file
+    names no base, it is its own base model)."""
+    terminal_is_base: bool
+    """``terminal`` is a base model."""
+
+
+@dataclass(frozen=True)
 class Revision:
     model_id: str
     version: int
@@ -113,7 +133,48 @@ def snapshot(model: ModelFile) -> dict[str, Any]:
     return model.model_dump(mode="json", exclude_none=True)
 
 
+_WRITE_CHECKS = f"""
+WITH RECURSIVE chain AS (
+    SELECT m.id, m.base_model_id, 1 AS depth FROM models m WHERE m.id = %(base)s
+    UNION ALL
+    SELECT m.id, m.base_model_id, c.depth + 1
+    FROM chain c JOIN models m ON m.id = c.base_model_id
+    WHERE c.depth <= %(max_depth)s AND c.id <> %(id)s
+), ends AS (
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM chain)
+                THEN (SELECT base_model_id FROM chain ORDER BY depth DESC LIMIT 1)
+                ELSE %(base)s::text END AS terminal
+)
+SELECT EXISTS (SELECT 1 FROM models WHERE id = %(id)s),
+       EXISTS (SELECT 1 FROM base_models WHERE id = %(id)s),
+       ARRAY(SELECT id FROM chain ORDER BY depth),
+       EXISTS (SELECT 1 FROM models m WHERE m.id = %(base)s AND {_READABLE}),
+       ends.terminal,
+       EXISTS (SELECT 1 FROM base_models b WHERE b.id = ends.terminal)
+FROM ends
+"""
+
+
 class ModelsRepository:
+    async def write_checks(
+        self, conn: AsyncConnection[Any], model_id: str, base_id: str | None, principal: Principal, *, max_depth: int
+    ) -> WriteChecks:
+        """One round trip instead of a query per link of the base chain."""
+        params = {
+            "id": model_id,
+            "base": base_id,
+            "max_depth": max_depth,
+            "admin": principal.is_admin,
+            "sub": principal.subject,
+            "groups": sorted(principal.groups),
+        }
+        cur = await conn.execute(_WRITE_CHECKS, params)
+        row = await cur.fetchone()
+        if row is None:  # the query always returns one row
+            raise RuntimeError("write checks returned no row")
+        taken, id_is_base, chain, base_readable, terminal, terminal_is_base = row
+        return WriteChecks(taken, id_is_base, list(chain), base_readable, terminal, terminal_is_base)
+
     async def get(self, conn: AsyncConnection[Any], model_id: str, *, for_update: bool = False) -> StoredModel | None:
         query = _SELECT + " WHERE m.id = %(id)s" + (" FOR UPDATE OF m" if for_update else "")
         async with conn.cursor(row_factory=dict_row) as cur:

@@ -21,8 +21,10 @@ from modelhub_registry.adapters.models_repository import (
     ModelsRepository,
     Revision,
     StoredModel,
+    WriteChecks,
     encode_cursor,
 )
+from modelhub_registry.adapters.reads import autocommit_connection
 from modelhub_registry.domain.access import can_read, can_write
 from modelhub_registry.domain.avatars import Avatar, AvatarError, process_avatar
 from modelhub_registry.domain.effective import ChainLink, EffectiveParam, merge_params
@@ -92,6 +94,38 @@ def changed_fields(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return changed
 
 
+def check_base(spec: ModelFileSpec, checks: WriteChecks) -> None:
+    """The base must exist and be readable, and following it must never lead back to this model."""
+    base_id = spec.base_model_id
+    if base_id is None:
+        if not checks.id_is_base:
+            raise InvalidModelError(
+                "base_model_id: required (the model file this one is built on, or a base model)",
+                details=[{"field": "base_model_id", "message": "required"}],
+            )
+        return
+    if checks.chain and not checks.base_readable and base_id != spec.id:
+        raise InvalidModelError(
+            f"base_model_id: you cannot read model '{base_id}'",
+            details=[{"field": "base_model_id", "message": "not readable"}],
+        )
+    if spec.id in checks.chain or checks.terminal == spec.id:
+        raise InvalidModelError(
+            f"base_model_id: '{base_id}' is built on '{spec.id}'; that would make a cycle",
+            details=[{"field": "base_model_id", "message": "would make a cycle"}],
+        )
+    depth = len(checks.chain)
+    if depth > MAX_CHAIN_DEPTH or (depth == MAX_CHAIN_DEPTH and checks.terminal is not None):
+        raise InvalidModelError(f"base_model_id: the chain is deeper than {MAX_CHAIN_DEPTH} models")
+    if checks.terminal is None:
+        return
+    if not checks.terminal_is_base:
+        raise InvalidModelError(
+            f"base_model_id: '{checks.terminal}' is neither a model file nor a base model here",
+            details=[{"field": "base_model_id", "message": f"'{checks.terminal}' does not exist"}],
+        )
+
+
 @dataclass(frozen=True)
 class Page:
     items: list[StoredModel]
@@ -158,49 +192,19 @@ class ModelService:
             raise ForbiddenError(f"you can read model '{model_id}' but not change it; ask its owner for write access")
         return stored
 
-    async def _check_base(self, conn: AsyncConnection[Any], spec: ModelFileSpec, principal: Principal) -> None:
-        """The base must exist and be readable, and following it must never lead back to this model."""
-        if spec.base_model_id is None:
-            if await self.base_models.get(conn, spec.id) is None:
-                raise InvalidModelError(
-                    "base_model_id: required (the model file this one is built on, or a base model)",
-                    details=[{"field": "base_model_id", "message": "required"}],
-                )
-            return
-        current: str | None = spec.base_model_id
-        for _ in range(MAX_CHAIN_DEPTH):
-            if current is None:
-                return
-            if current == spec.id:
-                raise InvalidModelError(
-                    f"base_model_id: '{spec.base_model_id}' is built on '{spec.id}'; that would make a cycle",
-                    details=[{"field": "base_model_id", "message": "would make a cycle"}],
-                )
-            stored = await self.models.get(conn, current)
-            if stored is not None:
-                if current == spec.base_model_id and not can_read(stored.model, principal):
-                    raise InvalidModelError(
-                        f"base_model_id: you cannot read model '{current}'",
-                        details=[{"field": "base_model_id", "message": "not readable"}],
-                    )
-                current = stored.model.base_model_id
-                continue
-            if await self.base_models.get(conn, current) is not None:
-                return
-            raise InvalidModelError(
-                f"base_model_id: '{current}' is neither a model file nor a base model here",
-                details=[{"field": "base_model_id", "message": f"'{current}' does not exist"}],
-            )
-        raise InvalidModelError(f"base_model_id: the chain is deeper than {MAX_CHAIN_DEPTH} models")
+    async def _write_checks(self, conn: AsyncConnection[Any], spec: ModelFileSpec, principal: Principal) -> WriteChecks:
+        checks = await self.models.write_checks(conn, spec.id, spec.base_model_id, principal, max_depth=MAX_CHAIN_DEPTH)
+        check_base(spec, checks)
+        return checks
 
     # ---- reads
 
     async def get(self, model_id: str, principal: Principal) -> StoredModel:
-        async with self.pool.connection() as conn:
+        async with autocommit_connection(self.pool) as conn:
             return await self._load(conn, model_id, principal, write=False)
 
     async def list_page(self, principal: Principal, query: ListQuery) -> Page:
-        async with self.pool.connection() as conn:
+        async with autocommit_connection(self.pool) as conn:
             rows = await self.models.list_page(
                 conn, principal, ListQuery(**{**query.__dict__, "limit": query.limit + 1})
             )
@@ -225,12 +229,16 @@ class ModelService:
 
     async def create(self, data: Any, principal: Principal) -> ModelFile:
         spec = self.validate_spec(data)
-        async with self.pool.connection() as conn, conn.transaction():
-            if await self.models.exists(conn, spec.id):
+        # Pipelined: BEGIN and the checks go in one round trip, the writes and the outbox row in another.
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            checks = await self.models.write_checks(
+                conn, spec.id, spec.base_model_id, principal, max_depth=MAX_CHAIN_DEPTH
+            )
+            if checks.taken:
                 raise ConflictError(f"model '{spec.id}' already exists; choose another id or edit it")
-            if spec.base_model_id is not None and await self.base_models.get(conn, spec.id) is not None:
+            if spec.base_model_id is not None and checks.id_is_base:
                 raise ConflictError(f"'{spec.id}' is the id of a base model; choose another id")
-            await self._check_base(conn, spec, principal)
+            check_base(spec, checks)
             stamp = now()
             model = ModelFile(
                 **spec_values(spec), owner_id=principal.subject, created_at=stamp, updated_at=stamp, version=1
@@ -254,7 +262,7 @@ class ModelService:
         if not fields:
             return stored.model, []
         if "base_model_id" in fields:
-            await self._check_base(conn, new_spec, principal)
+            await self._write_checks(conn, new_spec, principal)
         model = ModelFile(
             **spec_values(new_spec),
             owner_id=stored.model.owner_id,
@@ -356,12 +364,12 @@ class ModelService:
     # ---- revisions
 
     async def revisions(self, model_id: str, principal: Principal) -> list[Revision]:
-        async with self.pool.connection() as conn:
+        async with autocommit_connection(self.pool) as conn:
             await self._load(conn, model_id, principal, write=False)
             return await self.models.revisions(conn, model_id)
 
     async def revision(self, model_id: str, version: int, principal: Principal) -> Revision:
-        async with self.pool.connection() as conn:
+        async with autocommit_connection(self.pool) as conn:
             await self._load(conn, model_id, principal, write=False)
             revision = await self.models.revision(conn, model_id, version)
         if revision is None:
@@ -394,7 +402,7 @@ class ModelService:
         return avatar
 
     async def set_avatar(self, model_id: str, data: bytes, principal: Principal) -> ModelFile:
-        async with self.pool.connection() as conn:
+        async with autocommit_connection(self.pool) as conn:
             await self._load(conn, model_id, principal, write=True)
         avatar = await self.store_avatar_bytes(data)
         async with self.pool.connection() as conn, conn.transaction():
@@ -438,7 +446,7 @@ class ModelService:
     async def effective(
         self, model_id: str, principal: Principal, overrides: dict[str, Any] | None = None
     ) -> Effective:
-        async with self.pool.connection() as conn:
+        async with autocommit_connection(self.pool) as conn:
             stored = await self._load(conn, model_id, principal, write=False)
             chain: list[ChainLink] = []
             problems: list[str] = []
