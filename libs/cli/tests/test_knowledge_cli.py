@@ -96,7 +96,12 @@ def _id(output: str) -> str:
 
 
 def test_create_add_query_and_remove(live_rag: LiveRag, tmp_path: Path) -> None:
-    kid = _id(live_rag.ok("create", "Field guide", "--description", "birds"))
+    created = live_rag.run("create", "Field guide", "--description", "birds")
+    assert created.exit_code == 0, created.output
+    # stdout is the id alone, so `KB=$(modelhub knowledge create …)` works; the confirmation goes to stderr
+    kid = created.stdout.strip()
+    assert kid == _id(created.stdout), created.stdout
+    assert "created knowledge 'Field guide'" in created.stderr
     assert "Field guide" in live_rag.ok("list")
 
     (tmp_path / "owls.txt").write_text("Barn owls hunt at night by hearing alone; their faces funnel sound.")

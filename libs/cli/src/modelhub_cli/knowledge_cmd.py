@@ -226,7 +226,8 @@ def create(
     if as_json:
         render.print_json(created)
         return
-    render.success(f"created knowledge '{created['name']}'")
+    # The id alone on stdout, so that `KB=$(modelhub knowledge create NAME)` works.
+    render.success(f"created knowledge '{created['name']}'", err=True)
     typer.echo(created["id"])
 
 

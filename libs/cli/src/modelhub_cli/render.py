@@ -55,8 +55,9 @@ def show(renderable: Table | Text | str) -> None:
     stdout().print(renderable)
 
 
-def success(message: str) -> None:
-    stdout().print(Text(message, style="green"))
+def success(message: str, *, err: bool = False) -> None:
+    """A green confirmation; ``err`` sends it to stderr, for commands whose stdout is a value for scripts."""
+    (stderr() if err else stdout()).print(Text(message, style="green"))
 
 
 def note(message: str) -> None:
