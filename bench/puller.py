@@ -12,8 +12,9 @@ all in the same run against the same servers:
 * the puller: ``POST /pulls`` → ``completed`` (manifest, ranged parts in parallel, SHA-256, S3 multipart
   upload, manifest written last), as throughput over the weights' size;
 * resume: the stored model is deleted, pulled again, the puller is killed with SIGKILL once half of the
-  blob's parts are stored, a new puller process takes the job over. A byte-counting TCP relay in front of
-  the registry counts every byte both processes fetched: ``wasted = fetched - blob size``.
+  blob's parts are stored, a new puller process takes the job over with the same spool directory (as a
+  container restarted in its pod would). A byte-counting TCP relay in front of the registry counts every
+  byte both processes fetched: ``wasted = fetched - blob size``.
 
 Progress goes to stderr, the markdown tables to stdout. Every process started is stopped by its PID at the
 end, on Ctrl-C and on SIGTERM.
@@ -223,7 +224,7 @@ class CountingRelay:
 
 
 def puller_env(
-    stack: BenchStack, database: str, port: int, hosts: list[str], args: argparse.Namespace
+    stack: BenchStack, database: str, port: int, hosts: list[str], spool: Path, args: argparse.Namespace
 ) -> dict[str, str]:
     s3 = stack.s3_endpoint
     values: dict[str, object] = {
@@ -241,6 +242,7 @@ def puller_env(
         "work_ack_wait_seconds": 5,
         "heartbeat_seconds": 1,
         "lease_seconds": 3,
+        "spool_dir": str(spool),
         "log_level": "WARNING",
     }
     env = service_env("MODELHUB_PULLER_", values)
@@ -282,6 +284,10 @@ def stored_part_bytes(database: str, digest: str) -> int:
     return int(row[0]) if row else 0
 
 
+def spooled_bytes(spool: Path) -> int:
+    return sum(path.stat().st_size for path in spool.rglob("*.part"))
+
+
 def mbps(size: int, seconds: float) -> str:
     return f"{size / MIB / seconds:.0f} MiB/s"
 
@@ -305,7 +311,7 @@ def main() -> None:
         relay_host = f"127.0.0.1:{relay.port}"
         database = stack.database("bench_puller")
         port = pick_free_port()
-        env = puller_env(stack, database, port, [registry_host, relay_host], args)
+        env = puller_env(stack, database, port, [registry_host, relay_host], root / "spool", args)
         migrate_env = {**{k: v for k, v in os.environ.items() if not k.startswith("MODELHUB_")}, **env}
         subprocess.run([sys.executable, "-m", "modelhub_puller", "migrate"], env=migrate_env, check=True)
 
@@ -362,6 +368,7 @@ def main() -> None:
             os.kill(pid, signal.SIGKILL)
             killed_at = time.perf_counter()
             stored_at_kill = stored_part_bytes(database, digest)
+            spooled_at_kill = spooled_bytes(root / "spool")
             fetched_before_kill = relay.received
         with puller_process(root, env, port, "puller-2"):
             wait_pull(api, again["id"], lambda p: p["state"] == "completed")
@@ -394,6 +401,7 @@ def main() -> None:
             ["resume after SIGKILL at 50 %", "value"],
             [
                 ["parts stored when killed", f"{stored_at_kill / MIB:.0f} MiB ({stored_at_kill * 100 // size} %)"],
+                ["spool files at the kill (parts in flight, some already stored)", f"{spooled_at_kill / MIB:.1f} MiB"],
                 ["bytes fetched before the kill", f"{fetched_before_kill / MIB:.0f} MiB"],
                 ["bytes fetched by both processes", f"{fetched / MIB:.0f} MiB"],
                 [

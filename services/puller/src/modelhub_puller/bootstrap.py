@@ -28,6 +28,7 @@ from modelhub_puller import __version__
 from modelhub_puller.adapters.blob_store import BlobStore
 from modelhub_puller.adapters.event_bus import PullEventBus
 from modelhub_puller.adapters.ollama_client import OllamaClient
+from modelhub_puller.adapters.part_spool import PartSpool
 from modelhub_puller.adapters.pull_repository import PullRepository
 from modelhub_puller.adapters.registry_client import RegistryClient
 from modelhub_puller.domain.pull import LayerProgress, PullJob
@@ -131,6 +132,7 @@ def build(settings: PullerSettings, runtime: Runtime, http: HttpClients) -> Wiri
     repo = PullRepository()
     registry = build_registry_client(settings, http.registry)
     store = build_blob_store(settings, http.store, runtime.require_store())
+    spool = PartSpool(settings.spool_dir)
     transfer = BlobTransfer(
         registry,
         store,
@@ -146,6 +148,7 @@ def build(settings: PullerSettings, runtime: Runtime, http: HttpClients) -> Wiri
             lease_seconds=settings.lease_seconds,
         ),
         worker=(me := worker_id()),
+        spool=spool,
     )
     store_puller = StorePuller(
         registry,
@@ -184,6 +187,7 @@ def build(settings: PullerSettings, runtime: Runtime, http: HttpClients) -> Wiri
         ),
         worker=me,
         stop=runtime.stop,
+        spool=spool,
     )
     rules = policy(settings)
     services = Services(

@@ -6,6 +6,8 @@ Lists and maps are JSON in the environment, e.g.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -67,6 +69,12 @@ class PullerSettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
     retry_backoff_max_seconds: float = Field(30.0, ge=0)
     connect_timeout_seconds: float = Field(10.0, gt=0)
     stall_timeout_seconds: float = Field(30.0, gt=0, description="A read that waits this long is retried.")
+    spool_dir: Path | None = Field(
+        None,
+        description="Local directory where parts in flight are spooled, so that a restarted process continues"
+        " them instead of fetching them again (needs room for PARALLEL_PARTS x MAX_CONCURRENT_PULLS parts);"
+        " unset: a restart fetches the parts in flight again.",
+    )
 
     # ---- the work queue
     max_concurrent_pulls: int = Field(2, ge=1, le=32, description="Pulls one replica runs at once.")

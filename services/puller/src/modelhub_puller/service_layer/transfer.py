@@ -1,12 +1,15 @@
 """Moves one blob from a registry into the model store, verified, resumable and shared between pulls.
 
-Design (why no local spool): parts go straight from ranged GETs into an S3 multipart upload, and every
-stored part is recorded in Postgres (``blob_upload_parts``). Any replica can therefore resume a download a
-dead replica started: it lists the recorded parts, fetches only the missing ones and completes the same
-upload. A spool directory would tie the partial download to one pod's disk.
+Design: parts go from ranged GETs into an S3 multipart upload, and every stored part is recorded in
+Postgres (``blob_upload_parts``). Any replica can therefore resume a download a dead replica started: it
+lists the recorded parts, fetches only the missing ones and completes the same upload. The parts that were
+in flight when a process died are spooled to a local directory as they arrive (:mod:`.part_spool`); a
+process that takes over on the same disk continues each of them with a ``Range`` from where its spool ends,
+so a kill costs at most the last unflushed bytes of each part in flight. Another replica, without the spool,
+fetches those parts whole.
 
 * Parts of ``part_size`` bytes are fetched ``parallel_parts`` at a time, in order, each with its own retries
-  and exponential back-off; a read that stalls for ``stall_timeout`` is retried.
+  and exponential back-off; a read that stalls for ``stall_timeout`` is retried from the byte where it broke off.
 * SHA-256 is computed while downloading: parts are hashed in order as they arrive, out-of-order parts wait
   in memory (at most ``reorder_window`` parts ahead of the hashing position). A digest mismatch aborts the
   upload before the object exists. A *resumed* download cannot hash the parts stored earlier from memory, so
@@ -32,6 +35,7 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from modelhub_puller.adapters.blob_store import BlobStore
+from modelhub_puller.adapters.part_spool import PartSpool, SpooledPart, UploadSpool
 from modelhub_puller.adapters.pull_repository import PullRepository, UploadRecord
 from modelhub_puller.adapters.registry_client import (
     BlobLocation,
@@ -83,6 +87,7 @@ class BlobTransfer:
         limits: TransferLimits,
         *,
         worker: str,
+        spool: PartSpool,
     ) -> None:
         self._registry = registry
         self._store = store
@@ -90,6 +95,7 @@ class BlobTransfer:
         self._repo = repo
         self._limits = limits
         self._worker = worker
+        self._spool = spool
 
     # ---- presence
 
@@ -211,22 +217,33 @@ class BlobTransfer:
         etags = {number: etag for number, (_, etag) in upload.parts.items()}
         if not location.ranged:
             etags = {}  # a server without ranges cannot resume: every part is fetched again
-        already = sum(_part_length(upload, n) for n in etags)
-        completed(already)
-        hasher = _OrderedHasher(enabled=not etags, window=max(self._limits.reorder_window, self._limits.parallel_parts))
+        spool = self._spool.upload(layer.digest, upload.upload_id)
+        spool.prune()
+        pending = [n for n in range(1, count + 1) if n not in etags]
+        spooled = sum(spool.spooled(n, _part_length(upload, n)) for n in pending) if location.ranged else 0
+        completed(sum(_part_length(upload, n) for n in etags) + spooled)
+        # Bytes loaded from a spool were hashed by nobody in this process: such a download is verified at the end.
+        hasher = _OrderedHasher(
+            enabled=not etags and not spooled, window=max(self._limits.reorder_window, self._limits.parallel_parts)
+        )
         log = {"digest": layer.digest, "size": upload.size, "parts": count, "resumed_parts": len(etags)}
-        logger.info("downloading blob", extra={**log, "ranged": location.ranged})
+        logger.info("downloading blob", extra={**log, "ranged": location.ranged, "spooled_bytes": spooled})
 
         if location.ranged:
-            fetcher = _RangedFetcher(self, session, layer, location, upload, progress)
-            pending = [n for n in range(1, count + 1) if n not in etags]
+            fetcher = _RangedFetcher(self, session, layer, location, upload, progress, spool)
 
             async def part_worker() -> None:
                 while pending:
                     number = pending.pop(0)
                     await hasher.wait_for_room(number)
-                    data = await fetcher.fetch(number)
-                    etags[number] = await self._store_part(key, upload, number, data)
+                    part = await fetcher.fetch(number)
+                    try:
+                        data = bytes(part.view)
+                        etags[number] = await self._store_part(key, upload, number, data)
+                    except BaseException:
+                        part.close()
+                        raise
+                    part.remove()
                     await hasher.feed(number, data)
 
             async with asyncio.TaskGroup() as group:
@@ -237,7 +254,7 @@ class BlobTransfer:
 
         if hasher.enabled:
             if hasher.digest() != layer.digest:
-                await self._discard(key, upload)
+                await self._discard(key, upload, spool)
                 raise DigestMismatchError(
                     f"blob {layer.digest[:19]}: digest mismatch (the bytes received hash to {hasher.digest()[:19]})"
                 )
@@ -246,6 +263,7 @@ class BlobTransfer:
             await self.retrying(lambda: self._store.complete_upload(key, upload.upload_id, etags), "store complete")
             actual = await self._hash_stored(key)
             if actual != layer.digest:
+                spool.discard()
                 await self._store.remove(key)
                 async with self._pool.connection() as conn, conn.transaction():
                     await self._repo.drop_upload(conn, layer.digest)
@@ -258,6 +276,7 @@ class BlobTransfer:
         async with self._pool.connection() as conn, conn.transaction():
             await self._repo.record_blob(conn, layer.digest, layer.size)
             await self._repo.drop_upload(conn, layer.digest)
+        spool.discard()
         logger.info("blob stored", extra=log)
 
     async def _sequential(
@@ -311,7 +330,8 @@ class BlobTransfer:
             await self._repo.record_part(conn, upload.digest, number, len(data), etag)
         return etag
 
-    async def _discard(self, key: str, upload: UploadRecord) -> None:
+    async def _discard(self, key: str, upload: UploadRecord, spool: UploadSpool) -> None:
+        spool.discard()
         with contextlib.suppress(StoreError):
             await self._store.abort_upload(key, upload.upload_id)
         async with self._pool.connection() as conn, conn.transaction():
@@ -410,7 +430,10 @@ class _OrderedHasher:
 
 
 class _RangedFetcher:
-    """Fetches numbered parts with retries; re-locates the blob when a signed URL expires."""
+    """Fetches numbered parts with retries, each continuing where the last try (or a spool) ended.
+
+    Re-locates the blob when a signed URL expires.
+    """
 
     def __init__(
         self,
@@ -420,6 +443,7 @@ class _RangedFetcher:
         location: BlobLocation,
         upload: UploadRecord,
         progress: BlobProgress,
+        spool: UploadSpool,
     ) -> None:
         self._transfer = transfer
         self._session = session
@@ -427,29 +451,40 @@ class _RangedFetcher:
         self._location = location
         self._upload = upload
         self._progress = progress
+        self._spool = spool
 
-    async def fetch(self, number: int) -> bytes:
-        start = (number - 1) * self._upload.part_size
+    async def fetch(self, number: int) -> SpooledPart:
+        """Part ``number``, complete; its spool file stays until the caller has stored the part."""
         length = _part_length(self._upload, number)
+        part = self._spool.open(number, length)
+        try:
+            await self._receive(number, part)
+        except BaseException:
+            part.close()
+            raise
+        part.flush()
+        return part
+
+    async def _receive(self, number: int, part: SpooledPart) -> None:
+        start = (number - 1) * self._upload.part_size
+        end = start + part.length - 1
         limits = self._transfer._limits
         registry = self._transfer._registry
         for attempt in range(1, limits.retries + 1):
-            buffer = bytearray(length)
-            received = 0
+            if part.received == part.length:
+                return
             try:
-                async with registry.open_range(self._session, self._location, start, start + length - 1) as response:
+                async with registry.open_range(self._session, self._location, start + part.received, end) as response:
                     async for chunk in response.aiter_raw():
                         size = len(chunk)
-                        if received + size > length:
-                            raise UpstreamError(f"part {number} is longer than the {length} bytes asked for")
-                        buffer[received : received + size] = chunk
-                        received += size
+                        if part.received + size > part.length:
+                            raise UpstreamError(f"part {number} is longer than the {part.length} bytes asked for")
+                        part.add(chunk)
                         self._progress.add(self._layer.digest, size)
-                if received != length:
-                    raise UpstreamError(f"part {number} ended after {received} of {length} bytes")
-                return bytes(buffer)
+                if part.received != part.length:
+                    raise UpstreamError(f"part {number} ended after {part.received} of {part.length} bytes")
+                return
             except LocationExpiredError as exc:
-                self._progress.add(self._layer.digest, -received)
                 if attempt == limits.retries:
                     raise
                 logger.info(
@@ -457,7 +492,6 @@ class _RangedFetcher:
                 )
                 self._location = await registry.locate(self._session, self._layer)
             except (UpstreamError, httpx.HTTPError) as exc:
-                self._progress.add(self._layer.digest, -received)
                 if attempt == limits.retries:
                     raise _as_upstream(exc) from exc
                 logger.info(

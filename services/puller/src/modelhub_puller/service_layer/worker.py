@@ -30,6 +30,7 @@ from modelhub_common.consumer import MsgContext
 from modelhub_common.errors import TransientError
 from modelhub_common.outbox import enqueue
 from modelhub_puller.adapters.blob_store import BlobStore
+from modelhub_puller.adapters.part_spool import PartSpool
 from modelhub_puller.adapters.pull_repository import PullRepository
 from modelhub_puller.domain import manifest as mf
 from modelhub_puller.domain.details import ModelDetails
@@ -74,8 +75,10 @@ class PullWorker:
         *,
         worker: str,
         stop: asyncio.Event,
+        spool: PartSpool,
     ) -> None:
         self._pool = pool
+        self._spool = spool
         self._repo = repo
         self._store = store
         self._store_puller = store_puller
@@ -297,5 +300,6 @@ class PullWorker:
                 else:
                     await self._repo.drop_upload(conn, digest)
             if not needed:
+                self._spool.upload(digest, upload_id).discard()
                 with contextlib.suppress(StoreError):
                     await self._store.abort_upload(mf.blob_key(digest), upload_id)
