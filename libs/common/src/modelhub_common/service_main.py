@@ -36,8 +36,10 @@ def run_service(
     serve: Callable[[S], Coroutine[Any, Any, None]],
     migrate: Callable[[S], Coroutine[Any, Any, list[str]]] | None = None,
     argv: Sequence[str] | None = None,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> int:
-    """Parses the command line, loads settings, configures logging and runs the chosen command."""
+    """Parses the command line, loads settings, configures logging and runs the chosen command on an event
+    loop from ``loop_factory`` (asyncio's own by default; e.g. ``uvloop.new_event_loop``)."""
     parser = argparse.ArgumentParser(prog=f"python -m modelhub_{service}", description=description)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", help="run the service until SIGTERM/SIGINT")
@@ -55,10 +57,12 @@ def run_service(
 
     try:
         if args.command == "serve":
-            asyncio.run(serve(settings))
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                runner.run(serve(settings))
         elif args.command == "migrate":
             assert migrate is not None
-            applied = asyncio.run(migrate(settings))
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                applied = runner.run(migrate(settings))
             logger.info("migrations applied", extra={"applied": applied, "count": len(applied)})
         else:
             sys.stderr.write("settings are valid\n")

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from modelhub_chat_gateway import __version__
 from modelhub_chat_gateway.adapters.backends.base import ChatBackend
+from modelhub_chat_gateway.adapters.backends.http_stream import StreamingHttpClient
 from modelhub_chat_gateway.adapters.backends.local_llama import LocalLlamaBackend, ModelFileCache
 from modelhub_chat_gateway.adapters.backends.ollama import OllamaBackend
 from modelhub_chat_gateway.adapters.backends.openai_compat import OpenAICompatBackend
@@ -26,6 +27,7 @@ from modelhub_chat_gateway.entrypoints.chat_servicer import ChatServicer, ImageF
 from modelhub_chat_gateway.entrypoints.grpc_server import GrpcServer
 from modelhub_chat_gateway.entrypoints.model_events import ModelEventsListener
 from modelhub_chat_gateway.entrypoints.openai_http import OpenAIApiDeps, install_openai_errors, openai_router
+from modelhub_chat_gateway.entrypoints.verified_tokens import VerifiedTokens
 from modelhub_chat_gateway.service_layer.chat import ChatService, TurnLimits
 from modelhub_chat_gateway.service_layer.completions import CompletionService
 from modelhub_chat_gateway.service_layer.generation import ContextDefaults, Generator, Timeouts
@@ -114,6 +116,7 @@ def build_app(
     and closed with the app. ``extra_backends`` adds or replaces backends by name (benchmarks)."""
     readiness = Readiness()
     holder: dict[str, Services] = {}
+    tokens = VerifiedTokens(settings.jwt_secret.get_secret_value, settings.jwt_issuer)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -132,11 +135,7 @@ def build_app(
                 httpx.AsyncClient(timeout=settings.registry_timeout_seconds)
             )
             backend_http = await stack.enter_async_context(
-                httpx.AsyncClient(
-                    # Read timeouts are the gateway's own (first token, idle), enforced per answer.
-                    timeout=httpx.Timeout(connect=settings.connect_timeout_seconds, read=None, write=30, pool=None),
-                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-                )
+                StreamingHttpClient(connect_timeout=settings.connect_timeout_seconds)
             )
             local = local_backend
             if local is None:
@@ -177,8 +176,7 @@ def build_app(
             grpc_server = GrpcServer(
                 host=settings.host,
                 port=settings.grpc_port,
-                secret=settings.jwt_secret.get_secret_value,
-                issuer=settings.jwt_issuer,
+                tokens=tokens,
                 servicer=ChatServicer(
                     chat,
                     catalog,
@@ -210,8 +208,7 @@ def build_app(
     )
     install_openai_errors(app)
     app.state.openai = OpenAIApiDeps(
-        secret=settings.jwt_secret.get_secret_value,
-        issuer=settings.jwt_issuer,
+        tokens=tokens,
         catalog=lambda: holder["services"].catalog,
         completions=lambda: holder["services"].completions,
     )

@@ -9,7 +9,8 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from modelhub_common.auth import Principal, parse_authorization_header, verify_token
+from modelhub_chat_gateway.entrypoints.verified_tokens import VerifiedTokens
+from modelhub_common.auth import Principal, parse_authorization_header
 from modelhub_common.errors import AuthError
 
 PROTECTED_PREFIX = "/modelhub.chat.v1.ChatService/"
@@ -42,9 +43,8 @@ def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler
 
 
 class BearerAuthInterceptor(aio.ServerInterceptor):
-    def __init__(self, secret: Callable[[], str], issuer: str) -> None:
-        self._secret = secret
-        self._issuer = issuer
+    def __init__(self, tokens: VerifiedTokens) -> None:
+        self._tokens = tokens
 
     async def intercept_service(
         self,
@@ -58,7 +58,7 @@ class BearerAuthInterceptor(aio.ServerInterceptor):
         raw = metadata.get("authorization")
         try:
             token = parse_authorization_header(raw if isinstance(raw, str) else None)
-            principal = verify_token(token, self._secret(), issuer=self._issuer)
+            principal = self._tokens.verify(token)
         except AuthError as exc:
             return _deny(handler, exc.message)
         current_principal.set(principal)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import SERVICE_NAME as HEALTH_SERVICE_NAME
@@ -13,6 +11,7 @@ from grpc_reflection.v1alpha import reflection
 from modelhub.chat.v1 import chat_pb2, chat_pb2_grpc
 from modelhub_chat_gateway.entrypoints.auth_interceptor import BearerAuthInterceptor
 from modelhub_chat_gateway.entrypoints.chat_servicer import ChatServicer
+from modelhub_chat_gateway.entrypoints.verified_tokens import VerifiedTokens
 
 CHAT_SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
 HEALTH_NAMES = ("", CHAT_SERVICE_NAME)
@@ -21,8 +20,8 @@ HEALTH_NAMES = ("", CHAT_SERVICE_NAME)
 class GrpcServer:
     """Owns the server and its health status: SERVING only between ``start`` and ``begin_shutdown``."""
 
-    def __init__(self, *, host: str, port: int, secret: Callable[[], str], issuer: str, servicer: ChatServicer) -> None:
-        self.server = aio.server(interceptors=[BearerAuthInterceptor(secret, issuer)])
+    def __init__(self, *, host: str, port: int, tokens: VerifiedTokens, servicer: ChatServicer) -> None:
+        self.server = aio.server(interceptors=[BearerAuthInterceptor(tokens)])
         self.health = health_aio.HealthServicer()
         chat_pb2_grpc.add_ChatServiceServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelhub_chat_gateway.domain.chat_types import ImageData, PromptMessage, Role
+from modelhub_chat_gateway.entrypoints.verified_tokens import VerifiedTokens
 from modelhub_chat_gateway.errors import (
     BackendError,
     BackendTimeoutError,
@@ -34,7 +35,7 @@ from modelhub_chat_gateway.errors import (
 )
 from modelhub_chat_gateway.service_layer.completions import CompletionService, PreparedCompletion
 from modelhub_chat_gateway.service_layer.model_catalog import Caller, ModelCatalog
-from modelhub_common.auth import parse_authorization_header, verify_token
+from modelhub_common.auth import parse_authorization_header
 from modelhub_common.errors import AuthError, ModelhubError
 
 logger = logging.getLogger(__name__)
@@ -149,8 +150,7 @@ def _overrides(body: ChatCompletionIn) -> dict[str, Any]:
 class OpenAIApiDeps:
     """What the routes need, stored by the bootstrap as ``app.state.openai``."""
 
-    secret: Callable[[], str]
-    issuer: str
+    tokens: VerifiedTokens
     catalog: Callable[[], ModelCatalog]
     completions: Callable[[], CompletionService]
 
@@ -164,7 +164,7 @@ async def _caller(request: Request) -> Caller:
     deps = _deps(request)
     try:
         token = parse_authorization_header(request.headers.get("authorization"))
-        return Caller(verify_token(token, deps.secret(), issuer=deps.issuer), token)
+        return Caller(deps.tokens.verify(token), token)
     except AuthError as exc:
         raise OpenAIError(*_error_body(exc)) from exc
 

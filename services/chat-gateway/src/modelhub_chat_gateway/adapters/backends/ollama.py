@@ -7,9 +7,7 @@ import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
-
-from modelhub_chat_gateway.adapters.backends.base import http_error, response_lines, transport_error
+from modelhub_chat_gateway.adapters.backends.http_stream import StreamingHttpClient
 from modelhub_chat_gateway.domain.chat_types import BackendRequest, StreamChunk, Usage
 from modelhub_chat_gateway.domain.model import ModelLocation
 from modelhub_chat_gateway.domain.params import to_ollama_options
@@ -17,7 +15,7 @@ from modelhub_chat_gateway.errors import BackendError
 
 
 class OllamaBackend:
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: StreamingHttpClient) -> None:
         self._http = http
 
     async def stream(self, request: BackendRequest, location: ModelLocation) -> AsyncGenerator[StreamChunk, None]:
@@ -36,28 +34,21 @@ class OllamaBackend:
             "stream": True,
             "options": to_ollama_options(request.params),
         }
-        try:
-            # Ollama behind an authenticating proxy takes the connection's key as a bearer token.
-            headers = {"Authorization": f"Bearer {location.api_key}"} if location.api_key else None
-            async with self._http.stream("POST", url, json=body, headers=headers) as response:
-                if response.status_code != 200:
-                    raise http_error(response.status_code, await response.aread(), url)
-                async for line in response_lines(response):
-                    if not line.strip():
-                        continue
-                    try:
-                        chunk = json.loads(line)
-                    except ValueError as exc:
-                        raise BackendError(f"{url} sent a line that is not JSON", code="backend_error") from exc
-                    if chunk.get("error"):
-                        raise BackendError(f"Ollama failed mid-answer: {chunk['error']}", code="backend_error")
-                    text = (chunk.get("message") or {}).get("content") or ""
-                    if chunk.get("done"):
-                        usage = Usage(int(chunk.get("prompt_eval_count") or 0), int(chunk.get("eval_count") or 0))
-                        yield StreamChunk(text, finish_reason=chunk.get("done_reason") or "stop", usage=usage)
-                        return
-                    if text:
-                        yield StreamChunk(text)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, url) from exc
+        async with self._http.post_lines(url, body, location.api_key) as lines:
+            async for line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    chunk = json.loads(line)
+                except ValueError as exc:
+                    raise BackendError(f"{url} sent a line that is not JSON", code="backend_error") from exc
+                if chunk.get("error"):
+                    raise BackendError(f"Ollama failed mid-answer: {chunk['error']}", code="backend_error")
+                text = (chunk.get("message") or {}).get("content") or ""
+                if chunk.get("done"):
+                    usage = Usage(int(chunk.get("prompt_eval_count") or 0), int(chunk.get("eval_count") or 0))
+                    yield StreamChunk(text, finish_reason=chunk.get("done_reason") or "stop", usage=usage)
+                    return
+                if text:
+                    yield StreamChunk(text)
         raise BackendError(f"{url} ended the stream without a final message", code="backend_error")

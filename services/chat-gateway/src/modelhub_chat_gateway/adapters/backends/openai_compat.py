@@ -6,9 +6,8 @@ import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
-
-from modelhub_chat_gateway.adapters.backends.base import data_url, http_error, response_lines, transport_error
+from modelhub_chat_gateway.adapters.backends.base import data_url
+from modelhub_chat_gateway.adapters.backends.http_stream import StreamingHttpClient
 from modelhub_chat_gateway.domain.chat_types import BackendRequest, StreamChunk, Usage
 from modelhub_chat_gateway.domain.model import ModelLocation
 from modelhub_chat_gateway.domain.params import to_openai_fields
@@ -29,7 +28,7 @@ def _message(role: str, content: str, images: list[str]) -> dict[str, Any]:
 
 
 class OpenAICompatBackend:
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: StreamingHttpClient) -> None:
         self._http = http
 
     async def stream(self, request: BackendRequest, location: ModelLocation) -> AsyncGenerator[StreamChunk, None]:
@@ -45,37 +44,31 @@ class OpenAICompatBackend:
         }
         finish: str | None = None
         usage: Usage | None = None
-        try:
-            headers = {"Authorization": f"Bearer {location.api_key}"} if location.api_key else None
-            async with self._http.stream("POST", url, json=body, headers=headers) as response:
-                if response.status_code != 200:
-                    raise http_error(response.status_code, await response.aread(), url)
-                async for line in response_lines(response):
-                    if not line.startswith(b"data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        yield StreamChunk(finish_reason=finish or "stop", usage=usage)
-                        return
-                    try:
-                        chunk = json.loads(data)
-                    except ValueError as exc:
-                        raise BackendError(f"{url} sent an event that is not JSON", code="backend_error") from exc
-                    if chunk.get("error"):
-                        error = chunk["error"]
-                        text = error.get("message") if isinstance(error, dict) else error
-                        raise BackendError(f"the server failed mid-answer: {text}", code="backend_error")
-                    if isinstance(chunk.get("usage"), dict):
-                        u = chunk["usage"]
-                        usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
-                    for choice in chunk.get("choices") or []:
-                        content = (choice.get("delta") or {}).get("content")
-                        if content:
-                            yield StreamChunk(content)
-                        if choice.get("finish_reason"):
-                            finish = choice["finish_reason"]
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, url) from exc
+        async with self._http.post_lines(url, body, location.api_key) as lines:
+            async for line in lines:
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    yield StreamChunk(finish_reason=finish or "stop", usage=usage)
+                    return
+                try:
+                    chunk = json.loads(data)
+                except ValueError as exc:
+                    raise BackendError(f"{url} sent an event that is not JSON", code="backend_error") from exc
+                if chunk.get("error"):
+                    error = chunk["error"]
+                    text = error.get("message") if isinstance(error, dict) else error
+                    raise BackendError(f"the server failed mid-answer: {text}", code="backend_error")
+                if isinstance(chunk.get("usage"), dict):
+                    u = chunk["usage"]
+                    usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+                for choice in chunk.get("choices") or []:
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        yield StreamChunk(content)
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
         if finish is None:
             raise BackendError(f"{url} ended the stream without finishing the answer", code="backend_error")
         yield StreamChunk(finish_reason=finish, usage=usage)
