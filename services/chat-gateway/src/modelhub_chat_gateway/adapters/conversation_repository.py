@@ -72,10 +72,12 @@ def _insert_params(m: StoredMessage) -> tuple[Any, ...]:
     )
 
 
-_INSERT_MESSAGE = (
+_INSERT_MESSAGES = (
     "INSERT INTO messages (id, conversation_id, parent_id, role, model_id, content, images, status, context_mode)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " VALUES"
 )
+_MESSAGE_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_INSERT_MESSAGE = f"{_INSERT_MESSAGES} {_MESSAGE_ROW}"
 
 
 class ConversationRepository:
@@ -90,33 +92,41 @@ class ConversationRepository:
         messages: Sequence[StoredMessage],
         current_message_id: str,
     ) -> None:
-        """One transaction: the conversation (when new), the user message and the answer rows."""
+        """The conversation (when new), the user message and the answer rows, as one statement sent together
+        with its BEGIN and COMMIT: one round trip per turn."""
+        if is_new:
+            conversation_sql = (
+                "INSERT INTO conversations (id, owner_id, title, current_message_id) VALUES (%s, %s, %s, %s)"
+            )
+            conversation_params: tuple[Any, ...] = (
+                conversation.id,
+                conversation.owner_id,
+                conversation.title,
+                current_message_id,
+            )
+        else:
+            conversation_sql = "UPDATE conversations SET current_message_id = %s, updated_at = now() WHERE id = %s"
+            conversation_params = (current_message_id, conversation.id)
+        rows = ", ".join([_MESSAGE_ROW] * len(messages))
+        params = [*conversation_params, *(value for m in messages for value in _insert_params(m))]
         try:
-            async with self._pool.connection() as conn, conn.transaction():
-                if is_new:
-                    await conn.execute(
-                        "INSERT INTO conversations (id, owner_id, title, current_message_id) VALUES (%s, %s, %s, %s)",
-                        (conversation.id, conversation.owner_id, conversation.title, current_message_id),
-                    )
-                else:
-                    await conn.execute(
-                        "UPDATE conversations SET current_message_id = %s, updated_at = now() WHERE id = %s",
-                        (current_message_id, conversation.id),
-                    )
-                async with conn.cursor() as cur:
-                    await cur.executemany(_INSERT_MESSAGE, [_insert_params(m) for m in messages])
+            async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
+                await conn.execute(f"WITH conversation AS ({conversation_sql}) {_INSERT_MESSAGES} {rows}", params)
         except psycopg.errors.ForeignKeyViolation as exc:
             raise InvalidRequestError("the message to continue from was deleted meanwhile") from exc
         except psycopg.Error as exc:
             raise DependencyError(f"cannot store the turn: {type(exc).__name__}") from exc
 
     async def finish_answer(self, message: StoredMessage) -> None:
+        """The answer's final state and the conversation's ``updated_at``: one statement, one round trip."""
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
                 await conn.execute(
-                    "UPDATE messages SET content = %s, status = %s, finish_reason = %s, error_code = %s,"
-                    " error_message = %s, prompt_tokens = %s, completion_tokens = %s, time_to_first_token = %s,"
-                    " total_seconds = %s, citations = %s, updated_at = now() WHERE id = %s",
+                    "WITH answer AS (UPDATE messages SET content = %s, status = %s, finish_reason = %s,"
+                    " error_code = %s, error_message = %s, prompt_tokens = %s, completion_tokens = %s,"
+                    " time_to_first_token = %s, total_seconds = %s, citations = %s, updated_at = now()"
+                    " WHERE id = %s)"
+                    " UPDATE conversations SET updated_at = now() WHERE id = %s",
                     (
                         message.content,
                         message.status,
@@ -129,10 +139,8 @@ class ConversationRepository:
                         message.total_seconds,
                         Jsonb([dataclasses.asdict(c) for c in message.citations]),
                         message.id,
+                        message.conversation_id,
                     ),
-                )
-                await conn.execute(
-                    "UPDATE conversations SET updated_at = now() WHERE id = %s", (message.conversation_id,)
                 )
         except psycopg.Error as exc:
             raise DependencyError(f"cannot store the answer: {type(exc).__name__}") from exc
