@@ -8,9 +8,13 @@ each as its own process (`python -m modelhub_<name> serve`), and a fast streamin
 bench (an Ollama-compatible `/api/chat` NDJSON server on raw asyncio streams, also its own process). It
 streams N tokens `interval` ms apart, the first one at once, so what is measured is the gateway, not a model.
 
-* **direct**: this process streams `POST /api/chat` from the backend with httpx;
+* **direct**: this process streams `POST /api/chat` from the backend with aiohttp (the client the gateway
+  itself streams backends with, so the extra hop is not flattered by a slower direct client);
 * **gateway**: this process calls `ChatService.Chat` over gRPC; the gateway resolves the model (cached after
   the first call), stores the conversation in PostgreSQL and streams from the same backend.
+
+Both are measured the same way in the same run, one after the other at each level, from one client process
+on uvloop (as the gateway is), so that the client's own per-message cost stays small next to what it measures.
 
 "added" is the gateway's percentile minus the direct one at the same concurrency. Per-token latency is the
 gap between consecutive tokens as the client sees them. The client, the gateway and the backend share the
@@ -33,8 +37,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import grpc
 import httpx
+import uvloop
 from _support import (
     BenchStack,
     CpuMeter,
@@ -172,14 +178,14 @@ class Stream:
     server_ttft: float = 0.0
 
 
-async def direct_stream(http: httpx.AsyncClient, url: str, model: str) -> Stream:
+async def direct_stream(http: aiohttp.ClientSession, url: str, model: str) -> Stream:
     result = Stream()
     began = last = time.perf_counter()
     body = {"model": model, "messages": [{"role": "user", "content": "hello"}], "stream": True}
     try:
-        async with http.stream("POST", f"{url}/api/chat", json=body) as response:
-            async for line in response.aiter_lines():
-                if not line:
+        async with http.post(f"{url}/api/chat", json=body) as response:
+            async for line in response.content:
+                if not line.strip():
                     continue
                 now = time.perf_counter()
                 if json.loads(line).get("done"):
@@ -189,7 +195,7 @@ async def direct_stream(http: httpx.AsyncClient, url: str, model: str) -> Stream
                 else:
                     result.gaps.append(now - last)
                 last = now
-    except httpx.HTTPError as exc:
+    except aiohttp.ClientError as exc:
         result.error = type(exc).__name__
     result.total = time.perf_counter() - began
     return result
@@ -259,8 +265,9 @@ async def run(args: argparse.Namespace, backend_url: str, grpc_target: str, toke
     metadata = [("authorization", f"Bearer {token}")]
     channels = [grpc.aio.insecure_channel(grpc_target) for _ in range(8)]
     stubs = [chat_pb2_grpc.ChatServiceStub(c) for c in channels]
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=1024)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(60, connect=30), limits=limits) as http:
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=60, connect=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         # Warm up: the gateway resolves and caches the model, both sides open connections.
         await asyncio.gather(*(gateway_stream(stubs[i % 8], metadata, [FAST]) for i in range(16)))
         await asyncio.gather(*(direct_stream(http, backend_url, FAST) for _ in range(16)))
@@ -420,7 +427,7 @@ def main() -> int:
         log("stack, registry, gateway and backend are up")
         user = issue_token(secret, subject="bench", role="user", ttl_seconds=24 * 3600)
         meter = CpuMeter({"gateway": gateway.recorded_pid() or 0})
-        tables = asyncio.run(run(args, backend.url, f"127.0.0.1:{grpc_port}", user, meter))
+        tables = uvloop.run(run(args, backend.url, f"127.0.0.1:{grpc_port}", user, meter))
     print(
         f"Run: {machine_summary()}; {args.tokens} tokens per answer, {args.interval_ms:g} ms apart "
         f"(the slow model {2 * args.interval_ms:g} ms).\n"
