@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import TYPE_CHECKING
 
 import pytest
@@ -135,6 +136,51 @@ def test_list_filters_search_and_pagination(registry: Registry) -> None:
             break
     assert seen == sorted(seen) and len(seen) == 8
     assert registry.client.get("/api/v1/models?cursor=%%%", headers=alice).status_code == 422
+
+
+def test_a_list_shows_each_model_as_a_get_does(registry: Registry) -> None:
+    # Lists build their items straight from the rows; a get goes through the model objects.
+    alice = registry.as_user("alice")
+    registry.create(
+        alice,
+        id="hf.co/u/rich:Q4",
+        name="Rich",
+        params={"system": "s", "temperature": 1, "stop": "END", "seed": 7, "custom": {"nested": [1, None, "x"]}},
+        meta={
+            "description": "d",
+            "tags": ["a", {"name": "b"}],
+            "knowledge": [{"id": "k1", "name": "Docs"}],
+            "toolIds": ["calc"],
+            "capabilities": {"vision": True, "citations": False},
+            "suggestion_prompts": [{"title": ["t", "sub"], "content": "c"}],
+            "profile_image_url": "https://example.com/a.png",
+            "extra_key": {"kept": True},
+        },
+        access={
+            "public_read": True,
+            "grants": [
+                {"principal_type": "user", "principal_id": "bob", "permission": "write"},
+                {"principal_type": "group", "principal_id": "team", "permission": "read"},
+            ],
+        },
+        hidden=True,
+    )
+    registry.create(alice, id="plain")
+    registry.client.patch("/api/v1/models/plain", json={"enabled": False, "name": "Plain 2"}, headers=alice)
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    )
+    upload = registry.client.put(
+        "/api/v1/models/plain/avatar", files={"file": ("a.png", png, "image/png")}, headers=alice
+    )
+    assert upload.status_code == 200, upload.text
+
+    listed = registry.client.get(
+        "/api/v1/models", params={"include_hidden": True, "include_disabled": True}, headers=alice
+    ).json()["items"]
+    assert [item["id"] for item in listed] == ["hf.co/u/rich:Q4", "plain"]
+    for item in listed:
+        assert item == registry.client.get(f"/api/v1/models/{item['id']}", headers=alice).json()
 
 
 def test_patch_merges_bumps_version_and_keeps_revisions(registry: Registry) -> None:

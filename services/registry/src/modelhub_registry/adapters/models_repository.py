@@ -93,6 +93,12 @@ class Revision:
     snapshot: dict[str, Any]
 
 
+ModelRow = dict[str, Any]
+"""A row of ``models`` with its grants: the columns of ``_SELECT`` by name. ``params`` and ``meta`` hold what
+:meth:`ModelsRepository.insert` wrote (model dumps, ``meta`` without ``profile_image_url``), ``grants`` a
+list of grant objects."""
+
+
 def encode_cursor(model_id: str) -> str:
     return base64.urlsafe_b64encode(model_id.encode()).decode().rstrip("=")
 
@@ -102,7 +108,7 @@ def decode_cursor(cursor: str) -> str:
     return base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode()
 
 
-def _row_to_model(row: dict[str, Any]) -> StoredModel:
+def row_to_model(row: ModelRow) -> StoredModel:
     grants = row["grants"]
     if isinstance(grants, str):
         grants = json.loads(grants)
@@ -180,7 +186,7 @@ class ModelsRepository:
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query, {"id": model_id})
             row = await cur.fetchone()
-        return _row_to_model(row) if row else None
+        return row_to_model(row) if row else None
 
     async def exists(self, conn: AsyncConnection[Any], model_id: str) -> bool:
         cur = await conn.execute("SELECT 1 FROM models WHERE id = %s", (model_id,))
@@ -268,7 +274,9 @@ class ModelsRepository:
             (avatar.key, avatar.content_type, avatar.etag, avatar.url, model_id),
         )
 
-    async def list_page(self, conn: AsyncConnection[Any], principal: Principal, query: ListQuery) -> list[StoredModel]:
+    async def list_rows(self, conn: AsyncConnection[Any], principal: Principal, query: ListQuery) -> list[ModelRow]:
+        """A page of rows as the database returns them (see :data:`ModelRow`), for lists that need no model
+        objects."""
         clauses = [_READABLE]
         params: dict[str, Any] = {
             "admin": principal.is_admin,
@@ -296,8 +304,7 @@ class ModelsRepository:
         sql = _SELECT + " WHERE " + " AND ".join(clauses) + " ORDER BY m.id LIMIT %(limit)s"
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(sql, params)
-            rows = await cur.fetchall()
-        return [_row_to_model(r) for r in rows]
+            return await cur.fetchall()
 
     async def add_revision(
         self,

@@ -18,11 +18,13 @@ from modelhub_registry.adapters.base_models_repository import BaseModelsReposito
 from modelhub_registry.adapters.models_repository import (
     AvatarRef,
     ListQuery,
+    ModelRow,
     ModelsRepository,
     Revision,
     StoredModel,
     WriteChecks,
     encode_cursor,
+    row_to_model,
 )
 from modelhub_registry.adapters.reads import autocommit_connection
 from modelhub_registry.domain.access import can_read, can_write
@@ -133,6 +135,12 @@ class Page:
 
 
 @dataclass(frozen=True)
+class RowPage:
+    items: list[ModelRow]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
 class Effective:
     model: ModelFile
     chain: list[ChainLink]
@@ -204,13 +212,18 @@ class ModelService:
             return await self._load(conn, model_id, principal, write=False)
 
     async def list_page(self, principal: Principal, query: ListQuery) -> Page:
+        rows = await self.list_rows(principal, query)
+        return Page([row_to_model(r) for r in rows.items], rows.next_cursor)
+
+    async def list_rows(self, principal: Principal, query: ListQuery) -> RowPage:
+        """A page as database rows, for callers that turn them into JSON without model objects."""
         async with autocommit_connection(self.pool) as conn:
-            rows = await self.models.list_page(
+            rows = await self.models.list_rows(
                 conn, principal, ListQuery(**{**query.__dict__, "limit": query.limit + 1})
             )
         more = len(rows) > query.limit
         items = rows[: query.limit]
-        return Page(items, encode_cursor(items[-1].model.id) if more and items else None)
+        return RowPage(items, encode_cursor(items[-1]["id"]) if more and items else None)
 
     async def iterate_readable(self, principal: Principal, *, page_size: int = 500) -> AsyncIterator[StoredModel]:
         cursor: str | None = None
