@@ -111,6 +111,11 @@ class ChatService:
     # ---- starting
 
     async def _resolve_all(self, model_ids: Sequence[str], caller: Caller) -> list[ResolvedModel]:
+        # Usually every model is cached: then no task is started, and the turn starts without yielding to
+        # the event loop (under load every trip through the loop's queue adds to the time to first token).
+        cached = [self._catalog.cached(m, caller) for m in model_ids]
+        if all(cached):
+            return [m for m in cached if m is not None]
         results = await asyncio.gather(*(self._catalog.resolve(m, caller) for m in model_ids), return_exceptions=True)
         for result in results:  # the first model's problem first
             if isinstance(result, BaseException):
@@ -218,8 +223,8 @@ class ChatService:
     # ---- running
 
     async def _store_turn(self, turn: Turn, first_output: asyncio.Event) -> None:
-        # The rows are written once the models have started answering (or after a short wait), so that the
-        # database round trips never sit between the user's message and the first token.
+        # The rows are written once the first output has been sent to the client (or after a short wait), so
+        # that the database work never sits between the user's message and the first token.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_STORE_DELAY_SECONDS):
                 await first_output.wait()
@@ -255,14 +260,9 @@ class ChatService:
         queue: asyncio.Queue[ev.TurnEvent | None] = asyncio.Queue()
         first_output = asyncio.Event()
 
-        def emit(event: ev.TurnEvent) -> None:
-            if not first_output.is_set() and isinstance(event, ev.Delta | ev.AnswerDone | ev.AnswerFailed):
-                first_output.set()
-            queue.put_nowait(event)
-
         stored = asyncio.create_task(self._store_turn(turn, first_output))
         tasks = [
-            asyncio.create_task(self._answer(turn, model, answer_id, stored, emit))
+            asyncio.create_task(self._answer(turn, model, answer_id, stored, queue.put_nowait))
             for model, answer_id in zip(turn.models, turn.answer_ids, strict=True)
         ]
         pending = len(tasks)
@@ -284,12 +284,17 @@ class ChatService:
                             item = ev.Delta(item.model_id, item.text + following.text)
                             continue
                         yield item
+                        first_output.set()
                         item = following
                         break
                     if item is None:
                         pending -= 1
                         continue
                 yield item
+                # Only once the first output has gone out may the turn's rows be written: the database work
+                # then never delays the first token.
+                if not first_output.is_set() and isinstance(item, ev.Delta | ev.AnswerDone | ev.AnswerFailed):
+                    first_output.set()
             await stored  # raises if the turn could not be stored at all
             current = await self._settle_selection(turn, [t.result() for t in tasks])
             finished = True

@@ -73,6 +73,11 @@ class ModelCatalog:
 
     # ---- resolution
 
+    def cached(self, model_id: str, caller: Caller) -> ResolvedModel | None:
+        """The model if it was resolved for this caller a moment ago, without waiting for anything."""
+        entry = self._entries.get((model_id, caller.cache_key))
+        return entry.model if entry is not None and entry.expires > time.monotonic() else None
+
     async def resolve(self, model_id: str, caller: Caller) -> ResolvedModel:
         key = (model_id, caller.cache_key)
         entry = self._entries.get(key)
