@@ -18,6 +18,7 @@ from modelhub_common.migrations import COMMON_MIGRATIONS, MigrationSource, migra
 from modelhub_common.runtime import Runtime, open_runtime
 from modelhub_common.webapp import create_app, serve_http
 from modelhub_registry import __version__
+from modelhub_registry.adapters.knowledge_client import KnowledgeClient
 from modelhub_registry.entrypoints import http_admin, http_models
 from modelhub_registry.entrypoints.consumers import PULL_EVENTS, pull_events_handler
 from modelhub_registry.entrypoints.deps import Services
@@ -42,6 +43,14 @@ def streams(settings: RegistrySettings) -> list[jetstream.StreamSpec]:
     ]
 
 
+def _knowledge_client(settings: RegistrySettings, http: httpx.AsyncClient) -> KnowledgeClient | None:
+    if not settings.rag_url:
+        return None
+    return KnowledgeClient(
+        http, settings.rag_url, timeout=settings.rag_timeout_seconds, concurrency=settings.rag_concurrency
+    )
+
+
 def build_services(settings: RegistrySettings, runtime: Runtime, http: httpx.AsyncClient) -> Services:
     models = ModelService(
         runtime.require_pool(), runtime.require_store(), bucket=settings.bucket, limits=settings.limits()
@@ -49,7 +58,7 @@ def build_services(settings: RegistrySettings, runtime: Runtime, http: httpx.Asy
     return Services(
         settings=settings,
         models=models,
-        transfer=TransferService(models),
+        transfer=TransferService(models, knowledge=_knowledge_client(settings, http)),
         base_models=BaseModelService(runtime.require_pool(), http),
         directory=DirectoryService(
             runtime.require_pool(),

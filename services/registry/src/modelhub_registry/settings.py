@@ -31,6 +31,15 @@ class RegistrySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
     max_avatar_bytes: int = Field(5_000_000, ge=1)
     max_import_bytes: int = Field(50_000_000, ge=1)
     max_import_items: int = Field(5_000, ge=1)
+    rag_url: str = Field(
+        "",
+        description="Base URL of the RAG service (e.g. http://rag:8083): an import warns about knowledge"
+        " collections it does not know. Empty: knowledge references are not checked, and the report says so.",
+    )
+    rag_timeout_seconds: float = Field(
+        5, gt=0, description="How long an import waits for all its knowledge lookups; then it warns and goes on."
+    )
+    rag_concurrency: int = Field(8, ge=1, description="Knowledge lookups an import runs at once.")
 
     def limits(self) -> Limits:
         return Limits(

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, File, Header, Query, Request, Response, UploadFile
 from fastapi.responses import StreamingResponse
 
+from modelhub_common.auth import parse_authorization_header
 from modelhub_registry.adapters.models_repository import AvatarRef, ListQuery, ModelRow, Revision, StoredModel
 from modelhub_registry.domain.openwebui import export_filename, share_payload
 from modelhub_registry.entrypoints.deps import CurrentPrincipal, Services, services
@@ -164,13 +165,15 @@ async def import_models(
                 break
     if len(raw) > limit:
         raise TooLargeError(f"the import is larger than {limit} bytes; split the file")
-    report = await svc.transfer.import_document(raw, principal, mode=mode, dry_run=dry_run)
+    token = parse_authorization_header(request.headers.get("authorization"))
+    report = await svc.transfer.import_document(raw, principal, mode=mode, dry_run=dry_run, token=token)
     return {
         "dry_run": report.dry_run,
         "created": report.created,
         "updated": report.updated,
         "unchanged": report.unchanged,
         "warnings": report.warnings,
+        "knowledge_checked": report.knowledge_checked,
     }
 
 

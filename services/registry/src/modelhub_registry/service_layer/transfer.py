@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from modelhub_common.auth import Principal
+from modelhub_registry.adapters.knowledge_client import KnowledgeClient, KnowledgeUnavailableError
 from modelhub_registry.adapters.models_repository import AvatarRef, StoredModel
 from modelhub_registry.domain.access import can_write
 from modelhub_registry.domain.avatars import Avatar, AvatarError, process_avatar
@@ -35,6 +36,8 @@ class ImportReport:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
+    knowledge_checked: bool = True
+    """Every knowledge collection the file refers to was looked up in the RAG service."""
 
 
 class _DryRunRollback(Exception):
@@ -42,8 +45,9 @@ class _DryRunRollback(Exception):
 
 
 class TransferService:
-    def __init__(self, models: ModelService) -> None:
+    def __init__(self, models: ModelService, *, knowledge: KnowledgeClient | None = None) -> None:
         self.models = models
+        self.knowledge = knowledge
 
     # ---- export
 
@@ -65,8 +69,9 @@ class TransferService:
     # ---- import
 
     async def import_document(
-        self, raw: bytes, principal: Principal, *, mode: ImportMode, dry_run: bool
+        self, raw: bytes, principal: Principal, *, mode: ImportMode, dry_run: bool, token: str = ""
     ) -> ImportReport:
+        """``token`` is the caller's bearer token, for looking up knowledge collections as the caller."""
         limits = self.models.limits
         try:
             documents = parse_import_document(raw, limits)
@@ -101,6 +106,9 @@ class TransferService:
                     report.warnings.append(
                         {"index": item.index, "id": item.spec.id, "message": f"avatar dropped: {exc.message}"}
                     )
+
+        # Before the transaction: no row stays locked while the RAG service answers.
+        await self._check_knowledge(items, token, report)
 
         try:
             async with self.models.pool.connection() as conn, conn.transaction():
@@ -145,6 +153,49 @@ class TransferService:
         except _DryRunRollback:
             pass
         return report
+
+    async def _check_knowledge(self, items: list[ImportItem], token: str, report: ImportReport) -> None:
+        """A warning per knowledge collection the RAG service does not know, naming the model that uses it.
+        Files (``type: file``) are not looked up: the RAG service keeps files inside collections."""
+        wanted = {
+            item.index: [ref.id for ref in item.spec.meta.knowledge if ref.type == "collection"] for item in items
+        }
+        if not any(wanted.values()):
+            return
+        if self.knowledge is None:
+            report.knowledge_checked = False
+            report.warnings.append(
+                {
+                    "index": None,
+                    "id": None,
+                    "message": "knowledge references were not checked: this registry has no RAG service URL"
+                    " (MODELHUB_REGISTRY_RAG_URL)",
+                }
+            )
+            return
+        try:
+            found = await self.knowledge.lookup((k for ids in wanted.values() for k in ids), token)
+        except KnowledgeUnavailableError as exc:
+            report.knowledge_checked = False
+            report.warnings.append(
+                {"index": None, "id": None, "message": f"knowledge references were not checked: {exc.message}"}
+            )
+            return
+        for item in items:
+            for knowledge_id in wanted[item.index]:
+                if knowledge_id in found.missing:
+                    problem = "does not exist here"
+                elif knowledge_id in found.unreadable:
+                    problem = "exists here but you cannot read it"
+                else:
+                    continue
+                report.warnings.append(
+                    {
+                        "index": item.index,
+                        "id": item.spec.id,
+                        "message": f"knowledge '{knowledge_id}' {problem}; model '{item.spec.id}' refers to it",
+                    }
+                )
 
     async def _chain_problems(
         self, conn: Any, items: list[ImportItem], existing: dict[str, StoredModel]

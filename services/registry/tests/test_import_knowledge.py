@@ -1,0 +1,162 @@
+"""An import warns about knowledge collections the RAG service does not know (a real rag service over HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+from modelhub_devstack.databases import create_database, database_url, drop_database
+from modelhub_devstack.ports import pick_free_port
+from modelhub_rag import bootstrap as rag_bootstrap
+from modelhub_rag.adapters.embedders import OnnxMiniLMEmbedder
+from modelhub_rag.settings import RagSettings
+
+if TYPE_CHECKING:
+    from conftest import Registry
+
+START_SECONDS = 120
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Iterator[OnnxMiniLMEmbedder]:
+    model = OnnxMiniLMEmbedder()
+    yield model
+    asyncio.run(model.aclose())
+
+
+@pytest.fixture
+def rag_url(
+    service_settings: Callable[..., Any], postgres_admin_url: str, embedder: OnnxMiniLMEmbedder
+) -> Iterator[str]:
+    """The rag service on its own database, served by uvicorn in a thread on a free port."""
+    name = f"registry_rag_{uuid.uuid4().hex[:12]}"
+    create_database(postgres_admin_url, name, ("vector",))
+    settings: RagSettings = service_settings(
+        RagSettings,
+        port=pick_free_port(),
+        database_url=database_url(postgres_admin_url, name),
+        consume_model_events=False,
+    )
+    asyncio.run(rag_bootstrap.run_migrations(settings))
+    with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True) as conn:
+        # All tests share one NATS: keep this database's outbox message ids apart from other tests'.
+        conn.execute("SELECT setval('outbox_id_seq', %s)", (random.randrange(10**9, 10**15),))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            rag_bootstrap.build_app(settings, embedder=embedder), host="127.0.0.1", port=settings.port, log_config=None
+        )
+    )
+    thread = threading.Thread(target=server.run, name="rag-for-registry-tests", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_SECONDS
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the rag service did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{settings.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        drop_database(postgres_admin_url, name)
+
+
+def _collection(rag_url: str, headers: dict[str, str], name: str) -> str:
+    response = httpx.post(f"{rag_url}/api/v1/knowledge", json={"name": name}, headers=headers, timeout=30)
+    assert response.status_code == 201, response.text
+    knowledge_id: str = response.json()["id"]
+    return knowledge_id
+
+
+def _model(model_id: str, *knowledge_ids: str, kind: str = "collection") -> dict[str, Any]:
+    return {
+        "id": model_id,
+        "name": model_id,
+        "base_model_id": "llama3.1:8b",
+        "meta": {"knowledge": [{"id": k, "name": k, "type": kind} for k in knowledge_ids]},
+    }
+
+
+def _import(registry: Registry, items: list[dict[str, Any]], headers: dict[str, str], query: str = "") -> Any:
+    response = registry.client.post(
+        f"/api/v1/models/import{query}",
+        content=json.dumps(items).encode(),
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _registry(make_registry: Callable[..., Registry], **overrides: Any) -> Registry:
+    registry = make_registry(**overrides)
+    registry.add_base()
+    return registry
+
+
+def test_missing_and_unreadable_knowledge_are_warned_about_per_model(
+    make_registry: Callable[..., Registry], rag_url: str
+) -> None:
+    registry = _registry(make_registry, rag_url=rag_url)
+    alice, bob = registry.as_user("alice"), registry.as_user("bob")
+    mine = _collection(rag_url, alice, "alice's notes")
+    private = _collection(rag_url, bob, "bob's notes")
+    ghost = str(uuid.uuid4())
+
+    report = _import(
+        registry,
+        [
+            _model("uses-mine", mine),
+            _model("uses-ghost", mine, ghost),
+            _model("uses-private", private, "not-a-uuid/with:odd chars"),
+            _model("uses-a-file", kind="file"),
+        ],
+        alice,
+        "?dry_run=true",
+    )
+    assert report["knowledge_checked"] is True
+    assert report["created"] == ["uses-mine", "uses-ghost", "uses-private", "uses-a-file"]
+    assert [(w["index"], w["id"], w["message"]) for w in report["warnings"]] == [
+        (1, "uses-ghost", f"knowledge '{ghost}' does not exist here; model 'uses-ghost' refers to it"),
+        (
+            2,
+            "uses-private",
+            f"knowledge '{private}' exists here but you cannot read it; model 'uses-private' refers to it",
+        ),
+        (
+            2,
+            "uses-private",
+            "knowledge 'not-a-uuid/with:odd chars' does not exist here; model 'uses-private' refers to it",
+        ),
+    ]
+    # Bob reads his own collection: the same file warns him only about the ones he lacks.
+    again = _import(registry, [_model("uses-private", private)], bob)
+    assert again["created"] == ["uses-private"] and again["warnings"] == []
+
+
+def test_without_a_rag_url_the_report_says_knowledge_was_not_checked(registry: Registry) -> None:
+    alice = registry.as_user("alice")
+    report = _import(registry, [_model("with-knowledge", str(uuid.uuid4()))], alice)
+    assert report["created"] == ["with-knowledge"] and report["knowledge_checked"] is False
+    assert [(w["index"], w["id"]) for w in report["warnings"]] == [(None, None)]
+    assert "knowledge references were not checked" in report["warnings"][0]["message"]
+
+    plain = _import(registry, [_model("without-knowledge")], alice)
+    assert plain["knowledge_checked"] is True and plain["warnings"] == []
+
+
+def test_a_rag_outage_is_a_warning_and_the_import_goes_on(make_registry: Callable[..., Registry]) -> None:
+    registry = _registry(make_registry, rag_url=f"http://127.0.0.1:{pick_free_port()}", rag_timeout_seconds=2)
+    report = _import(registry, [_model("during-outage", str(uuid.uuid4()))], registry.as_user("alice"))
+    assert report["created"] == ["during-outage"] and report["knowledge_checked"] is False
+    [warning] = report["warnings"]
+    assert warning["index"] is None and "cannot reach the knowledge service" in warning["message"]
