@@ -13,7 +13,7 @@ Every failure becomes a :class:`StoreError` (retryable) or :class:`UploadLostErr
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from xml.sax.saxutils import escape
 
@@ -24,6 +24,8 @@ from modelhub_common.objectstore import AsyncObjectStore, ObjectNotFoundError, O
 from modelhub_puller.errors import StoreError, UploadLostError
 
 _PRESIGN_TTL = timedelta(hours=1)
+# A part is sent in slices of this size straight from its buffer (no copy of the whole part first).
+_SEND_SLICE = 1024 * 1024
 
 
 class BlobStore:
@@ -44,10 +46,17 @@ class BlobStore:
         return url
 
     async def _call(
-        self, method: str, key: str, *, query: Mapping[str, str] | None = None, content: bytes | None = None
+        self,
+        method: str,
+        key: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        content: bytes | AsyncIterator[bytes] | None = None,
+        length: int | None = None,
     ) -> httpx.Response:
+        headers = {"Content-Length": str(length)} if length is not None else None
         try:
-            response = await self._http.request(method, self._url(method, key, query), content=content)
+            response = await self._http.request(method, self._url(method, key, query), content=content, headers=headers)
         except httpx.HTTPError as exc:
             raise StoreError(f"object store {method} {key} failed: {type(exc).__name__}: {exc}") from exc
         if response.status_code == 404 and "NoSuchUpload" in response.text:
@@ -98,9 +107,18 @@ class BlobStore:
             raise StoreError(f"the object store started an upload of {key} without an upload id")
         return upload_id
 
-    async def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> str:
+    async def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes | bytearray) -> str:
+        async def slices() -> AsyncIterator[bytes]:
+            view = memoryview(data)
+            for start in range(0, len(view), _SEND_SLICE):
+                yield view[start : start + _SEND_SLICE]  # type: ignore[misc]
+
         response = await self._call(
-            "PUT", key, query={"partNumber": str(part_number), "uploadId": upload_id}, content=data
+            "PUT",
+            key,
+            query={"partNumber": str(part_number), "uploadId": upload_id},
+            content=slices(),
+            length=len(data),
         )
         etag = str(response.headers.get("etag", "")).strip('"')
         if not etag:

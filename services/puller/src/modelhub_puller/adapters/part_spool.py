@@ -32,7 +32,7 @@ from modelhub_puller.domain import manifest as mf
 logger = logging.getLogger(__name__)
 
 # Bytes received are written in batches of this size; a kill loses at most this much of a part's spool.
-_FLUSH_BYTES = 1024 * 1024
+_FLUSH_BYTES = 256 * 1024
 
 
 class PartSpool:
@@ -142,7 +142,7 @@ class SpooledPart:
         if self._handle is None:
             return
         try:
-            # Page-cache writes of about 1 MiB: cheap enough for the event loop, and a killed process keeps them.
+            # Page-cache writes of about 256 KiB: cheap enough for the event loop, and a killed process keeps them.
             while self._written < self.received:
                 self._written += os.write(self._handle.fileno(), self.view[self._written : self.received])
         except OSError as exc:

@@ -238,13 +238,12 @@ class BlobTransfer:
                     await hasher.wait_for_room(number)
                     part = await fetcher.fetch(number)
                     try:
-                        data = bytes(part.view)
-                        etags[number] = await self._store_part(key, upload, number, data)
+                        etags[number] = await self._store_part(key, upload, number, part.buffer)
                     except BaseException:
                         part.close()
                         raise
                     part.remove()
-                    await hasher.feed(number, data)
+                    await hasher.feed(number, part.buffer)
 
             async with asyncio.TaskGroup() as group:
                 for _ in range(min(self._limits.parallel_parts, max(len(pending), 1))):
@@ -322,7 +321,7 @@ class BlobTransfer:
                     raise _as_upstream(exc) from exc
                 await asyncio.sleep(self._backoff(attempt))
 
-    async def _store_part(self, key: str, upload: UploadRecord, number: int, data: bytes) -> str:
+    async def _store_part(self, key: str, upload: UploadRecord, number: int, data: bytes | bytearray) -> str:
         etag = await self.retrying(
             lambda: self._store.upload_part(key, upload.upload_id, number, data), f"store part {number}"
         )
@@ -404,7 +403,7 @@ class _OrderedHasher:
     def reset(self) -> None:
         self._hash = hashlib.sha256()
         self._next = 1
-        self._waiting: dict[int, bytes] = {}
+        self._waiting: dict[int, bytes | bytearray] = {}
 
     async def wait_for_room(self, number: int) -> None:
         if not self.enabled:
@@ -412,7 +411,7 @@ class _OrderedHasher:
         async with self._changed:
             await self._changed.wait_for(lambda: number < self._next + self._window)
 
-    async def feed(self, number: int, data: bytes) -> None:
+    async def feed(self, number: int, data: bytes | bytearray) -> None:
         if not self.enabled:
             return
         self._waiting[number] = data
