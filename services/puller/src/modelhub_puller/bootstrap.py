@@ -42,6 +42,7 @@ from modelhub_puller.service_layer.pulls import PullPolicy, PullService
 from modelhub_puller.service_layer.store_models import StoredModelService
 from modelhub_puller.service_layer.store_pull import StoreLimits, StorePuller
 from modelhub_puller.service_layer.transfer import BlobTransfer, TransferLimits
+from modelhub_puller.service_layer.upload_sweeper import SweepResult, UploadSweeper
 from modelhub_puller.service_layer.worker import PullWorker, WorkerTiming, worker_id
 from modelhub_puller.settings import PullerSettings
 
@@ -125,6 +126,7 @@ def policy(settings: PullerSettings) -> PullPolicy:
 class Wiring:
     services: Services
     worker: PullWorker
+    sweeper: UploadSweeper
 
 
 def build(settings: PullerSettings, runtime: Runtime, http: HttpClients) -> Wiring:
@@ -196,7 +198,8 @@ def build(settings: PullerSettings, runtime: Runtime, http: HttpClients) -> Wiri
         stored=StoredModelService(pool, repo, store, rules),
         bus=bus,
     )
-    return Wiring(services=services, worker=worker)
+    sweeper = UploadSweeper(pool, repo, store, spool, older_than_seconds=settings.abandoned_upload_seconds)
+    return Wiring(services=services, worker=worker, sweeper=sweeper)
 
 
 def build_app(settings: PullerSettings) -> FastAPI:
@@ -228,6 +231,7 @@ def build_app(settings: PullerSettings) -> FastAPI:
                 consumer = Consumer(runtime.js, PULLS.stream, spec, handler)
                 runtime.spawn(f"pull-worker-{index}", consumer.run(runtime.stop))
             runtime.spawn("pull-shutdown-watch", wiring.worker.watch_shutdown())
+            runtime.spawn("upload-sweeper", wiring.sweeper.run(runtime.stop, settings.upload_sweep_interval_seconds))
             readiness.started = True
             logger.info("puller started", extra={"port": settings.port, "worker": wiring.worker.worker})
             try:
@@ -262,6 +266,32 @@ async def run_migrations(settings: PullerSettings) -> list[str]:
     return await migrate(settings.database_url.get_secret_value(), MIGRATIONS)
 
 
+async def sweep_abandoned_uploads(settings: PullerSettings, *, older_than_seconds: float) -> SweepResult:
+    """One sweep of abandoned uploads, outside the service (operations, tests)."""
+    database_url = settings.database_url.get_secret_value()
+    async with (
+        AsyncConnectionPool(database_url, min_size=1, max_size=2, open=False, kwargs={"autocommit": False}) as pool,
+        httpx.AsyncClient(timeout=120.0) as http,
+    ):
+        store = build_blob_store(settings, http, build_object_store(settings))
+        sweeper = UploadSweeper(
+            pool, PullRepository(), store, PartSpool(settings.spool_dir), older_than_seconds=older_than_seconds
+        )
+        return await sweeper.sweep()
+
+
+def build_object_store(settings: PullerSettings) -> AsyncObjectStore:
+    return AsyncObjectStore(
+        ObjectStore(
+            settings.s3_endpoint,
+            access_key=settings.s3_access_key.get_secret_value(),
+            secret_key=settings.s3_secret_key.get_secret_value(),
+            secure=settings.s3_secure,
+            region=settings.s3_region,
+        )
+    )
+
+
 async def import_gguf(
     settings: PullerSettings,
     *,
@@ -275,15 +305,7 @@ async def import_gguf(
 
     If NATS is unreachable the event stays in the outbox and the running puller's relay publishes it.
     """
-    objects = AsyncObjectStore(
-        ObjectStore(
-            settings.s3_endpoint,
-            access_key=settings.s3_access_key.get_secret_value(),
-            secret_key=settings.s3_secret_key.get_secret_value(),
-            secure=settings.s3_secure,
-            region=settings.s3_region,
-        )
-    )
+    objects = build_object_store(settings)
     await objects.ensure_bucket(settings.bucket)
     database_url = settings.database_url.get_secret_value()
     async with (

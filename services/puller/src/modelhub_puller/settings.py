@@ -76,6 +76,13 @@ class PullerSettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
         " unset: a restart fetches the parts in flight again.",
     )
 
+    abandoned_upload_seconds: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="Age after which an upload no pull holds or needs is aborted (parts freed in S3).",
+    )
+    upload_sweep_interval_seconds: float = Field(900.0, gt=0, description="How often abandoned uploads are swept.")
+
     # ---- the work queue
     max_concurrent_pulls: int = Field(2, ge=1, le=32, description="Pulls one replica runs at once.")
     work_ack_wait_seconds: float = Field(60.0, gt=0, description="Redelivery delay after a replica dies.")

@@ -384,6 +384,28 @@ class PullRepository:
     async def drop_upload(self, conn: Conn, digest: str) -> None:
         await conn.execute("DELETE FROM blob_uploads WHERE digest = %s", (digest,))
 
+    async def take_abandoned_uploads(
+        self, conn: Conn, *, older_than_seconds: float, limit: int
+    ) -> list[tuple[str, str]]:
+        """Deletes and returns (digest, upload id) of uploads nobody works on or waits for any more.
+
+        Abandoned: started more than ``older_than_seconds`` ago, no live lease, and no queued or running pull
+        needs the blob. Rows another transaction holds are skipped (replicas may sweep at the same time).
+        """
+        rows = await _rows(
+            conn,
+            "DELETE FROM blob_uploads WHERE digest IN ("
+            " SELECT u.digest FROM blob_uploads u"
+            " WHERE u.created_at < now() - make_interval(secs => %s)"
+            " AND (u.worker IS NULL OR u.lease_until IS NULL OR u.lease_until < now())"
+            " AND NOT EXISTS (SELECT 1 FROM pull_layers l JOIN pull_jobs j ON j.id = l.pull_id"
+            "  WHERE l.digest = u.digest AND j.state IN ('queued', 'running'))"
+            " ORDER BY u.created_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+            " RETURNING digest, upload_id",
+            (older_than_seconds, limit),
+        )
+        return [(r["digest"], r["upload_id"]) for r in rows]
+
     async def uploads_of_pull(self, conn: Conn, pull_id: str) -> list[tuple[str, str]]:
         rows = await _rows(conn, "SELECT digest, upload_id FROM blob_uploads WHERE pull_id = %s", (pull_id,))
         return [(r["digest"], r["upload_id"]) for r in rows]
