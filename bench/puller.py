@@ -7,8 +7,11 @@ ports in a temporary directory, pushes an Ollama-style model whose weights layer
 random bytes, and runs the puller as its own process (``python -m modelhub_puller serve``). It measures,
 all in the same run against the same servers:
 
-* baselines: one sequential httpx download of the blob to nowhere, the same with ``curl``, and one
-  sequential httpx download streamed into S3 (what "download into the store" costs without the puller);
+* baselines: one sequential httpx download of the blob to nowhere, the same with ``curl``, one
+  sequential httpx download streamed into S3 (what "download into the store" costs without the puller),
+  and the store's own ingest: the same number of random bytes, already in memory, sent as an S3 multipart
+  upload with the puller's part size and parts in flight, through the puller's own S3 client (no download,
+  no hashing, no database: the ceiling of any pull into this store);
 * the puller: ``POST /pulls`` → ``completed`` (manifest, ranged parts in parallel, SHA-256, S3 multipart
   upload, manifest written last), as throughput over the weights' size;
 * resume: the stored model is deleted, pulled again, the puller is killed with SIGKILL once half of the
@@ -53,10 +56,13 @@ from _support import (
 from minio import Minio
 
 from modelhub_common.auth import issue_token
-from modelhub_devstack import pick_free_port
+from modelhub_common.objectstore import AsyncObjectStore, ObjectStore
+from modelhub_devstack import S3Endpoint, pick_free_port
 from modelhub_devstack.oci_registry import OciRegistry
+from modelhub_puller.adapters.blob_store import BlobStore
 
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 SECRET = "bench-secret-" + "x" * 32
 
@@ -146,6 +152,33 @@ def download_into_s3(url: str, s3: Minio, bucket: str, size: int) -> float:
         stream = _Reader(response.iter_bytes(MIB))
         s3.put_object(bucket, "baseline/blob", stream, size, part_size=16 * MIB)  # type: ignore[arg-type]
     return time.perf_counter() - began
+
+
+def s3_ingest(endpoint: S3Endpoint, bucket: str, size: int, part_size: int, parallel: int) -> float:
+    """Seconds to store ``size`` random bytes from memory as a multipart upload, ``parallel`` parts at a time."""
+    data = memoryview(os.urandom(size))
+
+    async def upload() -> float:
+        signer = Minio(endpoint.endpoint, access_key=endpoint.access_key, secret_key=endpoint.secret_key, secure=False)
+        objects = AsyncObjectStore(ObjectStore(endpoint.endpoint, endpoint.access_key, endpoint.secret_key))
+        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=parallel + 2)) as http:
+            store = BlobStore(signer, http, objects, bucket)
+            began = time.perf_counter()
+            upload_id = await store.create_upload("ingest/blob")
+            numbers = list(range(1, -(-size // part_size) + 1))
+            etags: dict[int, str] = {}
+
+            async def sender() -> None:
+                while numbers:
+                    number = numbers.pop(0)
+                    part = bytes(data[(number - 1) * part_size : number * part_size])
+                    etags[number] = await store.upload_part("ingest/blob", upload_id, number, part)
+
+            await asyncio.gather(*(sender() for _ in range(parallel)))
+            await store.complete_upload("ingest/blob", upload_id, etags)
+            return time.perf_counter() - began
+
+    return asyncio.run(upload())
 
 
 class _Reader:
@@ -334,6 +367,10 @@ def main() -> None:
         plain = httpx_download(blob_url)
         curl = curl_download(blob_url)
         into_s3 = download_into_s3(blob_url, s3, "bench-baseline", size)
+        ingest_meter = CpuMeter({"s3": stack.processes()["s3"]})
+        ingest_before = ingest_meter.snapshot()
+        ingest = s3_ingest(stack.s3_endpoint, "bench-baseline", size, args.part_mb * MIB, args.parallel)
+        ingest_cpu = CpuMeter.delta(ingest_before, ingest_meter.snapshot())
 
         token = issue_token(SECRET, subject="bench", role="admin", ttl_seconds=3600)
         api = httpx.Client(
@@ -382,10 +419,16 @@ def main() -> None:
         *([["plain curl download (to /dev/null)", f"{curl:.2f} s", mbps(size, curl), "-"]] if curl is not None else []),
         ["plain httpx download streamed into S3 (sequential)", f"{into_s3:.2f} s", mbps(size, into_s3), "-"],
         [
+            f"S3 ingest alone: multipart PUT from memory ({args.part_mb} MiB parts, {args.parallel} in flight)",
+            f"{ingest:.2f} s",
+            mbps(size, ingest),
+            "-",
+        ],
+        [
             f"puller pull (parts of {args.part_mb} MiB, {args.parallel} in flight, SHA-256, S3 multipart)",
             f"{pulled:.2f} s",
             mbps(size, pulled),
-            f"{plain / pulled:.0%} of httpx, {into_s3 / pulled:.0%} of httpx→S3",
+            f"{plain / pulled:.0%} of httpx, {into_s3 / pulled:.0%} of httpx→S3, {ingest / pulled:.0%} of S3 ingest",
         ],
     ]
     print(f"\n{machine_summary()}\n")
@@ -394,6 +437,10 @@ def main() -> None:
         " config and small layers, verification and the manifest write.\n"
     )
     print(markdown_table(["what", "time", "throughput", "ratio"], rows))
+    print(
+        f"\nCPU seconds of the S3 server per GiB stored: {ingest_cpu['s3'] * GIB / size:.1f} (S3 ingest alone),"
+        f" {cpu['s3'] * GIB / size:.1f} (the puller's pull)"
+    )
     print("\nCPU seconds during the puller's pull: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items() if k != "wall"))
     print(
         "\n"
