@@ -23,7 +23,7 @@ from modelhub.events.v1 import events_pb2
 from modelhub_common.events import EventEnvelope, decode_envelope, new_envelope
 from modelhub_common.jetstream import MSG_ID_HEADER, StreamSpec, connect, drain, ensure_stream
 from modelhub_common.migrations import COMMON_MIGRATIONS, migrate
-from modelhub_common.outbox import OutboxPublishError, OutboxRelay, enqueue
+from modelhub_common.outbox import OutboxPublishError, OutboxRelay, enqueue, enqueue_with
 from modelhub_devstack.nats import NatsServer
 from modelhub_devstack.ports import pick_free_ports
 
@@ -240,6 +240,26 @@ async def test_rolled_back_transaction_leaves_no_event(db: str, js: JetStreamCon
     async with await psycopg.AsyncConnection.connect(db) as conn:
         cursor = await conn.execute("SELECT count(*) FROM outbox")
         assert await cursor.fetchone() == (0,)
+
+
+async def test_enqueue_with_writes_data_and_event_in_one_statement(db: str, js: JetStreamContext, area: Area) -> None:
+    subject = area.subject()
+    async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
+        await conn.execute("CREATE TABLE IF NOT EXISTS things (n int PRIMARY KEY)")
+        row_id = await enqueue_with(
+            conn, "thing AS (INSERT INTO things VALUES (%(n)s))", {"n": 7}, subject, envelope(subject, 7)
+        )
+        # The same key again: the statement fails as a whole, so no event is left without its data.
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            await enqueue_with(
+                conn, "thing AS (INSERT INTO things VALUES (%(n)s))", {"n": 7}, subject, envelope(subject, 8)
+            )
+        with pytest.raises(ValueError, match="reserved"):
+            await enqueue_with(conn, "x AS (SELECT 1)", {"outbox_subject": 1}, subject, envelope(subject, 9))
+
+    assert await unpublished(db) == [row_id]
+    assert await new_relay(db, js).publish_pending() == 1
+    assert await stream_messages(js, area.stream) == [(mid(db, row_id), 7)]
 
 
 async def test_enqueue_refuses_to_commit_on_its_own(db: str, area: Area) -> None:

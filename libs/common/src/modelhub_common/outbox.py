@@ -2,7 +2,9 @@
 
 A service never commits and then publishes (an event would be lost on a crash in between). Instead it calls
 :func:`enqueue` inside the transaction that changes its data; the event row commits with it, and
-:class:`OutboxRelay` publishes committed rows to JetStream afterwards.
+:class:`OutboxRelay` publishes committed rows to JetStream afterwards. A change that fits in one statement
+can use :func:`enqueue_with` instead: its data-modifying queries and the event row are one statement, atomic
+on its own, so it needs no ``BEGIN``/``COMMIT`` (one round trip for the whole write).
 
 Guarantees of the relay:
 
@@ -64,6 +66,7 @@ __all__ = [
     "OutboxRelay",
     "RelayStats",
     "enqueue",
+    "enqueue_with",
 ]
 
 logger = logging.getLogger(__name__)
@@ -104,8 +107,7 @@ async def enqueue(
     Nothing is published until the caller commits; a rollback discards the event with the data. ``headers``
     are extra NATS headers to publish with it (``Nats-Msg-Id`` is set by the relay).
     """
-    if not subject or any(c in subject for c in " *>"):
-        raise ValueError(f"invalid subject {subject!r}")
+    _check_subject(subject)
     if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
         # In autocommit mode outside a transaction the event would commit on its own, apart from the data.
         raise RuntimeError("enqueue must run inside the caller's transaction (use conn.transaction())")
@@ -123,11 +125,63 @@ async def enqueue(
             row = await cursor.fetchone()
     except psycopg.Error as exc:
         raise OutboxError(f"cannot add event to the outbox: {exc.__class__.__name__}: {exc}") from exc
+    row_id = _returned_id(row)
+    logger.debug("event added to outbox", extra={"outbox_id": row_id, "subject": subject, "event_id": envelope.id})
+    return row_id
+
+
+def _check_subject(subject: str) -> None:
+    if not subject or any(c in subject for c in " *>"):
+        raise ValueError(f"invalid subject {subject!r}")
+
+
+def _returned_id(row: Any) -> int:
     if row is None:
         raise OutboxError("outbox insert returned no id")
     row_id = row[0]
     if not isinstance(row_id, int):
         raise OutboxError(f"outbox insert returned {row_id!r}, not an id")
+    return row_id
+
+
+async def enqueue_with(
+    conn: psycopg.AsyncConnection[Any],
+    data_queries: str,
+    params: Mapping[str, Any],
+    subject: str,
+    envelope: EventEnvelope,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> int:
+    """Runs the caller's data-modifying queries and adds the event to the outbox in **one statement**, and
+    returns the event's row id.
+
+    ``data_queries`` are ``WITH`` items (``name AS (INSERT ...), name AS (UPDATE ...)``) with named
+    ``%(...)s`` placeholders filled from ``params`` (names starting with ``outbox_`` are taken). PostgreSQL
+    runs every data-modifying ``WITH`` item whether or not the rest of the statement refers to it, and a
+    statement commits or fails as a whole, so this is safe in autocommit mode; inside a transaction it
+    commits with it like :func:`enqueue`.
+    """
+    _check_subject(subject)
+    if any(name.startswith("outbox_") for name in params):
+        raise ValueError("parameter names starting with outbox_ are reserved")
+    query = (
+        f"WITH {data_queries}, outbox_row AS ("
+        " INSERT INTO outbox (subject, payload, headers)"
+        " VALUES (%(outbox_subject)s, %(outbox_payload)s, %(outbox_headers)s) RETURNING id)"
+        " SELECT id, pg_notify(%(outbox_channel)s, '') FROM outbox_row"
+    )
+    values = {
+        **params,
+        "outbox_subject": subject,
+        "outbox_payload": envelope.SerializeToString(),
+        "outbox_headers": Jsonb(dict(headers or {})),
+        "outbox_channel": NOTIFY_CHANNEL,
+    }
+    async with conn.cursor(row_factory=tuple_row) as cursor:
+        # Errors of the caller's queries (a unique violation, say) are the caller's to translate.
+        await cursor.execute(query, values)
+        row_id = _returned_id(await cursor.fetchone())
     logger.debug("event added to outbox", extra={"outbox_id": row_id, "subject": subject, "event_id": envelope.id})
     return row_id
 

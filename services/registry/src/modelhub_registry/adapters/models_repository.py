@@ -14,6 +14,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from modelhub_common.auth import Principal
+from modelhub_common.events import EventEnvelope
+from modelhub_common.outbox import enqueue_with
 from modelhub_registry.domain.model_file import Access, Grant, ModelFile, ModelMeta, ModelParams
 
 _SELECT = """
@@ -161,6 +163,23 @@ FROM ends
 """
 
 
+_INSERT_QUERIES = """
+new_model AS (
+    INSERT INTO models (id, base_model_id, name, params, meta, tags, description, hidden, enabled,
+                        owner_id, public_read, created_at, updated_at, version)
+    VALUES (%(id)s, %(base_model_id)s, %(name)s, %(params)s, %(meta)s, %(tags)s, %(description)s, %(hidden)s,
+            %(enabled)s, %(owner_id)s, %(public_read)s, %(created_at)s, %(updated_at)s, %(version)s)),
+new_grants AS (
+    INSERT INTO model_grants (model_id, principal_type, principal_id, permission)
+    SELECT %(id)s, g.principal_type, g.principal_id, g.permission
+    FROM unnest(%(grant_types)s::text[], %(grant_ids)s::text[], %(grant_permissions)s::text[])
+         AS g(principal_type, principal_id, permission)),
+new_revision AS (
+    INSERT INTO model_revisions (model_id, version, action, actor, changed_fields, snapshot, created_at)
+    VALUES (%(id)s, %(version)s, %(action)s, %(owner_id)s, '{}', %(snapshot)s, %(updated_at)s))
+"""
+
+
 class ModelsRepository:
     async def write_checks(
         self, conn: AsyncConnection[Any], model_id: str, base_id: str | None, principal: Principal, *, max_depth: int
@@ -227,6 +246,35 @@ class ModelsRepository:
             ),
         )
         await self._write_grants(conn, model)
+
+    async def insert_with_event(
+        self, conn: AsyncConnection[Any], model: ModelFile, *, action: str, subject: str, envelope: EventEnvelope
+    ) -> None:
+        """The row, its grants, its first revision and its event in one statement (atomic without a
+        transaction). A row with the same id raises :class:`psycopg.errors.UniqueViolation`."""
+        grants = sorted({(g.principal_type, g.principal_id, g.permission) for g in model.access.grants})
+        params = {
+            "id": model.id,
+            "base_model_id": model.base_model_id,
+            "name": model.name,
+            "params": Jsonb(model.params.as_dict()),
+            "meta": Jsonb(_meta_json(model.meta)),
+            "tags": model.meta.tags,
+            "description": model.meta.description or "",
+            "hidden": model.hidden,
+            "enabled": model.enabled,
+            "owner_id": model.owner_id,
+            "public_read": model.access.public_read,
+            "created_at": model.created_at,
+            "updated_at": model.updated_at,
+            "version": model.version,
+            "grant_types": [g[0] for g in grants],
+            "grant_ids": [g[1] for g in grants],
+            "grant_permissions": [g[2] for g in grants],
+            "action": action,
+            "snapshot": Jsonb(snapshot(model)),
+        }
+        await enqueue_with(conn, _INSERT_QUERIES, params, subject, envelope)
 
     async def update(self, conn: AsyncConnection[Any], model: ModelFile) -> None:
         await conn.execute(

@@ -8,7 +8,7 @@ from psycopg import AsyncConnection
 
 from modelhub.events.v1 import events_pb2
 from modelhub_common.auth import Principal
-from modelhub_common.events import MODELS, new_envelope
+from modelhub_common.events import MODELS, EventEnvelope, new_envelope
 from modelhub_common.outbox import enqueue
 from modelhub_registry.domain.model_file import ModelFile
 
@@ -40,6 +40,13 @@ async def model_changed(
     principal: Principal | None,
     changed_fields: list[str],
 ) -> None:
+    await enqueue(conn, *model_changed_event(event, model, principal, changed_fields))
+
+
+def model_changed_event(
+    event: str, model: ModelFile, principal: Principal | None, changed_fields: list[str]
+) -> tuple[str, EventEnvelope]:
+    """The subject and envelope of a model-file change, for :func:`enqueue` or :func:`enqueue_with`."""
     assert event in MODEL_EVENTS
     subject, role = _actor(principal)
     payload = events_pb2.ModelChanged(
@@ -59,7 +66,7 @@ async def model_changed(
         payload=payload,
         subject_ids=events_pb2.SubjectIds(model_id=model.id),
     )
-    await enqueue(conn, MODELS.subject(event), envelope)
+    return MODELS.subject(event), envelope
 
 
 async def model_deleted(conn: AsyncConnection[Any], model: ModelFile, principal: Principal) -> None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.errors import UniqueViolation
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
@@ -242,8 +243,9 @@ class ModelService:
 
     async def create(self, data: Any, principal: Principal) -> ModelFile:
         spec = self.validate_spec(data)
-        # Pipelined: BEGIN and the checks go in one round trip, the writes and the outbox row in another.
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+        # Two statements and no transaction: the checks, then the row, grants, revision and event in one
+        # statement (atomic on its own). A create of the same id in between fails on the primary key.
+        async with autocommit_connection(self.pool) as conn:
             checks = await self.models.write_checks(
                 conn, spec.id, spec.base_model_id, principal, max_depth=MAX_CHAIN_DEPTH
             )
@@ -256,9 +258,11 @@ class ModelService:
             model = ModelFile(
                 **spec_values(spec), owner_id=principal.subject, created_at=stamp, updated_at=stamp, version=1
             )
-            await self.models.insert(conn, model)
-            await self.models.add_revision(conn, model, action="created", actor=principal.subject, changed_fields=[])
-            await events.model_changed(conn, "created", model, principal, [])
+            subject, envelope = events.model_changed_event("created", model, principal, [])
+            try:
+                await self.models.insert_with_event(conn, model, action="created", subject=subject, envelope=envelope)
+            except UniqueViolation as exc:
+                raise ConflictError(f"model '{spec.id}' already exists; choose another id or edit it") from exc
         return model
 
     async def _save_change(
