@@ -277,9 +277,11 @@ async def run(args: argparse.Namespace, backend_url: str, grpc_target: str, toke
         answer_seconds = args.tokens * args.interval_ms / 1000
         for level in levels:
             STDERR.print(f"[dim]{level} concurrent streams …[/dim]")
+            before_direct = meter.snapshot()
             direct = await closed_loop(
                 level, per_worker[level], answer_seconds, lambda i: direct_stream(http, backend_url, FAST)
             )
+            used_direct = CpuMeter.delta(before_direct, meter.snapshot())
             before = meter.snapshot()
             through = await closed_loop(
                 level, per_worker[level], answer_seconds, lambda i: gateway_stream(stubs[i % 8], metadata, [FAST])
@@ -304,6 +306,9 @@ async def run(args: argparse.Namespace, backend_url: str, grpc_target: str, toke
                     f"{ms(percentile(server_ttfts, 50))} / {ms(percentile(server_ttfts, 99))}",
                     f"{used['gateway'] / max(tokens_through, 1) * 1e6:.0f}",
                     f"{used['gateway'] / used['wall'] * 100:.0f} %",
+                    f"{used_direct['client'] / used_direct['wall'] * 100:.0f} % / "
+                    f"{used['client'] / used['wall'] * 100:.0f} %",
+                    f"{used['machine'] / used['wall'] * 100:.0f} %",
                 ]
             )
         latency = markdown_table(
@@ -320,6 +325,8 @@ async def run(args: argparse.Namespace, backend_url: str, grpc_target: str, toke
                 "TTFT inside the gateway p50 / p99",
                 "gateway CPU per token (µs)",
                 "gateway CPU (of one core)",
+                "bench client CPU direct / gateway (of one core)",
+                "machine busy, gateway phase (of one core)",
             ],
             rows,
         )
