@@ -51,9 +51,10 @@ class ServiceSpec:
         return {peer: f"{self.env_prefix}{peer.upper()}_URL" for peer in self.peers}
 
 
-# Start order matters: a service comes after the peers it calls.
+# Services start side by side; a peer is only called once requests arrive (the registry calls rag during
+# an import, to check knowledge references), so the URLs are all a service needs at start.
 DEFAULT_SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("registry", "MODELHUB_REGISTRY_", "modelhub_registry", "MODELHUB_REGISTRY_URL"),
+    ServiceSpec("registry", "MODELHUB_REGISTRY_", "modelhub_registry", "MODELHUB_REGISTRY_URL", peers=("rag",)),
     ServiceSpec("puller", "MODELHUB_PULLER_", "modelhub_puller", "MODELHUB_PULLER_URL", peers=("registry",)),
     ServiceSpec("rag", "MODELHUB_RAG_", "modelhub_rag", "MODELHUB_RAG_URL", peers=("registry",)),
     ServiceSpec(
