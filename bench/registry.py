@@ -591,11 +591,15 @@ async def run(
         # stamped a little late; the relay's backlog dominates anyway.
         under_load = [await watcher.arrival(model_id) - at for model_id, at in sent.items()]
         during = count - left_at_end
+        tail = (
+            f"the {left_at_end:,} left when the last create returned took {relay_lag:.2f} s "
+            f"({left_at_end / relay_lag if relay_lag else 0:,.0f}/s with no requests competing)"
+            if left_at_end
+            else "nothing was left when the last create returned"
+        )
         res.notes.append(
             f"outbox relay: while seeding it published {during:,} events ({during / seed_seconds:,.0f}/s against "
-            f"{creates_per_second:,.0f} creates/s); the backlog peaked at {max_backlog:,} events; the "
-            f"{left_at_end:,} left when the last create returned took {relay_lag:.2f} s "
-            f"({left_at_end / relay_lag if relay_lag else 0:,.0f}/s with no requests competing)"
+            f"{creates_per_second:,.0f} creates/s); the backlog peaked at {max_backlog:,} events; {tail}"
         )
         raw_rate = await bench.raw_insert_rate(specs)
         res.figures.append(
