@@ -368,6 +368,22 @@ async def test_a_run_interleaved_with_another_publisher_is_sent_again(
     assert await unpublished(db) == []
 
 
+async def test_a_run_already_in_the_stream_comes_back_as_duplicates(db: str, js: JetStreamContext, area: Area) -> None:
+    # As after a relay died between publishing a run and marking it: the stream de-duplicates before it checks
+    # the expected last message id, so the chained rows are acked as duplicates, not refused.
+    ids = await add_events(db, area.subject(), range(1, 5))
+    for row_id, n in zip(ids[:3], range(1, 4), strict=True):
+        await js.publish(
+            area.subject(), envelope(area.subject(), n).SerializeToString(), headers={MSG_ID_HEADER: mid(db, row_id)}
+        )
+
+    relay = new_relay(db, js)
+    assert await relay.publish_pending() == 4
+
+    assert (relay.stats.duplicates, relay.stats.published, relay.stats.resent, relay.stats.failures) == (3, 1, 0, 0)
+    assert await stream_messages(js, area.stream) == [(mid(db, i), n) for i, n in zip(ids, range(1, 5), strict=True)]
+
+
 async def test_notify_wakes_an_idle_relay(db: str, js: JetStreamContext, area: Area) -> None:
     # With an hour-long poll interval, only the NOTIFY sent on commit can make the relay publish.
     relay = new_relay(db, js, poll_interval=3600.0)

@@ -464,8 +464,9 @@ class OutboxRelay:
                     ack = await send
                 except APIError as exc:
                     if exc.err_code == _WRONG_LAST_MSG_ID and index > 0:
-                        # The previous row was stored (its ack came first), so another publisher wrote in
-                        # between: nothing was stored out of order; the rest is sent again as a new run.
+                        # The previous row is in the stream (its ack came first) but is not the stream's last
+                        # message: another publisher wrote after it. Nothing was stored out of order; the
+                        # rest is sent again as a new run, whose first row expects nothing.
                         self._stats.resent += 1
                         logger.info("outbox run interleaved with another publisher; resending", extra=self._log)
                         return _RunResult(index, resend=True)
