@@ -98,7 +98,7 @@ async def _created_events(nats_url: str, since: datetime, model_id: str, wait: f
                     envelope = decode_envelope(msg.data)
                     if envelope.model_changed.model_id == model_id:
                         found.append(msg.headers)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats raises its own subclass, or asyncio.TimeoutError from fetch
                 if found:
                     break
         return found

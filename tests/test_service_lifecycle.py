@@ -106,7 +106,7 @@ async def test_registry_relays_outbox_rows_to_jetstream(
             for _ in range(20):
                 try:
                     msgs = await sub.fetch(10, timeout=1)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats raises its own subclass, or asyncio.TimeoutError from fetch
                     continue
                 for msg in msgs:
                     event = decode_envelope(msg.data)

@@ -37,7 +37,7 @@ async def _events_since(nats_url: str, since: datetime, model_id: str, want: int
         while time.monotonic() < deadline and len(found) < want:
             try:
                 msgs = await sub.fetch(50, timeout=1)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats raises its own subclass, or asyncio.TimeoutError from fetch
                 continue
             for msg in msgs:
                 envelope = decode_envelope(msg.data)
