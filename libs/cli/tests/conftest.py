@@ -7,8 +7,6 @@ tested over HTTP exactly as a user runs it.
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,16 +14,15 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from typer.testing import CliRunner, Result
 
 from modelhub_cli.main import app
+from modelhub_devstack.asgi import serve_in_thread
 from modelhub_devstack.ports import pick_free_port
 from modelhub_registry import bootstrap
 from modelhub_registry.settings import RegistrySettings
 
 BASE_MODEL = "llama3.1:8b"
-_START_TIMEOUT = 60.0
 
 
 @dataclass
@@ -67,22 +64,6 @@ class LiveRegistry:
         return result.output
 
 
-def _serve(settings: RegistrySettings) -> tuple[uvicorn.Server, threading.Thread]:
-    config = uvicorn.Config(
-        bootstrap.build_app(settings), host="127.0.0.1", port=settings.port, log_config=None, lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="registry-under-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + _START_TIMEOUT
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError("the registry under test did not start; its log above says why")
-        time.sleep(0.05)
-    return server, thread
-
-
 @pytest.fixture
 def live_registry(
     service_settings: Callable[..., Any],
@@ -92,15 +73,11 @@ def live_registry(
 ) -> Iterator[LiveRegistry]:
     settings: RegistrySettings = service_settings(RegistrySettings, port=pick_free_port(), connection_sync_seconds=0)
     asyncio.run(bootstrap.run_migrations(settings))
-    server, thread = _serve(settings)
     # Files the CLI writes with default names (exports) land in the test's own directory.
     monkeypatch.chdir(tmp_path)
-    registry = LiveRegistry(f"http://127.0.0.1:{settings.port}", make_token("root", "admin"), tmp_path)
-    try:
+    with serve_in_thread(bootstrap.build_app(settings), name="registry-under-test", port=settings.port) as url:
+        registry = LiveRegistry(url, make_token("root", "admin"), tmp_path)
         with registry.api() as api:
             response = api.post("/api/v1/base-models", json={"id": BASE_MODEL, "params": {"temperature": 0.8}})
             assert response.status_code == 201, response.text
         yield registry
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import random
 import re
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
-import uvicorn
 from typer.testing import CliRunner, Result
 
 from modelhub_cli.main import app
-from modelhub_devstack.ports import pick_free_port
-from modelhub_rag import bootstrap
-from modelhub_rag.adapters.embedders import OnnxMiniLMEmbedder
-from modelhub_rag.settings import RagSettings
 
-_START_TIMEOUT = 60.0
 _CORRUPT_PDF = b"%PDF-1.4\n" + b"\x00garbage\xff" * 40
 
 
@@ -51,42 +39,12 @@ class LiveRag:
         return result.output
 
 
-@pytest.fixture(scope="module")
-def cli_embedder() -> Iterator[OnnxMiniLMEmbedder]:
-    embedder = OnnxMiniLMEmbedder()
-    yield embedder
-    asyncio.run(embedder.aclose())
-
-
 @pytest.fixture
 def live_rag(
-    service_settings: Callable[..., Any],
-    make_token: Callable[..., str],
-    cli_embedder: OnnxMiniLMEmbedder,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[LiveRag]:
-    settings: RagSettings = service_settings(RagSettings, port=pick_free_port(), consume_model_events=False)
-    asyncio.run(bootstrap.run_migrations(settings))
-    with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True) as conn:
-        # All tests share one NATS: keep this database's outbox message ids apart from other tests'.
-        conn.execute("SELECT setval('outbox_id_seq', %s)", (random.randrange(10**9, 10**15),))
-    config = uvicorn.Config(
-        bootstrap.build_app(settings, embedder=cli_embedder), host="127.0.0.1", port=settings.port, log_config=None
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="rag-under-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + _START_TIMEOUT
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the rag service under test did not start"
-        time.sleep(0.05)
+    rag_service: str, make_token: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> LiveRag:
     monkeypatch.chdir(tmp_path)
-    try:
-        yield LiveRag(f"http://127.0.0.1:{settings.port}", make_token("root", "admin"), tmp_path / "no-endpoints")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    return LiveRag(rag_service, make_token("root", "admin"), tmp_path / "no-endpoints")
 
 
 def _id(output: str) -> str:

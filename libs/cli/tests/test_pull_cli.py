@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import json
 import random
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,11 +19,11 @@ import nats.errors
 import nats.js.errors
 import psycopg
 import pytest
-import uvicorn
 from typer.testing import CliRunner, Result
 
 from modelhub_cli import pull_cmd
 from modelhub_cli.main import app
+from modelhub_devstack.asgi import serve_in_thread
 from modelhub_devstack.ports import pick_free_port
 from modelhub_puller import bootstrap
 from modelhub_puller.settings import PullerSettings
@@ -131,20 +130,8 @@ def live_puller(
     with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True) as conn:
         # Fresh databases restart outbox ids; keep this test's event ids apart from other tests' (dedupe).
         conn.execute(f"ALTER SEQUENCE outbox_id_seq RESTART WITH {random.randrange(10**9, 10**12)}")
-    server = uvicorn.Server(
-        uvicorn.Config(bootstrap.build_app(settings), host="127.0.0.1", port=settings.port, log_config=None)
-    )
-    thread = threading.Thread(target=server.run, name="puller-under-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the puller under test did not start"
-        time.sleep(0.05)
-    try:
-        yield LivePuller(f"http://127.0.0.1:{settings.port}", make_token("root", "admin"), tmp_path, host)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serve_in_thread(bootstrap.build_app(settings), name="puller-under-test", port=settings.port) as url:
+        yield LivePuller(url, make_token("root", "admin"), tmp_path, host)
 
 
 def test_pull_shows_progress_and_pulls_lists_the_job(live_puller: LivePuller, oci_registry_url: str) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import nats
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from modelhub.events.v1 import events_pb2
 from modelhub_common.events import MODELS, PULLS, decode_envelope, new_envelope
+from modelhub_devstack.asgi import serve_in_thread
 
 if TYPE_CHECKING:
     from conftest import Registry
@@ -120,27 +118,15 @@ class _OllamaDouble:
         async def tags() -> dict[str, Any]:
             return {"models": self.models}
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> _OllamaDouble:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.app = app
+        self.url = ""
 
 
 @pytest.fixture
 def ollama() -> Iterator[_OllamaDouble]:
-    with _OllamaDouble() as double:
+    double = _OllamaDouble()
+    with serve_in_thread(double.app, name="ollama-double") as url:
+        double.url = url
         yield double
 
 
@@ -148,14 +134,14 @@ def test_connection_sync_adds_and_retires_base_models(registry: Registry, ollama
     admin = registry.admin
     created = registry.client.post(
         "/api/v1/connections",
-        json={"type": "ollama", "url": f"http://127.0.0.1:{ollama.port}", "api_key": "sekret"},
+        json={"type": "ollama", "url": ollama.url, "api_key": "sekret"},
         headers=admin,
     )
     assert created.status_code == 201 and created.json()["has_api_key"] is True
     assert "sekret" not in registry.client.get("/api/v1/connections", headers=admin).text
     connection_id = created.json()["id"]
     credentials = registry.client.get(f"/api/v1/connections/{connection_id}/credentials", headers=admin)
-    assert credentials.json()["api_key"] == "sekret" and credentials.json()["url"].endswith(str(ollama.port))
+    assert credentials.json()["api_key"] == "sekret" and credentials.json()["url"] == ollama.url
     forbidden = registry.client.get(f"/api/v1/connections/{connection_id}/credentials", headers=registry.as_user("u"))
     assert forbidden.status_code == 403 and "sekret" not in forbidden.text
     synced = registry.client.post(f"/api/v1/connections/{connection_id}/sync", headers=admin).json()

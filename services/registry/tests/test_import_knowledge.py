@@ -2,73 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import random
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import psycopg
 import pytest
-import uvicorn
 
-from modelhub_devstack.databases import create_database, database_url, drop_database
 from modelhub_devstack.ports import pick_free_port
-from modelhub_rag import bootstrap as rag_bootstrap
-from modelhub_rag.adapters.embedders import OnnxMiniLMEmbedder
-from modelhub_rag.settings import RagSettings
 
 if TYPE_CHECKING:
     from conftest import Registry
 
-START_SECONDS = 120
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Iterator[OnnxMiniLMEmbedder]:
-    model = OnnxMiniLMEmbedder()
-    yield model
-    asyncio.run(model.aclose())
-
 
 @pytest.fixture
-def rag_url(
-    service_settings: Callable[..., Any], postgres_admin_url: str, embedder: OnnxMiniLMEmbedder
-) -> Iterator[str]:
-    """The rag service on its own database, served by uvicorn in a thread on a free port."""
-    name = f"registry_rag_{uuid.uuid4().hex[:12]}"
-    create_database(postgres_admin_url, name, ("vector",))
-    settings: RagSettings = service_settings(
-        RagSettings,
-        port=pick_free_port(),
-        database_url=database_url(postgres_admin_url, name),
-        consume_model_events=False,
-    )
-    asyncio.run(rag_bootstrap.run_migrations(settings))
-    with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True) as conn:
-        # All tests share one NATS: keep this database's outbox message ids apart from other tests'.
-        conn.execute("SELECT setval('outbox_id_seq', %s)", (random.randrange(10**9, 10**15),))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            rag_bootstrap.build_app(settings, embedder=embedder), host="127.0.0.1", port=settings.port, log_config=None
-        )
-    )
-    thread = threading.Thread(target=server.run, name="rag-for-registry-tests", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + START_SECONDS
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the rag service did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{settings.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        drop_database(postgres_admin_url, name)
+def rag_url(rag_service: str) -> str:
+    """The real rag service (root conftest), on its own database."""
+    return rag_service
 
 
 def _collection(rag_url: str, headers: dict[str, str], name: str) -> str:
