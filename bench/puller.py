@@ -1,6 +1,6 @@
 """The puller pulling a big model from a local OCI registry, next to plain downloads of the same blob.
 
-    .venv/bin/python bench/puller.py [--size-mb 1024] [--part-mb 16] [--parallel 4] [--keep]
+    .venv/bin/python bench/puller.py [--size-mb 1024] [--part-mb 16] [--parallel 4] [--no-spool] [--keep]
 
 One run starts real NATS (JetStream), PostgreSQL, SeaweedFS S3 and Debian's docker-registry on free loopback
 ports in a temporary directory, pushes an Ollama-style model whose weights layer is ``--size-mb`` MiB of
@@ -275,9 +275,10 @@ def puller_env(
         "work_ack_wait_seconds": 5,
         "heartbeat_seconds": 1,
         "lease_seconds": 3,
-        "spool_dir": str(spool),
         "log_level": "WARNING",
     }
+    if not args.no_spool:
+        values["spool_dir"] = str(spool)
     env = service_env("MODELHUB_PULLER_", values)
     env["MODELHUB_PULLER_ALLOWED_HOSTS"] = json.dumps(hosts)
     env["MODELHUB_PULLER_INSECURE_HOSTS"] = json.dumps(hosts)
@@ -330,6 +331,9 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=1024, help="size of the model's weights layer (MiB)")
     parser.add_argument("--part-mb", type=int, default=16, help="the puller's part size (MiB)")
     parser.add_argument("--parallel", type=int, default=4, help="parts in flight")
+    parser.add_argument(
+        "--no-spool", action="store_true", help="run the puller without a spool directory (what the spool costs)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = parser.parse_args()
     sigterm_raises_interrupt()
