@@ -452,6 +452,15 @@ class Bench:
             rows = await cur.fetchall()
             return time.perf_counter() - started, len(rows)
 
+    async def stream_usage(self) -> tuple[int, int]:
+        """Messages and bytes (headers included) on the models stream: what an event costs JetStream's storage."""
+        nc = await nats.connect(self.nats_url, name="bench-registry-stream-info")
+        try:
+            info = await nc.jetstream().stream_info(MODELS.stream)
+            return info.state.messages, info.state.bytes
+        finally:
+            await nc.close()
+
     async def outbox_backlog(self) -> int:
         async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as conn:
             cur = await conn.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL")
@@ -601,6 +610,12 @@ async def run(
             f"outbox relay: while seeding it published {during:,} events ({during / seed_seconds:,.0f}/s against "
             f"{creates_per_second:,.0f} creates/s); the backlog peaked at {max_backlog:,} events; {tail}"
         )
+        events, stored = await bench.stream_usage()
+        if events:
+            res.notes.append(
+                f"stream storage: {events:,} events take {stored / 2**20:,.1f} MiB on the {MODELS.stream} stream, "
+                f"{stored / events:,.0f} bytes per event with its headers (the capacity plan's s_event)"
+            )
         raw_rate = await bench.raw_insert_rate(specs)
         res.figures.append(
             Figure(
