@@ -5,7 +5,8 @@ Postgres (``blob_upload_parts``). Any replica can therefore resume a download a 
 lists the recorded parts, fetches only the missing ones and completes the same upload. The parts that were
 in flight when a process died are spooled to a local directory as they arrive (:mod:`.part_spool`); a
 process that takes over on the same disk continues each of them with a ``Range`` from where its spool ends,
-so a kill costs at most the last unflushed bytes of each part in flight. Another replica, without the spool,
+so a kill costs only what had not reached the spool: the last unflushed bytes of each part in flight, and
+whatever the kernel still held in the dead process's socket buffers. Another replica, without the spool,
 fetches those parts whole.
 
 * Parts of ``part_size`` bytes are fetched ``parallel_parts`` at a time, in order, each with its own retries
