@@ -78,6 +78,9 @@ def test_retrieve_contract(rag: Any, shared: dict[str, Any]) -> None:
         "end_offset",
     }
     assert results[0]["knowledge_id"] == kid and results[0]["file_name"] == "a.txt"
+    # Each step of the request is accounted for in Server-Timing (names only: timing is for the benchmark).
+    steps = {part.split(";")[0].strip() for part in response.headers["server-timing"].split(",")}
+    assert steps == {"access", "embed", "text", "vector", "total"}
     assert results == sorted(results, key=lambda r: -r["score"])
     assert {r["knowledge_id"] for r in results} == {kid, other["id"]}
 

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Sequence
 import httpx
 import psycopg
 from fastapi import FastAPI
-from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from modelhub_common import jetstream
@@ -22,6 +21,7 @@ from modelhub_common.migrations import COMMON_MIGRATIONS, MigrationSource, migra
 from modelhub_common.runtime import Runtime, open_runtime
 from modelhub_common.webapp import create_app, serve_http
 from modelhub_rag import __version__
+from modelhub_rag.adapters.chunks_repository import vector_index_name, vector_index_sql
 from modelhub_rag.adapters.embedders import (
     OllamaEmbedder,
     OnnxMiniLMEmbedder,
@@ -30,6 +30,7 @@ from modelhub_rag.adapters.embedders import (
     onnx_minilm,
 )
 from modelhub_rag.adapters.object_deletions import ObjectSweeper
+from modelhub_rag.adapters.search_pool import search_pool
 from modelhub_rag.adapters.vector_types import VectorTypes
 from modelhub_rag.domain.embedding import Embedder
 from modelhub_rag.entrypoints import http_knowledge, http_retrieve
@@ -110,9 +111,14 @@ def check_embedder(settings: RagSettings, embedder: Embedder) -> None:
 
 
 def build_services(
-    settings: RagSettings, pool: AsyncConnectionPool, runtime: Runtime, embedder: Embedder, sweeper: ObjectSweeper
+    settings: RagSettings,
+    pool: AsyncConnectionPool,
+    search: AsyncConnectionPool,
+    runtime: Runtime,
+    embedder: Embedder,
+    sweeper: ObjectSweeper,
+    vector_types: VectorTypes,
 ) -> Services:
-    vector_types = VectorTypes()
     active = ActiveEmbedder(embedder.name, embedder.dimensions)
     return Services(
         settings=settings,
@@ -138,9 +144,8 @@ def build_services(
             sweeper=sweeper,
         ),
         retrieval=RetrievalService(
-            pool,
+            search,
             embedder,
-            vector_types,
             config=RetrievalConfig(
                 default_k=settings.default_k,
                 max_k=settings.max_k,
@@ -148,7 +153,6 @@ def build_services(
                 max_knowledge_ids=settings.max_knowledge_ids,
                 candidates=settings.candidates_per_ranker,
                 rrf_k=settings.rrf_k,
-                ef_search=settings.hnsw_ef_search,
                 common_fraction=settings.text_common_fraction,
             ),
         ),
@@ -172,6 +176,7 @@ def build_services(
 def build_app(settings: RagSettings, *, embedder: Embedder | None = None) -> FastAPI:
     """The service as an ASGI app. ``embedder`` replaces the configured one (tests share one loaded model)."""
     readiness = Readiness()
+    vector_types = VectorTypes()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -185,6 +190,13 @@ def build_app(settings: RagSettings, *, embedder: Embedder | None = None) -> Fas
                 outbox=True,
             ) as runtime,
             httpx.AsyncClient(timeout=settings.embedder_timeout_seconds) as http,
+            search_pool(
+                settings.database_url.get_secret_value(),
+                min_size=settings.database_pool_min,
+                max_size=settings.database_pool_max,
+                ef_search=settings.hnsw_ef_search,
+                vector_types=vector_types,
+            ) as search,
         ):
             own_embedder = embedder is None
             # Loading the ONNX model reads and checks 23 MB: not on the event loop.
@@ -195,7 +207,7 @@ def build_app(settings: RagSettings, *, embedder: Embedder | None = None) -> Fas
                 check_embedder(settings, active)
                 pool = runtime.require_pool()
                 sweeper = ObjectSweeper(pool, runtime.require_store(), bucket=settings.bucket)
-                svc = build_services(settings, pool, runtime, active, sweeper)
+                svc = build_services(settings, pool, search, runtime, active, sweeper, vector_types)
                 app.state.runtime = runtime
                 app.state.services = svc
                 runtime.spawn("object-sweeper", sweeper.run(runtime.stop, settings.object_sweep_seconds))
@@ -241,19 +253,12 @@ async def serve(settings: RagSettings) -> None:
 
 
 async def ensure_vector_index(database_url: str, dimensions: int) -> bool:
-    """The partial HNSW index for vectors of ``dimensions`` (384 comes with the migration); True if created."""
-    name = f"chunks_embedding_{int(dimensions)}_idx"
+    """The partial HNSW index for vectors of ``dimensions`` (384 comes with the migrations); True if created."""
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        cur = await conn.execute("SELECT 1 FROM pg_indexes WHERE indexname = %s", (name,))
+        cur = await conn.execute("SELECT 1 FROM pg_indexes WHERE indexname = %s", (vector_index_name(dimensions),))
         if await cur.fetchone() is not None:
             return False
-        await conn.execute(
-            sql.SQL(
-                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON chunks USING hnsw"
-                " ((embedding::vector({dims})) vector_cosine_ops) WITH (m = 16, ef_construction = 128)"
-                " WHERE dimensions = {dims}"
-            ).format(name=sql.Identifier(name), dims=sql.Literal(int(dimensions)))
-        )
+        await conn.execute(vector_index_sql(dimensions))
     logger.info("created the vector index for the configured embedder", extra={"dimensions": dimensions})
     return True
 

@@ -9,12 +9,13 @@ from fastapi import APIRouter, File, Header, Query, Request, Response, UploadFil
 from modelhub_rag.domain.collection import FileStatus
 from modelhub_rag.entrypoints.deps import AdminPrincipal, CurrentPrincipal, ServicesDep
 from modelhub_rag.entrypoints.schemas import (
+    RESULTS_RESPONSE,
     CreateCollectionBody,
     PatchCollectionBody,
     QueryBody,
     collection_json,
     file_json,
-    result_json,
+    results_response,
 )
 from modelhub_rag.errors import FileTooLargeError, InvalidRequestError
 from modelhub_rag.service_layer.collections import CollectionChanges
@@ -138,14 +139,15 @@ async def delete_file(knowledge_id: str, file_id: str, principal: CurrentPrincip
     return Response(status_code=204)
 
 
-@router.post("/knowledge/{knowledge_id}/query", summary="Search one collection")
+@router.post("/knowledge/{knowledge_id}/query", summary="Search one collection", responses=RESULTS_RESPONSE)
 async def query_collection(
     knowledge_id: str, body: QueryBody, principal: CurrentPrincipal, svc: ServicesDep
-) -> dict[str, Any]:
+) -> Response:
+    timings: dict[str, float] = {}
     results = await svc.retrieval.retrieve(
-        principal, [knowledge_id], body.query, body.k, file_ids=body.file_ids, mode=body.mode
+        principal, [knowledge_id], body.query, body.k, file_ids=body.file_ids, mode=body.mode, timings=timings
     )
-    return {"results": [result_json(r) for r in results]}
+    return results_response(results, timings)
 
 
 @router.get("/model-references/dangling", summary="Model files referring to collections that do not exist (admins)")

@@ -7,19 +7,20 @@ read is a 403 naming it; an unknown id a 404 naming it.
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from modelhub_rag.entrypoints.deps import CurrentPrincipal, ServicesDep
-from modelhub_rag.entrypoints.schemas import RetrieveBody, result_json
+from modelhub_rag.entrypoints.schemas import RESULTS_RESPONSE, RetrieveBody, results_response
 
 router = APIRouter(prefix="/api/v1", tags=["retrieval"])
 
 
-@router.post("/retrieve", summary="Search several collections at once (hybrid: vector + full text)")
-async def retrieve(body: RetrieveBody, principal: CurrentPrincipal, svc: ServicesDep) -> dict[str, Any]:
+@router.post(
+    "/retrieve", summary="Search several collections at once (hybrid: vector + full text)", responses=RESULTS_RESPONSE
+)
+async def retrieve(body: RetrieveBody, principal: CurrentPrincipal, svc: ServicesDep) -> Response:
+    timings: dict[str, float] = {}
     results = await svc.retrieval.retrieve(
-        principal, body.knowledge_ids, body.query, body.k, file_ids=body.file_ids, mode=body.mode
+        principal, body.knowledge_ids, body.query, body.k, file_ids=body.file_ids, mode=body.mode, timings=timings
     )
-    return {"results": [result_json(r) for r in results]}
+    return results_response(results, timings)

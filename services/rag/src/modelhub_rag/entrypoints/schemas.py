@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelhub_rag.domain.collection import FILE_STATUSES, Grant, KnowledgeFile
@@ -112,3 +115,22 @@ def result_json(chunk: RetrievedChunk) -> dict[str, Any]:
         "start_offset": chunk.start_offset,
         "end_offset": chunk.end_offset,
     }
+
+
+class ResultsBody(BaseModel):
+    results: list[RetrievedChunk]
+
+
+# Documents the shape of :func:`results_response` in the OpenAPI schema (the body itself is encoded directly).
+RESULTS_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"model": ResultsBody, "description": "best chunks first"}}
+
+
+def results_response(results: Sequence[RetrievedChunk], timings: Mapping[str, float]) -> Response:
+    """``{"results": [...]}``, encoded here: retrieval's rows are plain values and need no model validation.
+
+    ``Server-Timing`` carries the milliseconds each step took (embedding, each ranker, the access check), so
+    a slow query can be explained from the client side, and browsers' developer tools show it.
+    """
+    body = json.dumps({"results": [result_json(r) for r in results]}, ensure_ascii=False, separators=(",", ":"))
+    server_timing = ", ".join(f"{name};dur={value:.2f}" for name, value in timings.items())
+    return Response(body.encode(), media_type="application/json", headers={"Server-Timing": server_timing})

@@ -2,7 +2,8 @@
 
 The text ranker and the query embedding run at the same time (the embedding on its own thread, the text
 query on its own connection); the vector query follows the embedding. Latency is the longer of the two
-paths, not their sum.
+paths, not their sum. Every read goes through the search pool (autocommit, HNSW settings already in the
+session; see ``adapters/search_pool.py``): one round trip per query.
 
 Scores: ``hybrid`` (the default) reports the fused RRF score; ``vector`` the cosine similarity; ``text`` the
 ``ts_rank_cd`` rank. Only ``hybrid`` is meant for production; the others exist to compare and debug.
@@ -22,7 +23,6 @@ from psycopg_pool import AsyncConnectionPool
 from modelhub_common.auth import Principal
 from modelhub_rag.adapters.chunks_repository import Candidate, ChunksRepository
 from modelhub_rag.adapters.knowledge_repository import KnowledgeRepository
-from modelhub_rag.adapters.vector_types import VectorTypes
 from modelhub_rag.domain.access import can_read
 from modelhub_rag.domain.embedding import Embedder, Vectors
 from modelhub_rag.domain.fusion import reciprocal_rank_fusion
@@ -41,7 +41,6 @@ class RetrievalConfig:
     max_knowledge_ids: int
     candidates: int
     rrf_k: int
-    ef_search: int
     common_fraction: float = 0.01
 
 
@@ -64,17 +63,16 @@ def _problem(field: str, message: str) -> InvalidRequestError:
 class RetrievalService:
     def __init__(
         self,
-        pool: AsyncConnectionPool,
+        search_pool: AsyncConnectionPool,
         embedder: Embedder,
-        vector_types: VectorTypes,
         *,
         config: RetrievalConfig,
         repo: KnowledgeRepository | None = None,
         chunks: ChunksRepository | None = None,
     ) -> None:
-        self.pool = pool
+        """``search_pool`` is built by :func:`modelhub_rag.adapters.search_pool.search_pool`."""
+        self.pool = search_pool
         self.embedder = embedder
-        self.vector_types = vector_types
         self.config = config
         self.repo = repo or KnowledgeRepository()
         self.chunks = chunks or ChunksRepository()
@@ -104,19 +102,22 @@ class RetrievalService:
         *,
         file_ids: Sequence[str] | None = None,
         mode: Mode = "hybrid",
+        timings: dict[str, float] | None = None,
     ) -> list[RetrievedChunk]:
+        """Best chunks first. ``timings``, when given, receives the milliseconds each step took (``access``,
+        ``embed``, ``text``, ``vector``, ``total``), for the response's ``Server-Timing`` header."""
         ids, text, wanted = self._validate(knowledge_ids, query, k)
-        timings: dict[str, float] = {}
+        steps: dict[str, float] = {} if timings is None else timings
         started = time.perf_counter()
         # The query's embedding does not depend on the access check: start it now, drop it if access fails.
-        embedding = asyncio.ensure_future(self._embed_query(text, timings)) if mode != "text" else None
+        embedding = asyncio.ensure_future(self._embed_query(text, steps)) if mode != "text" else None
         try:
             await self._check_readable(ids, principal)
         except BaseException:
             if embedding is not None:
                 embedding.cancel()
             raise
-        timings["access_ms"] = (time.perf_counter() - started) * 1000
+        steps["access"] = (time.perf_counter() - started) * 1000
         limit = max(self.config.candidates, wanted)
 
         async def by_vector() -> list[Candidate]:
@@ -124,8 +125,7 @@ class RetrievalService:
                 return []
             vector = await embedding
             began = time.perf_counter()
-            async with self.pool.connection() as conn, conn.transaction():
-                await self.vector_types.register(conn)
+            async with self.pool.connection() as conn:
                 hits = await self.chunks.vector_candidates(
                     conn,
                     vector=vector,
@@ -134,9 +134,8 @@ class RetrievalService:
                     collection_ids=ids,
                     file_ids=file_ids,
                     limit=limit,
-                    ef_search=self.config.ef_search,
                 )
-            timings["vector_ms"] = (time.perf_counter() - began) * 1000
+            steps["vector"] = (time.perf_counter() - began) * 1000
             return hits
 
         async def by_text() -> list[Candidate]:
@@ -152,17 +151,17 @@ class RetrievalService:
                     limit=limit,
                     common_fraction=self.config.common_fraction,
                 )
-            timings["text_ms"] = (time.perf_counter() - began) * 1000
+            steps["text"] = (time.perf_counter() - began) * 1000
             return hits
 
         vector_hits, text_hits = await asyncio.gather(by_vector(), by_text())
         scored = self._rank(mode, vector_hits, text_hits, wanted)
         rows = {c.chunk_id: c.row for c in (*vector_hits, *text_hits)}
-        timings["total_ms"] = (time.perf_counter() - started) * 1000
+        steps["total"] = (time.perf_counter() - started) * 1000
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "retrieval timings",
-                extra={"knowledge_ids": ids, "mode": mode, **{n: round(v, 2) for n, v in timings.items()}},
+                extra={"knowledge_ids": ids, "mode": mode, **{f"{n}_ms": round(v, 2) for n, v in steps.items()}},
             )
         return [
             RetrievedChunk(
@@ -179,10 +178,10 @@ class RetrievalService:
             if (row := rows.get(chunk_id)) is not None
         ]
 
-    async def _embed_query(self, text: str, timings: dict[str, float]) -> Vectors:
+    async def _embed_query(self, text: str, steps: dict[str, float]) -> Vectors:
         began = time.perf_counter()
         vectors = await self.embedder.embed([text])
-        timings["embed_ms"] = (time.perf_counter() - began) * 1000
+        steps["embed"] = (time.perf_counter() - began) * 1000
         vector: Vectors = vectors[0]
         return vector
 
