@@ -1,39 +1,144 @@
-"""Models with knowledge: the RAG service's retrieval is injected into the prompt and cited.
+"""Models with knowledge: the real RAG service's retrieval is injected into the prompt and cited.
 
-The RAG service is served by the double in conftest (its contract only) until the real one lands.
+The RAG service runs as its own process, started the way ``modelhub up`` starts it (the dev stack's
+:class:`~modelhub_devstack.services.ServiceProcess`): its own database on the session's PostgreSQL+pgvector,
+the gateway tests' NATS, the session's S3 and the local ONNX embedder. A collection is created and a file
+uploaded through its API as the chatting user, and the test waits until the ingestion worker has indexed it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import grpc
-import jwt
+import httpx
 import pytest
 
+from modelhub_devstack.databases import create_database, drop_database
+from modelhub_devstack.ports import pick_free_port
+from modelhub_devstack.services import DEFAULT_SERVICES, InfraEndpoints, ServiceProcess, service_environment
+
 if TYPE_CHECKING:
-    from conftest import Gateway, OllamaDouble, RagDouble, RegistryHandle
+    from conftest import Gateway, OllamaDouble, RegistryHandle
 
 A = "echo-a:latest"
+INDEX_TIMEOUT_SECONDS = 120
+HANDBOOK = """# Staff handbook
+
+## Holidays
+Every employee gets 30 days of paid holiday a year. Holiday requests go to your team lead at least two weeks
+ahead; unused holiday days carry over until the end of March of the following year.
+
+## Parking
+The car park behind building C has forty spaces. Permits are issued by reception and must be visible behind
+the windscreen. Bicycles go in the covered racks next to the loading bay.
+
+## Expenses
+Travel expenses are reimbursed within ten working days. Submit receipts through the finance portal, grouped
+by trip, and name the cost centre of the project that paid for the journey.
+
+## Security
+Badges must be worn at all times inside the building. Report a lost badge to the security desk on the ground
+floor at once, so that it can be blocked before anyone else uses it.
+"""
+
+
+@dataclass
+class RagService:
+    """The running rag service and a client for its REST API."""
+
+    url: str
+    http: httpx.Client
+    log_path: Path
+
+    def create_collection(self, auth: dict[str, str], name: str) -> dict[str, Any]:
+        response = self.http.post("/api/v1/knowledge", json={"name": name}, headers=auth)
+        assert response.status_code == 201, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def upload(self, auth: dict[str, str], knowledge_id: str, name: str, data: bytes) -> dict[str, Any]:
+        files = {"file": (name, data, "text/markdown")}
+        response = self.http.post(f"/api/v1/knowledge/{knowledge_id}/files", files=files, headers=auth)
+        assert response.status_code == 202, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def wait_indexed(self, auth: dict[str, str], knowledge_id: str, file_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + INDEX_TIMEOUT_SECONDS
+        while True:
+            response = self.http.get(f"/api/v1/knowledge/{knowledge_id}/files/{file_id}", headers=auth)
+            assert response.status_code == 200, response.text
+            file: dict[str, Any] = response.json()
+            assert file["status"] != "failed", file["error"]
+            if file["status"] == "indexed":
+                return file
+            assert time.monotonic() < deadline, f"{file['name']} is still {file['status']}; see {self.log_path}"
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def rag_service(
+    request: pytest.FixtureRequest,
+    gateway_nats_url: str,
+    postgres_admin_url: str,
+    s3: Any,
+    registry: RegistryHandle,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RagService]:
+    """``python -m modelhub_rag migrate`` then ``serve`` on a fresh database; stopped by its PID afterwards."""
+    # The gateway's tokens are signed with its conftest's secret; the rag service must accept the same ones.
+    gateway_conftest = request.config.pluginmanager.get_plugin(str(Path(__file__).with_name("conftest.py")))
+    spec = next(s for s in DEFAULT_SERVICES if s.name == "rag")
+    spec = dataclasses.replace(spec, database=f"gw_rag_{uuid.uuid4().hex[:10]}")
+    ports = {"rag": pick_free_port(), "registry": urlsplit(registry.url).port or 80}
+    infra = InfraEndpoints(
+        nats_url=gateway_nats_url, postgres_admin_url=postgres_admin_url, s3=s3, jwt_secret=gateway_conftest.SECRET
+    )
+    workdir = tmp_path_factory.mktemp("rag-service")
+    create_database(postgres_admin_url, spec.database, ("vector",))
+    service = ServiceProcess(
+        spec,
+        workdir,
+        ports=ports,
+        env=service_environment(spec, ports=ports, infra=infra, log_level="WARNING"),
+        log_path=workdir / "rag.log",
+        pid_path=workdir / "rag.pid",
+    )
+    try:
+        service.migrate()
+        service.start()
+        with httpx.Client(base_url=service.url, timeout=30) as http:
+            yield RagService(service.url, http, service.log_path)
+    finally:
+        service.stop()
+        drop_database(postgres_admin_url, spec.database)
+
+
+@pytest.fixture
+def rag_double(rag_service: RagService) -> RagService:
+    """conftest's gateway factory points gateways at ``rag_double.url``: in this module, the real service."""
+    return rag_service
 
 
 async def test_knowledge_is_retrieved_injected_and_cited(
-    gateway: Gateway, registry: RegistryHandle, ollama_double: OllamaDouble, rag_double: RagDouble
+    gateway: Gateway, registry: RegistryHandle, ollama_double: OllamaDouble, rag_service: RagService
 ) -> None:
-    knowledge_id = f"kb-{uuid.uuid4().hex[:8]}"
-    rag_double.chunks[knowledge_id] = [
-        {
-            "knowledge_id": knowledge_id,
-            "file_id": "f1",
-            "file_name": "handbook.pdf",
-            "text": "Holidays: 30 days a year.",
-            "score": 0.91,
-            "page": 4,
-            "start_offset": 100,
-            "end_offset": 125,
-        }
-    ]
+    # The gateway forwards the caller's own token, so the collection is the chatting user's.
+    caller = {"Authorization": gateway.metadata()[0][1]}
+    collection = rag_service.create_collection(caller, "Handbook")
+    knowledge_id = collection["id"]
+    uploaded = rag_service.upload(caller, knowledge_id, "handbook.md", HANDBOOK.encode())
+    indexed = rag_service.wait_indexed(caller, knowledge_id, uploaded["id"])
+    assert indexed["chunks"] >= 2
+
     model = f"hr-{uuid.uuid4().hex[:8]}"
     registry.create_model(
         id=model,
@@ -43,30 +148,29 @@ async def test_knowledge_is_retrieved_injected_and_cited(
     )
     plain = f"plain-{uuid.uuid4().hex[:8]}"
     registry.create_model(id=plain, base_model_id="echo-b:latest")
-    question = f"How many holidays? {uuid.uuid4().hex[:6]}"
+    question = f"How many days of paid holiday does an employee get each year? {uuid.uuid4().hex[:6]}"
     result = await gateway.chat([model, plain], question)
 
     cited = result.answers[model]
-    assert [c.file_name for c in cited.citations] == ["handbook.pdf"]
-    assert cited.citations[0].page == 4 and cited.citations[0].text == "Holidays: 30 days a year."
+    assert cited.error is None and cited.citations, cited.error
+    # Every citation is a chunk of the uploaded file, and the best one answers the question.
+    assert {(c.knowledge_id, c.file_id, c.file_name) for c in cited.citations} == {
+        (knowledge_id, uploaded["id"], "handbook.md")
+    }
+    for citation in cited.citations:
+        assert citation.text and HANDBOOK[citation.start_offset : citation.end_offset] == citation.text
+    best = cited.citations[0]
+    assert "30 days of paid holiday" in best.text
     assert result.answers[plain].citations == []
+
     request = next(r for r in ollama_double.requests_for(A) if r["messages"][-1]["content"] == question)
     system = request["messages"][0]
     assert system["role"] == "system" and system["content"].startswith("You answer HR questions.")
-    assert "[1] handbook.pdf, page 4:\nHolidays: 30 days a year." in system["content"]
-    # Retrieval ran with the caller's own token, for this model's knowledge only.
-    auth, body = rag_double.requests[-1]
-    assert body == {"knowledge_ids": [knowledge_id], "query": question, "k": 5}
+    assert f"[1] handbook.md:\n{best.text.strip()}" in system["content"]
 
-    # Tokens made a second apart differ in `iat`, so compare who they name rather than the bytes.
-    def claims(header: str) -> tuple[str, str]:
-        decoded = jwt.decode(header.removeprefix("Bearer "), options={"verify_signature": False})
-        return decoded["sub"], decoded["role"]
-
-    assert claims(auth) == claims(gateway.metadata()[0][1])
     conversation = await gateway.conversation(result.conversation_id)
     stored = next(m for m in conversation.messages if m.id == cited.message_id)
-    assert [c.file_id for c in stored.citations] == ["f1"]
+    assert [c.file_id for c in stored.citations] == [c.file_id for c in cited.citations]
 
 
 async def test_unauthenticated_calls_are_refused(gateway: Gateway) -> None:
