@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ from modelhub_chat_gateway.service_layer.model_catalog import ModelCatalog
 from modelhub_chat_gateway.settings import ChatGatewaySettings
 from modelhub_common import jetstream
 from modelhub_common.auth import issue_token
+from modelhub_common.errors import DependencyError
 from modelhub_common.events import MODELS
 from modelhub_common.health import Readiness
 from modelhub_common.migrations import COMMON_MIGRATIONS, MigrationSource, migrate
@@ -87,6 +89,25 @@ def build_local_backend(settings: ChatGatewaySettings, store: ObjectStore) -> Lo
         max_ctx=settings.local_max_ctx,
         default_max_tokens=settings.local_default_max_tokens,
     )
+
+
+async def _keep_replica_alive(
+    repository: ConversationRepository, stop: asyncio.Event, interval: float, stale_seconds: float
+) -> None:
+    """Records this replica's heartbeat and marks answers of dead replicas interrupted, until shutdown.
+    A database outage is logged and retried at the next beat: it must not take the service down."""
+    while not stop.is_set():
+        try:
+            await repository.heartbeat()
+            swept = await repository.sweep_interrupted(stale_seconds)
+            if swept:
+                logger.warning("answers of a stopped replica marked interrupted", extra={"answers": swept})
+        except DependencyError as exc:
+            logger.warning("replica heartbeat failed", extra={"error": str(exc)})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+    with contextlib.suppress(DependencyError):
+        await repository.retire()
 
 
 async def _follow_readiness(
@@ -160,8 +181,9 @@ def build_app(
                 Timeouts(settings.first_token_timeout_seconds, settings.idle_timeout_seconds),
                 ContextDefaults(settings.default_num_ctx, settings.default_max_tokens),
             )
+            repository = ConversationRepository(runtime.require_pool(), replica_id=str(uuid.uuid4()))
             chat = ChatService(
-                repository=ConversationRepository(runtime.require_pool()),
+                repository=repository,
                 catalog=catalog,
                 images=ImageStore(store, settings.bucket),
                 rag=rag,
@@ -188,6 +210,12 @@ def build_app(
             await grpc_server.start()
             readiness.started = True
             await grpc_server.set_serving(True)
+            runtime.spawn(
+                "replica-heartbeat",
+                _keep_replica_alive(
+                    repository, runtime.stop, settings.replica_heartbeat_seconds, settings.replica_stale_seconds
+                ),
+            )
             runtime.spawn(
                 "grpc-health",
                 _follow_readiness(readiness, grpc_server, runtime.stop, settings.health_check_seconds),

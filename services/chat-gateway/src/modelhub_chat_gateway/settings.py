@@ -34,6 +34,14 @@ class ChatGatewaySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings
         5.0, gt=0, description="How often the gRPC health status is brought in line with /readyz."
     )
     max_models_per_turn: int = Field(2, ge=1, le=8, description="How many models one turn may fan out to.")
+    replica_heartbeat_seconds: float = Field(
+        10.0, gt=0, description="How often this replica records that it is alive and sweeps orphaned answers."
+    )
+    replica_stale_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A replica not seen for this long is dead: answers it was streaming are marked interrupted.",
+    )
 
     # The registry: model files are resolved with the caller's own token; connections (admin-only) with this.
     registry_service_token: SecretStr | None = Field(

@@ -59,7 +59,7 @@ def _conversation(row: dict[str, Any]) -> ConversationRecord:
     )
 
 
-def _insert_params(m: StoredMessage) -> tuple[Any, ...]:
+def _insert_params(m: StoredMessage, replica_id: str | None) -> tuple[Any, ...]:
     return (
         m.id,
         m.conversation_id,
@@ -70,20 +70,30 @@ def _insert_params(m: StoredMessage) -> tuple[Any, ...]:
         Jsonb([{"key": i.key, "mime_type": i.mime_type} for i in m.images]),
         m.status,
         m.context_mode.value,
+        replica_id,
     )
 
 
 _INSERT_MESSAGES = (
-    "INSERT INTO messages (id, conversation_id, parent_id, role, model_id, content, images, status, context_mode)"
+    "INSERT INTO messages"
+    " (id, conversation_id, parent_id, role, model_id, content, images, status, context_mode, replica_id)"
     " VALUES"
 )
-_MESSAGE_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_MESSAGE_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+
+INTERRUPTED = "interrupted"
+_INTERRUPTED_MESSAGE = (
+    "the gateway replica streaming this answer stopped before it finished; regenerate the answer to get it again"
+)
 _INSERT_MESSAGE = f"{_INSERT_MESSAGES} {_MESSAGE_ROW}"
 
 
 class ConversationRepository:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    """``replica_id`` tags the rows this gateway replica writes, so that others can tell its answers apart."""
+
+    def __init__(self, pool: AsyncConnectionPool, replica_id: str | None = None) -> None:
         self._pool = pool
+        self.replica_id = replica_id
 
     @contextlib.asynccontextmanager
     async def _single_statement(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -122,7 +132,10 @@ class ConversationRepository:
             conversation_sql = "UPDATE conversations SET current_message_id = %s, updated_at = now() WHERE id = %s"
             conversation_params = (current_message_id, conversation.id)
         rows = ", ".join([_MESSAGE_ROW] * len(messages))
-        params = [*conversation_params, *(value for m in messages for value in _insert_params(m))]
+        params = [
+            *conversation_params,
+            *(value for m in messages for value in _insert_params(m, self.replica_id)),
+        ]
         try:
             async with self._single_statement() as conn:
                 await conn.execute(f"WITH conversation AS ({conversation_sql}) {_INSERT_MESSAGES} {rows}", params)
@@ -158,6 +171,53 @@ class ConversationRepository:
                 )
         except psycopg.Error as exc:
             raise DependencyError(f"cannot store the answer: {type(exc).__name__}") from exc
+
+    async def heartbeat(self) -> None:
+        """Records that this replica is alive."""
+        if self.replica_id is None:
+            raise RuntimeError("a repository without a replica id has no heartbeat")
+        try:
+            async with self._single_statement() as conn:
+                await conn.execute(
+                    "INSERT INTO gateway_replicas (id) VALUES (%s) ON CONFLICT (id) DO UPDATE SET seen_at = now()",
+                    (self.replica_id,),
+                )
+        except psycopg.Error as exc:
+            raise DependencyError(f"cannot record the replica's heartbeat: {type(exc).__name__}") from exc
+
+    async def retire(self) -> None:
+        """Forgets this replica (at shutdown), so answers it leaves behind are swept at once."""
+        try:
+            async with self._single_statement() as conn:
+                await conn.execute("DELETE FROM gateway_replicas WHERE id = %s", (self.replica_id,))
+        except psycopg.Error as exc:
+            raise DependencyError(f"cannot retire the replica: {type(exc).__name__}") from exc
+
+    async def sweep_interrupted(self, stale_seconds: float) -> int:
+        """Marks answers still ``streaming`` whose replica is gone (not seen for ``stale_seconds``) as errors
+        with code ``interrupted``; forgets replicas not seen for a day. Returns how many answers it marked.
+        Rows written before replicas were tracked (no replica id) count as orphaned after a day."""
+        try:
+            async with self._single_statement() as conn:
+                cursor = await conn.execute(
+                    "WITH alive AS (SELECT id FROM gateway_replicas"
+                    "               WHERE seen_at > now() - make_interval(secs => %(stale)s)),"
+                    " forgotten AS (DELETE FROM gateway_replicas WHERE seen_at < now() - interval '1 day')"
+                    " UPDATE messages SET status = 'error', error_code = %(code)s, error_message = %(message)s,"
+                    " updated_at = now()"
+                    " WHERE status = 'streaming' AND replica_id IS DISTINCT FROM %(me)s"
+                    " AND (replica_id IS NOT NULL OR created_at < now() - interval '1 day')"
+                    " AND (replica_id IS NULL OR replica_id NOT IN (SELECT id FROM alive))",
+                    {
+                        "stale": stale_seconds,
+                        "code": INTERRUPTED,
+                        "message": _INTERRUPTED_MESSAGE,
+                        "me": self.replica_id,
+                    },
+                )
+                return cursor.rowcount
+        except psycopg.Error as exc:
+            raise DependencyError(f"cannot sweep interrupted answers: {type(exc).__name__}") from exc
 
     async def get(self, conversation_id: str, owner_id: str) -> tuple[ConversationRecord, list[StoredMessage]] | None:
         try:
@@ -230,7 +290,7 @@ class ConversationRepository:
         """A regenerated answer: a new sibling, which becomes the selected branch."""
         try:
             async with self._pool.connection() as conn, conn.transaction():
-                await conn.execute(_INSERT_MESSAGE, _insert_params(message))
+                await conn.execute(_INSERT_MESSAGE, _insert_params(message, self.replica_id))
                 await conn.execute(
                     "UPDATE conversations SET current_message_id = %s, updated_at = now() WHERE id = %s",
                     (message.id, message.conversation_id),
