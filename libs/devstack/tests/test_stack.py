@@ -197,3 +197,17 @@ def test_service_environment_for_the_gateway() -> None:
         "MODELHUB_GATEWAY_RAG_URL": "http://127.0.0.1:1003",
     }
     assert "pw" not in repr(infra)
+
+
+def test_the_puller_spools_parts_under_its_own_state_directory(tmp_path: Path) -> None:
+    puller = next(spec for spec in DEFAULT_SERVICES if spec.name == "puller")
+    infra = InfraEndpoints(
+        nats_url="nats://127.0.0.1:4222",
+        postgres_admin_url="postgresql://postgres:pw@127.0.0.1:5432/postgres",
+        s3=S3Endpoint("127.0.0.1:9000", "ak", "sk"),
+        jwt_secret="x" * 40,
+    )
+    ports = {"registry": 1001, "puller": 1002}
+    env = service_environment(puller, ports=ports, infra=infra, workdir=tmp_path / "puller")
+    assert env["MODELHUB_PULLER_SPOOL_DIR"] == str(tmp_path / "puller" / "spool")
+    assert "MODELHUB_PULLER_SPOOL_DIR" not in service_environment(puller, ports=ports, infra=infra)

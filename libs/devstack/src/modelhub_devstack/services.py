@@ -36,6 +36,9 @@ class ServiceSpec:
     #: If set, the service also serves gRPC (port in ``<PREFIX>GRPC_PORT``); this endpoints.env
     #: variable holds its ``host:port``.
     grpc_variable: str | None = None
+    #: Settings that name a local directory of the service (e.g. the puller's ``SPOOL_DIR``), given as
+    #: ``(setting, subdirectory)``: the stack points them into the service's own state directory.
+    local_dirs: tuple[tuple[str, str], ...] = ()
 
     @property
     def module(self) -> str:
@@ -55,7 +58,14 @@ class ServiceSpec:
 # an import, to check knowledge references), so the URLs are all a service needs at start.
 DEFAULT_SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("registry", "MODELHUB_REGISTRY_", "modelhub_registry", "MODELHUB_REGISTRY_URL", peers=("rag",)),
-    ServiceSpec("puller", "MODELHUB_PULLER_", "modelhub_puller", "MODELHUB_PULLER_URL", peers=("registry",)),
+    ServiceSpec(
+        "puller",
+        "MODELHUB_PULLER_",
+        "modelhub_puller",
+        "MODELHUB_PULLER_URL",
+        peers=("registry",),
+        local_dirs=(("SPOOL_DIR", "spool"),),
+    ),
     ServiceSpec("rag", "MODELHUB_RAG_", "modelhub_rag", "MODELHUB_RAG_URL", peers=("registry",)),
     ServiceSpec(
         "chat_gateway",
@@ -95,8 +105,10 @@ def service_environment(
     ports: Mapping[str, int],
     infra: InfraEndpoints,
     log_level: str = "INFO",
+    workdir: Path | None = None,
 ) -> dict[str, str]:
-    """Every ``MODELHUB_<SVC>_*`` setting the dev stack gives ``spec``'s process."""
+    """Every ``MODELHUB_<SVC>_*`` setting the dev stack gives ``spec``'s process; ``workdir`` (the service's
+    state directory) is where its ``local_dirs`` go."""
     prefix = spec.env_prefix
     env = {
         f"{prefix}HOST": LOOPBACK,
@@ -114,6 +126,9 @@ def service_environment(
         env[f"{prefix}GRPC_PORT"] = str(ports[f"{spec.name}_grpc"])
     for peer, variable in spec.peer_env_names.items():
         env[variable] = service_url(ports[peer])
+    if workdir is not None:
+        for setting, subdirectory in spec.local_dirs:
+            env[f"{prefix}{setting}"] = str(workdir / subdirectory)
     return env
 
 

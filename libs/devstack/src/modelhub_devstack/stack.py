@@ -346,7 +346,13 @@ class Stack:
                 spec,
                 self.paths.component_dir("services") / spec.name,
                 ports=all_ports,
-                env=service_environment(spec, ports=all_ports, infra=infra, log_level=self.log_level),
+                env=service_environment(
+                    spec,
+                    ports=all_ports,
+                    infra=infra,
+                    log_level=self.log_level,
+                    workdir=self.paths.component_dir("services") / spec.name,
+                ),
                 log_path=self.paths.logs_dir / f"{spec.name}.log",
                 pid_path=self.paths.run_dir / f"{spec.name}.pid",
             )
