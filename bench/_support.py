@@ -34,6 +34,7 @@ __all__ = [
     "machine_summary",
     "markdown_table",
     "percentile",
+    "rss_bytes",
     "scratch_dir",
     "service_env",
     "sigterm_raises_interrupt",
@@ -208,6 +209,14 @@ class CpuMeter:
     @staticmethod
     def delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
         return {name: after[name] - before[name] for name in before}
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident memory of one process (``VmRSS``), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def percentile(samples: Sequence[float], pct: float) -> float:

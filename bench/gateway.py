@@ -48,6 +48,7 @@ from _support import (
     machine_summary,
     markdown_table,
     percentile,
+    rss_bytes,
     scratch_dir,
     service_env,
     sigterm_raises_interrupt,
@@ -261,7 +262,19 @@ def ms(value: float) -> str:
     return f"{value * 1000:.2f}"
 
 
+async def peak_rss(pid: int, interval: float = 0.05) -> int:
+    """The highest resident memory of ``pid`` seen until cancelled (returned as the task's result)."""
+    peak = 0
+    try:
+        while True:
+            peak = max(peak, rss_bytes(pid))
+            await asyncio.sleep(interval)
+    except asyncio.CancelledError:
+        return peak
+
+
 async def run(args: argparse.Namespace, backend_url: str, grpc_target: str, token: str, meter: CpuMeter) -> str:
+    gateway_pid = meter.processes["gateway"]
     metadata = [("authorization", f"Bearer {token}")]
     channels = [grpc.aio.insecure_channel(grpc_target) for _ in range(8)]
     stubs = [chat_pb2_grpc.ChatServiceStub(c) for c in channels]
@@ -283,9 +296,13 @@ async def run(args: argparse.Namespace, backend_url: str, grpc_target: str, toke
             )
             used_direct = CpuMeter.delta(before_direct, meter.snapshot())
             before = meter.snapshot()
+            idle_rss = rss_bytes(gateway_pid)
+            sampler = asyncio.create_task(peak_rss(gateway_pid))
             through = await closed_loop(
                 level, per_worker[level], answer_seconds, lambda i: gateway_stream(stubs[i % 8], metadata, [FAST])
             )
+            sampler.cancel()
+            peak = max(await sampler, idle_rss)  # started long before: it returns its peak when cancelled
             used = CpuMeter.delta(before, meter.snapshot())
             tokens_through = sum(len(t.gaps) + 1 for t in through if t.ttft)
             server_ttfts = [t.server_ttft for t in through if t.server_ttft] or [0.0]
@@ -309,6 +326,7 @@ async def run(args: argparse.Namespace, backend_url: str, grpc_target: str, toke
                     f"{used_direct['client'] / used_direct['wall'] * 100:.0f} % / "
                     f"{used['client'] / used['wall'] * 100:.0f} %",
                     f"{used['machine'] / used['wall'] * 100:.0f} %",
+                    f"{idle_rss / 2**20:.0f} / {peak / 2**20:.0f} / {(peak - idle_rss) / level / 1024:.0f}",
                 ]
             )
         latency = markdown_table(
@@ -327,6 +345,7 @@ async def run(args: argparse.Namespace, backend_url: str, grpc_target: str, toke
                 "gateway CPU (of one core)",
                 "bench client CPU direct / gateway (of one core)",
                 "machine busy, gateway phase (of one core)",
+                "gateway RSS before / peak (MiB) / growth per stream (KiB)",
             ],
             rows,
         )

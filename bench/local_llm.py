@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _support import machine_summary, markdown_table, scratch_dir  # noqa: E402
+from _support import machine_summary, markdown_table, rss_bytes, scratch_dir  # noqa: E402
 
 from modelhub_chat_gateway.adapters.backends.local_llama import LocalModel, llama_loader  # noqa: E402
 
@@ -40,13 +40,6 @@ PROMPT = "Once upon a time, in a small village by the sea,"
 
 def log(message: str) -> None:
     print(f"[local-llm] {message}", file=sys.stderr, flush=True)
-
-
-def rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 @contextlib.contextmanager
