@@ -71,9 +71,11 @@ def sigterm_raises_interrupt() -> None:
 class BenchStack:
     """NATS with JetStream, PostgreSQL with pgvector and SeaweedFS S3 on free loopback ports under ``root``."""
 
-    def __init__(self, root: Path, *, durable_postgres: bool = True) -> None:
+    def __init__(
+        self, root: Path, *, durable_postgres: bool = True, postgres_settings: Mapping[str, str] | None = None
+    ) -> None:
         self.nats = NatsServer(root / "nats")
-        self.postgres = PostgresServer(root / "postgres", durable=durable_postgres)
+        self.postgres = PostgresServer(root / "postgres", durable=durable_postgres, settings=postgres_settings)
         # The directory is thrown away: a slow graceful stop buys nothing.
         self.s3 = SeaweedS3(root / "s3", stop_timeout=1.0)
         self._started: list[ManagedServer] = []

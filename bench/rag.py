@@ -182,6 +182,24 @@ def embed_all(embedder: OnnxMiniLMEmbedder, texts: Sequence[str], batch: int = 6
     return np.concatenate([embedder.embed_sync(texts[i : i + batch]) for i in range(0, len(texts), batch)])
 
 
+PROD_SHARED_BUFFERS = "2GB"
+
+#: Bytes per chunk on disk, by part, filled by :func:`seed_chunks` (the capacity plan's ``b_chunk``).
+STORAGE: list[tuple[str, float]] = []
+
+
+def storage_per_chunk(conn: psycopg.Connection[Any], count: int) -> list[tuple[str, float]]:
+    """What ``count`` chunks take on disk, per chunk: the table (with TOAST) and each of its indexes."""
+    parts = [("table (rows, text, vectors, tsvector; with TOAST)", "pg_table_size('chunks')")]
+    for (name,) in conn.execute(
+        "SELECT indexname FROM pg_indexes WHERE tablename = 'chunks' ORDER BY indexname"
+    ).fetchall():
+        parts.append((f"index {name}", f"pg_relation_size('{name}')"))
+    sizes = conn.execute("SELECT " + ", ".join(expr for _, expr in parts)).fetchone()
+    assert sizes is not None
+    return [(label, size / count) for (label, _), size in zip(parts, sizes, strict=True)]
+
+
 def seed_chunks(
     db: str, embedder_name: str, count: int, rng: np.random.Generator, centers: np.ndarray
 ) -> tuple[str, np.ndarray, np.ndarray]:
@@ -249,6 +267,7 @@ def seed_chunks(
         conn.execute(index_sql[0])
         conn.execute("VACUUM ANALYZE chunks")
         log(f"HNSW index built in {time.perf_counter() - began:.1f} s")
+        STORAGE.extend(storage_per_chunk(conn, count))
         # Map database ids back to the generated order (row i went to file i % files_count, ordinal i // files_count).
         id_rows = conn.execute(
             "SELECT c.id, c.ordinal, f.o - 1 FROM chunks c"
@@ -364,7 +383,9 @@ def main() -> None:
 
     with ExitStack() as cleanup:
         root = cleanup.enter_context(scratch_dir("mh-rag-", keep=args.keep, log=log))
-        stack = cleanup.enter_context(BenchStack(root))
+        # PostgreSQL sized as the prod overlay sizes it (deploy/k8s/overlays/prod/postgres-sizing.yaml), so the
+        # HNSW index stays in memory as docs/deploy.md asks; the server's default (128 MB) is smaller than it.
+        stack = cleanup.enter_context(BenchStack(root, postgres_settings={"shared_buffers": PROD_SHARED_BUFFERS}))
         stack.start(log)
         db = stack.database("modelhub_rag")
         secret = secrets.token_urlsafe(48)
@@ -533,6 +554,11 @@ def main() -> None:
             [[STEPS.get(name, name), *ms(values)] for name, values in api_steps.items()],
         )
     )
+    if STORAGE:
+        print()
+        rows = [[label, f"{size:,.0f}"] for label, size in STORAGE]
+        rows.append(["**total**", f"**{sum(size for _, size in STORAGE):,.0f}**"])
+        print(markdown_table([f"on disk, per chunk ({sizes['chunks']:,} chunks)", "bytes"], rows))
     print(
         "\nThe access check and the text query run while the query is embedded; the vector query follows the"
         " embedding. The rest of the end-to-end time is HTTP (both sides) and the client."

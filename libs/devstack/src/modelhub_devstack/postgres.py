@@ -11,7 +11,7 @@ import shlex
 import signal
 import stat
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -116,6 +116,7 @@ class PostgresServer(ManagedServer):
         durable: bool = True,
         system_user: str = SYSTEM_USER,
         name: str = "postgres",
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = workdir / "data"
         super().__init__(name, workdir, pid_path=self.data_dir / "postmaster.pid")
@@ -124,6 +125,8 @@ class PostgresServer(ManagedServer):
         #: False trades crash safety for speed (fsync off): right for throwaway test clusters only.
         self.durable = durable
         self.system_user = system_user
+        #: Server settings given as ``-c name=value`` (e.g. ``shared_buffers``), after the defaults.
+        self.settings = dict(settings or {})
         self.bin_dir = postgres_bin_dir()
 
     # --- URLs and databases -------------------------------------------------------------------------
@@ -164,6 +167,8 @@ class PostgresServer(ManagedServer):
         if not self.durable:
             for setting in ("fsync=off", "synchronous_commit=off", "full_page_writes=off"):
                 argv += ["-c", setting]
+        for key, value in self.settings.items():
+            argv += ["-c", f"{key}={value}"]
         return argv
 
     def owns(self, cmdline: list[str]) -> bool:
