@@ -14,9 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
-import nats.errors
-import nats.js.errors
 import psycopg
 import pytest
 from typer.testing import CliRunner, Result
@@ -24,6 +21,7 @@ from typer.testing import CliRunner, Result
 from modelhub_cli import pull_cmd
 from modelhub_cli.main import app
 from modelhub_devstack.asgi import serve_in_thread
+from modelhub_devstack.nats import drain_consumer
 from modelhub_devstack.ports import pick_free_port
 from modelhub_puller import bootstrap
 from modelhub_puller.settings import PullerSettings
@@ -86,27 +84,7 @@ def leave_the_bus_as_found(nats_url: str) -> Iterator[None]:
     """Acks the ``completed`` events these pulls left for the registry's consumer on the session's NATS, so
     a registry started later in the session does not re-register them (see services/puller/tests)."""
     yield
-    asyncio.run(_drain(nats_url, "MODELHUB_PULLS", "registry-pulls-completed"))
-
-
-async def _drain(url: str, stream: str, durable: str) -> None:
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        try:
-            await js.consumer_info(stream, durable)
-        except nats.js.errors.NotFoundError:
-            return
-        subscription = await js.pull_subscribe_bind(durable=durable, stream=stream)
-        while True:
-            try:
-                messages = await subscription.fetch(100, timeout=1)
-            except (TimeoutError, nats.errors.TimeoutError):
-                return
-            for message in messages:
-                await message.ack_sync()
-    finally:
-        await nc.close()
+    asyncio.run(drain_consumer(nats_url, "MODELHUB_PULLS", "registry-pulls-completed"))
 
 
 @pytest.fixture

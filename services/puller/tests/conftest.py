@@ -14,9 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
-import nats.errors
-import nats.js.errors
 import pytest
 from fastapi.testclient import TestClient
 
@@ -27,6 +24,7 @@ from puller_testkit import MIB, OLLAMA, OciPusher, Puller, PushedModel, make_ggu
 from registry_double import RegistryDouble  # noqa: E402
 
 from modelhub_devstack.databases import create_database, database_url, drop_database  # noqa: E402
+from modelhub_devstack.nats import drain_consumer  # noqa: E402
 from modelhub_puller import bootstrap  # noqa: E402
 from modelhub_puller.settings import PullerSettings  # noqa: E402
 
@@ -190,23 +188,3 @@ def leave_the_bus_as_found(nats_url: str) -> Iterator[None]:
     """
     yield
     asyncio.run(drain_consumer(nats_url, "MODELHUB_PULLS", "registry-pulls-completed"))
-
-
-async def drain_consumer(url: str, stream: str, durable: str) -> None:
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        try:
-            await js.consumer_info(stream, durable)
-        except nats.js.errors.NotFoundError:
-            return
-        subscription = await js.pull_subscribe_bind(durable=durable, stream=stream)
-        while True:
-            try:
-                messages = await subscription.fetch(100, timeout=1)
-            except (TimeoutError, nats.errors.TimeoutError):
-                return
-            for message in messages:
-                await message.ack_sync()
-    finally:
-        await nc.close()

@@ -65,3 +65,32 @@ class NatsServer(ManagedServer):
     def is_healthy(self) -> bool:
         # js-enabled-only: healthy means JetStream is up too, not just the client port.
         return http_ok(f"{self.monitor_url}/healthz?js-enabled-only=true")
+
+
+async def drain_consumer(url: str, stream: str, durable: str) -> None:
+    """Acks every message waiting for the durable pull consumer ``durable`` on ``stream`` (if it exists).
+
+    Tests share one NATS per session: what a test's services published for another service's consumer
+    must not be delivered to a service started by a later test.
+    """
+    import nats
+    import nats.errors
+    import nats.js.errors
+
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        try:
+            await js.consumer_info(stream, durable)
+        except nats.js.errors.NotFoundError:
+            return
+        subscription = await js.pull_subscribe_bind(durable=durable, stream=stream)
+        while True:
+            try:
+                messages = await subscription.fetch(100, timeout=1)
+            except TimeoutError:  # nats' own timeout error is a subclass
+                return
+            for message in messages:
+                await message.ack_sync()
+    finally:
+        await nc.close()
