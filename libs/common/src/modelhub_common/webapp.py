@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from modelhub_common.auth import Principal, parse_authorization_header, verify_token
+from modelhub_common.auth import Principal, VerifiedTokens, parse_authorization_header, verify_token
 from modelhub_common.errors import (
     AuthError,
     ConfigurationError,
@@ -101,9 +101,14 @@ def principal_dependency(secret: Callable[[], str], issuer: str = "modelhub") ->
 async def request_principal(request: Request) -> Principal:
     """The FastAPI dependency every service uses: verifies the bearer token against the settings the app
     was built with (``app.state.settings``, a :class:`ServiceSettings`)."""
-    settings: ServiceSettings = request.app.state.settings
     token = parse_authorization_header(request.headers.get("authorization"))
-    return verify_token(token, settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer)
+    tokens: VerifiedTokens | None = getattr(request.app.state, "verified_tokens", None)
+    if tokens is None:  # one per app, made on first use: the settings are set after the app is built
+        settings: ServiceSettings = request.app.state.settings
+        tokens = request.app.state.verified_tokens = VerifiedTokens(
+            settings.jwt_secret.get_secret_value, settings.jwt_issuer
+        )
+    return tokens.verify(token)
 
 
 def create_app(

@@ -28,14 +28,13 @@ from modelhub_chat_gateway.entrypoints.chat_servicer import ChatServicer, ImageF
 from modelhub_chat_gateway.entrypoints.grpc_server import GrpcServer
 from modelhub_chat_gateway.entrypoints.model_events import ModelEventsListener
 from modelhub_chat_gateway.entrypoints.openai_http import OpenAIApiDeps, install_openai_errors, openai_router
-from modelhub_chat_gateway.entrypoints.verified_tokens import VerifiedTokens
 from modelhub_chat_gateway.service_layer.chat import ChatService, TurnLimits
 from modelhub_chat_gateway.service_layer.completions import CompletionService
 from modelhub_chat_gateway.service_layer.generation import ContextDefaults, Generator, Timeouts
 from modelhub_chat_gateway.service_layer.model_catalog import ModelCatalog
 from modelhub_chat_gateway.settings import ChatGatewaySettings
 from modelhub_common import jetstream
-from modelhub_common.auth import issue_token
+from modelhub_common.auth import VerifiedTokens, issue_token
 from modelhub_common.errors import DependencyError
 from modelhub_common.events import MODELS
 from modelhub_common.health import Readiness

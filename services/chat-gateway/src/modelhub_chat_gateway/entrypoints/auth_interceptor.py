@@ -9,8 +9,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from modelhub_chat_gateway.entrypoints.verified_tokens import VerifiedTokens
-from modelhub_common.auth import Principal, parse_authorization_header
+from modelhub_common.auth import Principal, VerifiedTokens, parse_authorization_header
 from modelhub_common.errors import AuthError
 
 PROTECTED_PREFIX = "/modelhub.chat.v1.ChatService/"

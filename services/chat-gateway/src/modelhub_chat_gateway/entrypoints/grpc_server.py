@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection
 from modelhub.chat.v1 import chat_pb2, chat_pb2_grpc
 from modelhub_chat_gateway.entrypoints.auth_interceptor import BearerAuthInterceptor
 from modelhub_chat_gateway.entrypoints.chat_servicer import ChatServicer
-from modelhub_chat_gateway.entrypoints.verified_tokens import VerifiedTokens
+from modelhub_common.auth import VerifiedTokens
 
 CHAT_SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
 HEALTH_NAMES = ("", CHAT_SERVICE_NAME)

@@ -21,7 +21,6 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelhub_chat_gateway.domain.chat_types import ImageData, PromptMessage, Role
-from modelhub_chat_gateway.entrypoints.verified_tokens import VerifiedTokens
 from modelhub_chat_gateway.errors import (
     BackendError,
     BackendTimeoutError,
@@ -35,7 +34,7 @@ from modelhub_chat_gateway.errors import (
 )
 from modelhub_chat_gateway.service_layer.completions import CompletionService, PreparedCompletion
 from modelhub_chat_gateway.service_layer.model_catalog import Caller, ModelCatalog
-from modelhub_common.auth import parse_authorization_header
+from modelhub_common.auth import VerifiedTokens, parse_authorization_header
 from modelhub_common.errors import AuthError, ModelhubError
 
 logger = logging.getLogger(__name__)

@@ -6,8 +6,7 @@ import time
 
 import pytest
 
-from modelhub_chat_gateway.entrypoints.verified_tokens import VerifiedTokens
-from modelhub_common.auth import issue_token
+from modelhub_common.auth import VerifiedTokens, issue_token
 from modelhub_common.errors import AuthError
 
 SECRET = "s" * 48
