@@ -7,9 +7,9 @@ and ``iss``. A shared secret lets each service check access without calling anot
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import jwt
 
@@ -39,6 +39,46 @@ class Principal:
     def require_admin(self) -> None:
         if not self.is_admin:
             raise PermissionDeniedError("this action needs the admin role")
+
+
+class Grant(Protocol):
+    """A read or write grant to a user or a group, as model files and knowledge collections carry them."""
+
+    @property
+    def principal_type(self) -> str: ...
+
+    @property
+    def principal_id(self) -> str: ...
+
+    @property
+    def permission(self) -> str: ...
+
+
+def _granted(grants: Iterable[Grant], principal: Principal, permissions: tuple[str, ...]) -> bool:
+    for grant in grants:
+        if grant.permission not in permissions:
+            continue
+        if grant.principal_type == "user" and grant.principal_id == principal.subject:
+            return True
+        if grant.principal_type == "group" and grant.principal_id in principal.groups:
+            return True
+    return False
+
+
+def may_read(principal: Principal, *, owner_id: str, public_read: bool, grants: Iterable[Grant]) -> bool:
+    """The access rule shared by model files and knowledge collections: admins and the owner; everyone when
+    ``public_read``; users and groups with a read or write grant (write implies read)."""
+    return (
+        principal.is_admin
+        or owner_id == principal.subject
+        or public_read
+        or _granted(grants, principal, ("read", "write"))
+    )
+
+
+def may_write(principal: Principal, *, owner_id: str, grants: Iterable[Grant]) -> bool:
+    """Admins, the owner, and users and groups with a write grant."""
+    return principal.is_admin or owner_id == principal.subject or _granted(grants, principal, ("write",))
 
 
 def _check_secret(secret: str) -> None:

@@ -111,6 +111,17 @@ async def request_principal(request: Request) -> Principal:
     return tokens.verify(token)
 
 
+async def admin_principal(principal: Annotated[Principal, Depends(request_principal)]) -> Principal:
+    """Like :func:`request_principal`, for admin-only routes: 403 for anyone else."""
+    principal.require_admin()
+    return principal
+
+
+#: Route parameters: the verified caller, or the verified caller who must be an admin.
+CurrentPrincipal = Annotated[Principal, Depends(request_principal)]
+AdminPrincipal = Annotated[Principal, Depends(admin_principal)]
+
+
 def create_app(
     *,
     title: str,

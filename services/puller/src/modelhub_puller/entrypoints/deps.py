@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the verified caller and the puller's services."""
+"""FastAPI dependencies: the puller's services (the caller: modelhub_common.webapp.CurrentPrincipal)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from modelhub_common.auth import Principal
-from modelhub_common.webapp import request_principal
 from modelhub_puller.adapters.event_bus import PullEventBus
 from modelhub_puller.service_layer.pulls import PullService
 from modelhub_puller.service_layer.store_models import StoredModelService
@@ -28,8 +26,4 @@ def services(request: Request) -> Services:
     return svc
 
 
-current_principal = request_principal
-
-
-CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 Svc = Annotated[Services, Depends(services)]

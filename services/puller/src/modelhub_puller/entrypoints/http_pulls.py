@@ -12,8 +12,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from modelhub_common.events import EventEnvelope
+from modelhub_common.webapp import CurrentPrincipal
 from modelhub_puller.domain.pull import PullJob, Target
-from modelhub_puller.entrypoints.deps import CurrentPrincipal, Svc
+from modelhub_puller.entrypoints.deps import Svc
 from modelhub_puller.service_layer import events
 
 router = APIRouter(prefix="/api/v1", tags=["pulls"])

@@ -6,7 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from modelhub_puller.entrypoints.deps import CurrentPrincipal, Svc
+from modelhub_common.webapp import CurrentPrincipal
+from modelhub_puller.entrypoints.deps import Svc
 
 router = APIRouter(prefix="/api/v1/store", tags=["store"])
 

@@ -7,32 +7,18 @@ access (``public_read``, grants) and deleting the collection are for the owner a
 
 from __future__ import annotations
 
-from modelhub_common.auth import Principal
-from modelhub_rag.domain.collection import Collection, Permission
-
-
-def _granted(collection: Collection, principal: Principal, permissions: tuple[Permission, ...]) -> bool:
-    for grant in collection.grants:
-        if grant.permission not in permissions:
-            continue
-        if grant.principal_type == "user" and grant.principal_id == principal.subject:
-            return True
-        if grant.principal_type == "group" and grant.principal_id in principal.groups:
-            return True
-    return False
+from modelhub_common.auth import Principal, may_read, may_write
+from modelhub_rag.domain.collection import Collection
 
 
 def can_read(collection: Collection, principal: Principal) -> bool:
-    return (
-        principal.is_admin
-        or collection.owner_id == principal.subject
-        or collection.public_read
-        or _granted(collection, principal, ("read", "write"))
+    return may_read(
+        principal, owner_id=collection.owner_id, public_read=collection.public_read, grants=collection.grants
     )
 
 
 def can_write(collection: Collection, principal: Principal) -> bool:
-    return principal.is_admin or collection.owner_id == principal.subject or _granted(collection, principal, ("write",))
+    return may_write(principal, owner_id=collection.owner_id, grants=collection.grants)
 
 
 def can_administer(collection: Collection, principal: Principal) -> bool:

@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the verified caller and the rag service's use cases."""
+"""FastAPI dependencies: the rag service's use cases (the caller: modelhub_common.webapp.CurrentPrincipal)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from modelhub_common.auth import Principal
-from modelhub_common.webapp import request_principal
-from modelhub_rag.errors import ForbiddenError
 from modelhub_rag.service_layer.collections import CollectionService
 from modelhub_rag.service_layer.files import FileService
 from modelhub_rag.service_layer.ingestion import IngestionService
@@ -33,15 +30,4 @@ def services(request: Request) -> Services:
     return svc
 
 
-current_principal = request_principal
-
-
-async def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-    if not principal.is_admin:
-        raise ForbiddenError("this needs the admin role")
-    return principal
-
-
-CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
-AdminPrincipal = Annotated[Principal, Depends(admin_principal)]
 ServicesDep = Annotated[Services, Depends(services)]

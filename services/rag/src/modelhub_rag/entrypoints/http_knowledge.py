@@ -6,8 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Header, Query, Request, Response, UploadFile
 
+from modelhub_common.webapp import AdminPrincipal, CurrentPrincipal
 from modelhub_rag.domain.collection import FileStatus
-from modelhub_rag.entrypoints.deps import AdminPrincipal, CurrentPrincipal, ServicesDep
+from modelhub_rag.entrypoints.deps import ServicesDep
 from modelhub_rag.entrypoints.schemas import (
     RESULTS_RESPONSE,
     CreateCollectionBody,

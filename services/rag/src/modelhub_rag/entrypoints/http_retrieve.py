@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from modelhub_rag.entrypoints.deps import CurrentPrincipal, ServicesDep
+from modelhub_common.webapp import CurrentPrincipal
+from modelhub_rag.entrypoints.deps import ServicesDep
 from modelhub_rag.entrypoints.schemas import RESULTS_RESPONSE, RetrieveBody, results_response
 
 router = APIRouter(prefix="/api/v1", tags=["retrieval"])

@@ -7,9 +7,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 
+from modelhub_common.webapp import AdminPrincipal, CurrentPrincipal
 from modelhub_registry.domain.base_model import BaseModelRecord
 from modelhub_registry.domain.model_file import MODEL_ID_RE
-from modelhub_registry.entrypoints.deps import AdminPrincipal, CurrentPrincipal, Services, services
+from modelhub_registry.entrypoints.deps import Services, services
 from modelhub_registry.errors import InvalidModelError
 
 router = APIRouter(prefix="/api/v1")

@@ -15,9 +15,10 @@ from fastapi import APIRouter, Body, Depends, File, Header, Query, Request, Resp
 from fastapi.responses import StreamingResponse
 
 from modelhub_common.auth import parse_authorization_header
+from modelhub_common.webapp import CurrentPrincipal
 from modelhub_registry.adapters.models_repository import AvatarRef, ListQuery, ModelRow, Revision, StoredModel
 from modelhub_registry.domain.openwebui import export_filename, share_payload
-from modelhub_registry.entrypoints.deps import CurrentPrincipal, Services, services
+from modelhub_registry.entrypoints.deps import Services, services
 from modelhub_registry.errors import InvalidModelError, TooLargeError
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
