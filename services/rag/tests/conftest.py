@@ -28,36 +28,22 @@ WAIT_SECONDS = 120
 # Test modules import their document builders (rag_documents) from this directory.
 sys.path.insert(0, str(Path(__file__).parent))
 
+from wrapped_embedder import WrappedEmbedder  # noqa: E402
 
-class CountingEmbedder:
+
+class CountingEmbedder(WrappedEmbedder):
     """Delegates to a real embedder and counts the texts it embeds (to prove work is not repeated)."""
 
     def __init__(self, inner: Embedder) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.texts = 0
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def dimensions(self) -> int:
-        return self.inner.dimensions
-
-    @property
-    def max_input_tokens(self) -> int:
-        return self.inner.max_input_tokens
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.inner.tokenizer
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
         self.texts += len(texts)
         return await self.inner.embed(texts)
 
     async def aclose(self) -> None:
-        return None
+        return None  # the inner embedder is shared by the session
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from wrapped_embedder import WrappedEmbedder  # the script's own directory is on sys.path
+
 from modelhub_common.logconfig import configure_logging
 from modelhub_common.webapp import serve_http
 from modelhub_rag import bootstrap
@@ -21,30 +23,14 @@ from modelhub_rag.domain.embedding import Vectors
 from modelhub_rag.settings import RagSettings
 
 
-class StallingEmbedder:
+class StallingEmbedder(WrappedEmbedder):
     def __init__(self, marker: Path) -> None:
-        self.inner = OnnxMiniLMEmbedder()
+        super().__init__(OnnxMiniLMEmbedder())
         self.marker = marker
         self.batches = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def dimensions(self) -> int:
-        return self.inner.dimensions
-
-    @property
-    def max_input_tokens(self) -> int:
-        return self.inner.max_input_tokens
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.inner.tokenizer
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
         vectors = await self.inner.embed(texts)
@@ -54,9 +40,6 @@ class StallingEmbedder:
         else:
             await asyncio.sleep(3600)
         return vectors
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 def main() -> int:
