@@ -79,23 +79,31 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
+def service_http(base_url: str, token: str, *, timeout: float, service: str, hint: str) -> httpx.Client:
+    """An HTTP client for one modelhub service: the bearer token and the CLI's User-Agent on every request;
+    a malformed URL is an :class:`ApiError` naming the ``service`` and what to set (``hint``)."""
+    try:
+        return httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "modelhub-cli"},
+            timeout=timeout,
+        )
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ApiError(f"the {service} URL {base_url!r} is not valid: {exc}", status=0, hint=hint) from exc
+
+
 class RegistryClient:
     """One registry, one token. Use as a context manager so the connection pool is closed."""
 
     def __init__(self, base_url: str, token: str, *, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
-        try:
-            self._http = httpx.Client(
-                base_url=self.base_url,
-                headers={"Authorization": f"Bearer {token}", "User-Agent": "modelhub-cli"},
-                timeout=timeout,
-            )
-        except (httpx.InvalidURL, ValueError) as exc:
-            raise ApiError(
-                f"the registry URL {base_url!r} is not valid: {exc}",
-                status=0,
-                hint="set MODELHUB_REGISTRY_URL or --registry-url to e.g. http://127.0.0.1:8081",
-            ) from exc
+        self._http = service_http(
+            base_url,
+            token,
+            timeout=timeout,
+            service="registry",
+            hint="set MODELHUB_REGISTRY_URL or --registry-url to e.g. http://127.0.0.1:8081",
+        )
 
     def __enter__(self) -> RegistryClient:
         return self

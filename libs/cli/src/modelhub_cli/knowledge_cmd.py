@@ -21,7 +21,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from modelhub_cli import render
-from modelhub_cli.client import error_from_response
+from modelhub_cli.client import error_from_response, service_http
 from modelhub_cli.endpoints import EndpointsError, load_endpoints
 from modelhub_cli.errors import ApiError, CliError
 from modelhub_cli.session import ReportingGroup
@@ -48,14 +48,7 @@ class RagClient:
 
     def __init__(self, base_url: str, token: str, *, timeout: float = 120.0) -> None:
         self.base_url = base_url.rstrip("/")
-        try:
-            self._http = httpx.Client(
-                base_url=self.base_url,
-                headers={"Authorization": f"Bearer {token}", "User-Agent": "modelhub-cli"},
-                timeout=timeout,
-            )
-        except (httpx.InvalidURL, ValueError) as exc:
-            raise ApiError(f"the rag URL {base_url!r} is not valid: {exc}", status=0, hint=_URL_HINT) from exc
+        self._http = service_http(base_url, token, timeout=timeout, service="rag", hint=_URL_HINT)
 
     def close(self) -> None:
         self._http.close()

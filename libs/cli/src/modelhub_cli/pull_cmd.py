@@ -26,7 +26,7 @@ from rich.progress import (
 )
 
 from modelhub_cli import render
-from modelhub_cli.client import JsonObject, error_from_response
+from modelhub_cli.client import JsonObject, error_from_response, service_http
 from modelhub_cli.endpoints import EndpointsError, load_endpoints
 from modelhub_cli.errors import ApiError, CliError
 from modelhub_cli.session import TOKEN_KEY, ReportingGroup
@@ -61,10 +61,8 @@ class PullerClient:
 
     def __init__(self, base_url: str, token: str, *, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token}", "User-Agent": "modelhub-cli"},
-            timeout=timeout,
+        self._http = service_http(
+            base_url, token, timeout=timeout, service="puller", hint=f"set {URL_KEY} or --puller-url to a puller's URL"
         )
 
     def __enter__(self) -> PullerClient:
