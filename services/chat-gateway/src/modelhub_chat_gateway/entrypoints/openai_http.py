@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelhub_chat_gateway.domain.chat_types import ImageData, PromptMessage, Role
+from modelhub_chat_gateway.domain.chat_types import BackendWarning, ImageData, PromptMessage, Role
 from modelhub_chat_gateway.errors import (
     BackendError,
     BackendTimeoutError,
@@ -33,6 +33,7 @@ from modelhub_chat_gateway.errors import (
     VisionNotSupportedError,
 )
 from modelhub_chat_gateway.service_layer.completions import CompletionService, PreparedCompletion
+from modelhub_chat_gateway.service_layer.generation import EMPTY_ANSWER
 from modelhub_chat_gateway.service_layer.model_catalog import Caller, ModelCatalog
 from modelhub_common.auth import VerifiedTokens, parse_authorization_header
 from modelhub_common.errors import AuthError, ModelhubError
@@ -217,10 +218,13 @@ async def _complete(
     service: CompletionService, prepared: PreparedCompletion, completion_id: str, model: str
 ) -> dict[str, Any]:
     parts: list[str] = []
+    warnings: list[BackendWarning] = []
     finish, usage = "stop", None
     try:
         async for chunk in service.stream(prepared):
             parts.append(chunk.text)
+            if chunk.warning is not None:
+                warnings.append(chunk.warning)
             finish = chunk.finish_reason or finish
             usage = chunk.usage or usage
     except ModelhubError as exc:
@@ -232,6 +236,8 @@ async def _complete(
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)}, "finish_reason": finish}],
     }
+    if said := _warnings(prepared, warnings, any(parts)):
+        body["warnings"] = said
     if usage is not None:
         body["usage"] = {
             "prompt_tokens": usage.prompt_tokens,
@@ -239,6 +245,21 @@ async def _complete(
             "total_tokens": usage.total_tokens,
         }
     return body
+
+
+def _warnings(prepared: PreparedCompletion, said: list[BackendWarning], got_text: bool) -> list[dict[str, str]]:
+    """The answer's warnings as ``[{code, message}]`` (a modelhub extension of the completion object)."""
+    warnings = list(said)
+    if prepared.dropped_messages:
+        warnings.insert(
+            0,
+            BackendWarning(
+                "context_trimmed", f"left out the {prepared.dropped_messages} oldest messages to fit the context"
+            ),
+        )
+    if not got_text:
+        warnings.append(EMPTY_ANSWER)
+    return [{"code": w.code, "message": w.message} for w in warnings]
 
 
 def _event(data: dict[str, Any]) -> bytes:
@@ -250,29 +271,36 @@ async def _sse(
 ) -> AsyncIterator[bytes]:
     created = int(time.time())
 
-    def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
-        return _event(
-            {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }
-        )
+    def chunk(delta: dict[str, Any], finish: str | None, warnings: list[dict[str, str]] | None = None) -> bytes:
+        body: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        if warnings:
+            body["warnings"] = warnings
+        return _event(body)
 
     yield chunk({"role": "assistant", "content": ""}, None)
     finish, usage = "stop", None
+    warnings: list[BackendWarning] = []
+    got_text = False
     try:
         async for piece in service.stream(prepared):
             if piece.text:
+                got_text = True
                 yield chunk({"content": piece.text}, None)
+            if piece.warning is not None:
+                warnings.append(piece.warning)
             finish = piece.finish_reason or finish
             usage = piece.usage or usage
     except ModelhubError as exc:
         yield _event(_error_body(exc)[1])
         return
-    yield chunk({}, finish)
+    # Warnings ride on the last chunk that has a choice, so clients that read choices[0] of every chunk still work.
+    yield chunk({}, finish, _warnings(prepared, warnings, got_text))
     if include_usage:
         u = usage
         yield _event(

@@ -40,7 +40,7 @@ from modelhub_chat_gateway.errors import (
     InvalidRequestError,
     VisionNotSupportedError,
 )
-from modelhub_chat_gateway.service_layer.generation import Generator
+from modelhub_chat_gateway.service_layer.generation import EMPTY_ANSWER, Generator
 from modelhub_chat_gateway.service_layer.model_catalog import Caller, ModelCatalog
 from modelhub_common.errors import ModelhubError
 
@@ -369,6 +369,8 @@ class ChatService:
                     )
                 )
             async for chunk in self._generator.stream(model, prompt.messages, params):
+                if chunk.warning is not None:
+                    emit(ev.TurnWarning(model.id, chunk.warning.code, chunk.warning.message))
                 if chunk.text:
                     if not parts:
                         record.time_to_first_token = time.monotonic() - started
@@ -379,6 +381,8 @@ class ChatService:
                 if chunk.usage is not None:
                     record.usage = chunk.usage
             record.status = "done"
+            if not parts:
+                emit(ev.TurnWarning(model.id, EMPTY_ANSWER.code, EMPTY_ANSWER.message))
         except asyncio.CancelledError:
             record.status, record.finish_reason = "cancelled", "cancelled"
             record.content, record.total_seconds = "".join(parts), time.monotonic() - started

@@ -9,11 +9,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from modelhub_chat_gateway.adapters.backends.base import ChatBackend
-from modelhub_chat_gateway.domain.chat_types import BackendRequest, Citation, PromptMessage, StreamChunk
+from modelhub_chat_gateway.domain.chat_types import (
+    BackendRequest,
+    BackendWarning,
+    Citation,
+    PromptMessage,
+    StreamChunk,
+)
 from modelhub_chat_gateway.domain.model import ResolvedModel
 from modelhub_chat_gateway.domain.params import int_param
 from modelhub_chat_gateway.domain.prompt import FittedPrompt, PromptUser, fit_to_context, knowledge_block, render_system
 from modelhub_chat_gateway.errors import BackendError, BackendTimeoutError
+
+#: Said when an answer ends without any text, so an empty answer is never mistaken for a silent success.
+EMPTY_ANSWER = BackendWarning(
+    "empty_answer",
+    "the model produced no output: it ended its answer at once. Try again with another wording, a higher "
+    "temperature, or another model.",
+)
 
 
 @dataclass(frozen=True)

@@ -173,11 +173,15 @@ class ModelCatalog:
         base_id = str(base.get("id"))
         details = base.get("details") or {}
         if source in ("local", "manual") and details.get("model_digest") and details.get("store_bucket"):
+            template = details.get("template")
+            context_length = details.get("context_length")
             return ModelLocation(
                 backend="local",
                 upstream_model=base_id,
                 store_bucket=str(details["store_bucket"]),
                 model_digest=str(details["model_digest"]),
+                chat_template=template if isinstance(template, str) and template.strip() else None,
+                context_length=context_length if isinstance(context_length, int) and context_length > 0 else None,
             )
         if source in ("ollama", "openai"):
             connection_id = base.get("connection_id")

@@ -31,6 +31,7 @@ class ModelDetails:
     model_digest: str = ""
     projector_digests: list[str] = field(default_factory=list)
     store_bucket: str = ""
+    context_length: int = 0
 
 
 def describe(
@@ -61,7 +62,10 @@ def describe(
     if not details.families and details.family:
         details.families = [details.family]
     templates = texts.get(mf.TEMPLATE) or texts.get(mf.PROMPT) or []
-    details.template = templates[-1] if templates else ""
+    # Ollama's template layer is what the publisher chose; without one the GGUF's own template is the model's.
+    details.template = templates[-1] if templates else (gguf.chat_template if gguf else "")
+    if gguf is not None:
+        details.context_length = gguf.integer(f"{gguf.architecture}.context_length") or 0
     systems = texts.get(mf.SYSTEM) or []
     details.system = systems[-1] if systems else ""
     details.licenses = list(texts.get(mf.LICENSE) or [])

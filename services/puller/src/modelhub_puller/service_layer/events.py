@@ -97,6 +97,7 @@ def completed(job: PullJob, details: ModelDetails) -> EventEnvelope:
             model_digest=details.model_digest,
             projector_digests=details.projector_digests,
             store_bucket=details.store_bucket,
+            context_length=details.context_length,
         ),
     )
     return _service(COMPLETED, job, payload)

@@ -93,6 +93,7 @@ class BaseModelService:
                 "model_digest": details.model_digest,
                 "projector_digests": list(details.projector_digests),
                 "store_bucket": details.store_bucket,
+                **({"context_length": details.context_length} if details.context_length else {}),
             },
             params={**({"system": details.system} if details.system else {}), **_struct(details.params)},
         )

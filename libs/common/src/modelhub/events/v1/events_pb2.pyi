@@ -155,7 +155,7 @@ class PullProgress(_message.Message):
     def __init__(self, pull_id: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[str] = ..., total_bytes: _Optional[int] = ..., completed_bytes: _Optional[int] = ..., bytes_per_second: _Optional[float] = ..., layers: _Optional[_Iterable[_Union[LayerProgress, _Mapping]]] = ...) -> None: ...
 
 class BaseModelDetails(_message.Message):
-    __slots__ = ("format", "family", "families", "parameter_size", "quantization_level", "architecture", "template", "system", "params", "licenses", "vision", "size_bytes", "manifest_digest", "model_digest", "projector_digests", "store_bucket")
+    __slots__ = ("format", "family", "families", "parameter_size", "quantization_level", "architecture", "template", "system", "params", "licenses", "vision", "size_bytes", "manifest_digest", "model_digest", "projector_digests", "store_bucket", "context_length")
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
     FAMILIES_FIELD_NUMBER: _ClassVar[int]
@@ -172,6 +172,7 @@ class BaseModelDetails(_message.Message):
     MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
     PROJECTOR_DIGESTS_FIELD_NUMBER: _ClassVar[int]
     STORE_BUCKET_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     format: str
     family: str
     families: _containers.RepeatedScalarFieldContainer[str]
@@ -188,7 +189,8 @@ class BaseModelDetails(_message.Message):
     model_digest: str
     projector_digests: _containers.RepeatedScalarFieldContainer[str]
     store_bucket: str
-    def __init__(self, format: _Optional[str] = ..., family: _Optional[str] = ..., families: _Optional[_Iterable[str]] = ..., parameter_size: _Optional[str] = ..., quantization_level: _Optional[str] = ..., architecture: _Optional[str] = ..., template: _Optional[str] = ..., system: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., licenses: _Optional[_Iterable[str]] = ..., vision: _Optional[bool] = ..., size_bytes: _Optional[int] = ..., manifest_digest: _Optional[str] = ..., model_digest: _Optional[str] = ..., projector_digests: _Optional[_Iterable[str]] = ..., store_bucket: _Optional[str] = ...) -> None: ...
+    context_length: int
+    def __init__(self, format: _Optional[str] = ..., family: _Optional[str] = ..., families: _Optional[_Iterable[str]] = ..., parameter_size: _Optional[str] = ..., quantization_level: _Optional[str] = ..., architecture: _Optional[str] = ..., template: _Optional[str] = ..., system: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., licenses: _Optional[_Iterable[str]] = ..., vision: _Optional[bool] = ..., size_bytes: _Optional[int] = ..., manifest_digest: _Optional[str] = ..., model_digest: _Optional[str] = ..., projector_digests: _Optional[_Iterable[str]] = ..., store_bucket: _Optional[str] = ..., context_length: _Optional[int] = ...) -> None: ...
 
 class PullCompleted(_message.Message):
     __slots__ = ("pull_id", "model", "target", "details")

@@ -5,6 +5,9 @@
 * ``workers`` threads each own their instances (llama.cpp contexts are not shared between threads) and keep
   at most ``max_resident`` of them loaded, least recently used evicted first. A request goes to an idle
   worker that already has the model loaded, else to the idle worker with the fewest models.
+* Each conversation is formatted with the model's own chat template (see
+  :mod:`modelhub_chat_gateway.domain.chat_template`), tokenized and completed; the format is chosen once per
+  loaded model.
 * Generation runs in the worker thread (llama.cpp releases the GIL), and each token is handed to the event
   loop. Closing the stream sets a flag the worker checks between tokens, so generation stops at once.
 
@@ -26,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from modelhub_chat_gateway.domain.chat_types import BackendRequest, StreamChunk, Usage
+from modelhub_chat_gateway.domain.chat_template import ChatTemplateError, PromptFormat, choose_format
+from modelhub_chat_gateway.domain.chat_types import BackendRequest, BackendWarning, StreamChunk, Usage
 from modelhub_chat_gateway.domain.model import ModelLocation
 from modelhub_chat_gateway.domain.params import int_param, to_llama_kwargs
 from modelhub_chat_gateway.errors import BackendError
@@ -41,7 +45,18 @@ _DOWNLOAD_CHUNK = 8 * 1024 * 1024
 class LocalModel(Protocol):
     """What the worker needs from a loaded model (llama_cpp.Llama satisfies it)."""
 
-    def create_chat_completion(self, **kwargs: Any) -> Any: ...
+    @property
+    def metadata(self) -> dict[str, str]: ...
+
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]: ...
+
+    def detokenize(self, tokens: list[int], prev_tokens: list[int] | None = None, special: bool = False) -> bytes: ...
+
+    def token_bos(self) -> int: ...
+
+    def token_eos(self) -> int: ...
+
+    def create_completion(self, prompt: list[int], **kwargs: Any) -> Any: ...
 
     def close(self) -> None: ...
 
@@ -141,10 +156,12 @@ _END = object()
 @dataclass
 class _Job:
     key: tuple[str, int]
-    messages: list[dict[str, Any]]
+    model_name: str
+    messages: list[dict[str, str]]
     kwargs: dict[str, Any]
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[object]
+    recorded_template: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def push(self, item: object) -> None:
@@ -159,6 +176,7 @@ class _Worker:
         self.index = index
         self.busy = False
         self.models: OrderedDict[tuple[str, int], LocalModel] = OrderedDict()
+        self._formats: dict[tuple[str, int, str | None, str], PromptFormat] = {}
         self._capacity = capacity
         self._threads = threads
         self._loader = loader
@@ -170,6 +188,7 @@ class _Worker:
             return self.models[key]
         while len(self.models) >= self._capacity:
             evicted_key, evicted = self.models.popitem(last=False)
+            self._formats = {k: v for k, v in self._formats.items() if k[:2] != evicted_key}
             logger.info("local model evicted", extra={"worker": self.index, "model": evicted_key[0]})
             with contextlib.suppress(Exception):
                 evicted.close()
@@ -179,13 +198,45 @@ class _Worker:
         logger.info("local model loaded", extra={"worker": self.index, "model": path, "n_ctx": n_ctx})
         return model
 
+    def _format(self, job: _Job, model: LocalModel) -> PromptFormat:
+        key = (*job.key, job.recorded_template, job.model_name)
+        found = self._formats.get(key)
+        if found is None:
+            found = choose_format(
+                model.metadata,
+                job.recorded_template,
+                model=job.model_name,
+                bos_token=_token_text(model, model.token_bos()),
+                eos_token=_token_text(model, model.token_eos()),
+            )
+            self._formats[key] = found
+            logger.info("local model prompt format", extra={"model": job.model_name, "format": found.description})
+        return found
+
     def run(self, job: _Job) -> None:
         """Runs in the worker's thread."""
         try:
             if job.cancel.is_set():
                 return
             model = self._model(job.key)
-            completion = model.create_chat_completion(messages=job.messages, stream=True, **job.kwargs)
+            prompt_format = self._format(job, model)
+            if prompt_format.warning:
+                job.push(StreamChunk(warning=BackendWarning("no_chat_template", prompt_format.warning)))
+            try:
+                text = prompt_format.render(job.messages)
+            except ChatTemplateError as exc:
+                raise BackendError(
+                    f"'{job.model_name}' cannot format this conversation with {prompt_format.description}: {exc}",
+                    code="chat_template_error",
+                ) from exc
+            bos = _token_text(model, model.token_bos())
+            # A template that writes the begin-of-sequence token itself must not get a second one.
+            prompt = model.tokenize(text.encode(), add_bos=not (bos and text.startswith(bos)), special=True)
+            kwargs = dict(job.kwargs)
+            stop = [*(kwargs.pop("stop", None) or []), *prompt_format.stop]
+            if stop:
+                kwargs["stop"] = list(dict.fromkeys(stop))
+            completion = model.create_completion(prompt=prompt, stream=True, **kwargs)
             produced = 0
             finish: str | None = None
             try:
@@ -194,18 +245,17 @@ class _Worker:
                         finish = "cancelled"
                         break
                     choice = (chunk.get("choices") or [{}])[0]
-                    text = (choice.get("delta") or {}).get("content") or ""
-                    if text:
+                    piece = choice.get("text") or ""
+                    if piece:
                         produced += 1
-                        job.push(StreamChunk(text))
+                        job.push(StreamChunk(piece))
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
             finally:
                 close = getattr(completion, "close", None)
                 if close is not None:
                     close()
-            prompt_tokens = max(int(getattr(model, "n_tokens", 0) or 0) - produced, 0)
-            job.push(StreamChunk(finish_reason=finish or "stop", usage=Usage(prompt_tokens, produced)))
+            job.push(StreamChunk(finish_reason=finish or "stop", usage=Usage(len(prompt), produced)))
         except Exception as exc:  # handed to the event loop, where it becomes a BackendError
             job.push(exc)
         finally:
@@ -260,6 +310,15 @@ class _WorkerPool:
                 loop.call_soon_threadsafe(_wake, waiter)
 
 
+def _token_text(model: LocalModel, token: int) -> str:
+    if token < 0:
+        return ""
+    try:
+        return model.detokenize([token], special=True).decode("utf-8", "replace")
+    except Exception:  # a vocabulary without that token: the template simply gets an empty string
+        return ""
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -305,15 +364,27 @@ class LocalLlamaBackend:
         if any(m.images for m in request.messages):
             raise BackendError("the local backend cannot read images", code="vision_not_supported")
         path = await asyncio.to_thread(self._files.ensure, location.store_bucket, location.model_digest)
-        n_ctx = min(int_param(request.params, "num_ctx") or self._default_ctx, self._max_ctx)
+        asked = int_param(request.params, "num_ctx")
+        n_ctx = min(asked or self._default_ctx, self._max_ctx)
+        if location.context_length and n_ctx > location.context_length:
+            n_ctx = location.context_length
+        if asked and asked > n_ctx:
+            limit = "the model's own context" if n_ctx == location.context_length else "the gateway's max_ctx"
+            yield StreamChunk(
+                warning=BackendWarning(
+                    "num_ctx_reduced", f"num_ctx {asked} is more than {limit}; '{request.model}' runs with {n_ctx}"
+                )
+            )
         key = (str(path), n_ctx)
         loop = asyncio.get_running_loop()
         job = _Job(
             key=key,
+            model_name=request.model,
             messages=[{"role": m.role, "content": m.content} for m in request.messages],
             kwargs=self._kwargs(request.params),
             loop=loop,
             queue=asyncio.Queue(),
+            recorded_template=location.chat_template,
         )
         worker = await self._pool.acquire(key)
         try:
@@ -326,6 +397,8 @@ class LocalLlamaBackend:
                 item = await job.queue.get()
                 if item is _END:
                     return
+                if isinstance(item, BackendError):
+                    raise item
                 if isinstance(item, BaseException):
                     raise BackendError(f"the local model failed: {item}", code="backend_error") from item
                 assert isinstance(item, StreamChunk)
