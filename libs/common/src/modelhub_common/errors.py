@@ -54,3 +54,11 @@ class PermanentError(ModelhubError):
     """A failure that retrying cannot fix (the consumer loop terms and dead-letters the message)."""
 
     code = "permanent"
+
+
+def error_body(code: str, message: str, details: object = None) -> dict[str, object]:
+    """The one error shape of every HTTP API: ``{"error": {"code", "message", "details"}}``."""
+    body: dict[str, object] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return {"error": body}

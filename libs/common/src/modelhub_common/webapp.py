@@ -17,6 +17,9 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg import OperationalError
+from psycopg_pool import PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelhub_common.auth import Principal, VerifiedTokens, parse_authorization_header, verify_token
 from modelhub_common.errors import (
@@ -25,8 +28,10 @@ from modelhub_common.errors import (
     DependencyError,
     ModelhubError,
     PermissionDeniedError,
+    error_body,
 )
 from modelhub_common.health import Readiness, health_router
+from modelhub_common.request_boundary import RequestBoundary
 from modelhub_common.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -50,12 +55,8 @@ def error_status(exc: ModelhubError) -> int:
     return 500
 
 
-def error_body(code: str, message: str, details: object = None) -> dict[str, object]:
-    """The one error shape of every API: ``{"error": {"code", "message", "details"}}``."""
-    body: dict[str, object] = {"code": code, "message": message}
-    if details is not None:
-        body["details"] = details
-    return {"error": body}
+#: What a client is told to wait before trying again while a dependency is down.
+RETRY_AFTER_SECONDS = 5
 
 
 async def _modelhub_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -64,6 +65,8 @@ async def _modelhub_error_handler(request: Request, exc: Exception) -> JSONRespo
     if status >= 500:
         logger.error("request failed", extra={"path": request.url.path, "code": exc.code, "error": exc.message})
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     body = error_body(exc.code, exc.message, getattr(exc, "details", None))
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -78,9 +81,50 @@ async def _validation_error_handler(request: Request, exc: Exception) -> JSONRes
     return JSONResponse(error_body("invalid_request", summary, problems), status_code=422)
 
 
+_HTTP_CODES = {400: "invalid_body", 401: "unauthenticated", 404: "not_found", 405: "method_not_allowed"}
+
+
+async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The framework's own errors (unknown route, wrong method, unparsable body) in the shared shape; a 405
+    keeps its ``Allow`` header."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = str(exc.detail)
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"there is no {request.url.path}; see /docs for the routes"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"{request.method} is not allowed on {request.url.path}" + (f"; use {allowed}" if allowed else "")
+    elif exc.status_code == 400 and "parsing the body" in message:
+        message = "the request body cannot be parsed as JSON (or is nested too deeply)"
+    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("database unavailable", extra={"path": request.url.path, "error": type(exc).__name__})
+    return JSONResponse(
+        error_body("dependency_unavailable", "the database is unavailable; try again in a few seconds"),
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("request crashed", extra={"path": request.url.path})
+    return JSONResponse(
+        error_body("internal", "the service failed while handling this request; it was logged, try again"),
+        status_code=500,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ModelhubError, _modelhub_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_error_handler)
+    # While PostgreSQL is unreachable a request fails fast with a 503 the client can retry, never a bare 500.
+    app.add_exception_handler(OperationalError, _database_unavailable_handler)
+    app.add_exception_handler(PoolTimeout, _database_unavailable_handler)
+    app.add_exception_handler(Exception, _unexpected_error_handler)
 
 
 _bearer = HTTPBearer(auto_error=False, description="A modelhub JWT: `Authorization: Bearer <token>`")
@@ -134,6 +178,7 @@ def create_app(
     app = FastAPI(title=title, version=version, description=description, lifespan=lifespan)
     app.state.readiness = readiness
     install_error_handlers(app)
+    app.add_middleware(RequestBoundary)
     app.include_router(health_router(readiness))
     return app
 

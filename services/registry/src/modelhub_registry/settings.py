@@ -29,6 +29,9 @@ class RegistrySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
     max_tags: int = Field(32, ge=0)
     max_suggestions: int = Field(32, ge=0)
     max_avatar_bytes: int = Field(5_000_000, ge=1)
+    max_avatar_pixels: int = Field(
+        40_000_000, ge=1, description="Largest avatar in pixels (width × height), checked before decoding (413)."
+    )
     max_import_bytes: int = Field(50_000_000, ge=1)
     max_import_items: int = Field(5_000, ge=1)
     rag_url: str = Field(
@@ -48,6 +51,7 @@ class RegistrySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
             max_tags=self.max_tags,
             max_suggestions=self.max_suggestions,
             max_avatar_bytes=self.max_avatar_bytes,
+            max_avatar_pixels=self.max_avatar_pixels,
             max_import_bytes=self.max_import_bytes,
             max_import_items=self.max_import_items,
         )

@@ -14,7 +14,8 @@ from PIL import Image, UnidentifiedImageError
 
 ALLOWED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 MAX_SIDE = 256
-# A decompression bomb (a tiny file that decodes to gigapixels) is refused before decoding.
+#: Default of the registry's ``max_avatar_pixels``: a decompression bomb (a tiny file that decodes to gigapixels)
+#: is refused from its header, before anything is decoded.
 MAX_PIXELS = 40_000_000
 
 
@@ -39,7 +40,7 @@ class Avatar:
         return hashlib.sha256(self.data).hexdigest()[:32]
 
 
-def process_avatar(data: bytes, *, max_bytes: int, max_side: int = MAX_SIDE) -> Avatar:
+def process_avatar(data: bytes, *, max_bytes: int, max_side: int = MAX_SIDE, max_pixels: int = MAX_PIXELS) -> Avatar:
     """Checks that ``data`` is a PNG, JPEG, WebP or GIF image and returns it at most ``max_side`` square."""
     if len(data) > max_bytes:
         raise AvatarError(f"the image is {len(data)} bytes; the limit is {max_bytes}", 413)
@@ -55,11 +56,15 @@ def process_avatar(data: bytes, *, max_bytes: int, max_side: int = MAX_SIDE) -> 
             image_format = image.format or ""
             if image_format not in ALLOWED_FORMATS:
                 raise AvatarError(f"{image_format or 'this'} images are not accepted; use PNG, JPEG, WebP or GIF", 415)
-            if image.width * image.height > MAX_PIXELS:
-                raise AvatarError(f"the image is {image.width}x{image.height} pixels; that is too large", 413)
+            if image.width * image.height > max_pixels:
+                raise AvatarError(
+                    f"the image is {image.width}x{image.height} pixels; the limit is {max_pixels} pixels", 413
+                )
             image.load()
     except AvatarError:
         raise
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, hit while reading the header
+        raise AvatarError(f"the image has too many pixels to decode (the limit is {max_pixels})", 413) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
         raise AvatarError("the file is not a readable PNG, JPEG, WebP or GIF image", 415) from exc
 

@@ -20,5 +20,6 @@ class Limits:
     max_params_bytes: int = 256_000
     max_meta_bytes: int = 256_000
     max_avatar_bytes: int = 5_000_000
+    max_avatar_pixels: int = 40_000_000
     max_import_bytes: int = 50_000_000
     max_import_items: int = 5_000

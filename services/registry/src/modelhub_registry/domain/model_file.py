@@ -18,6 +18,18 @@ from modelhub_registry.domain.limits import Limits
 
 # Printable characters without whitespace; ids such as "llama3.1:8b" or "hf.co/user/repo:Q4_K_M" are valid.
 MODEL_ID_RE = re.compile(r"^[!-~\u00a1-\U0010ffff]+$")
+ID_RULE = "must be printable characters without whitespace, with no '.' or '..' path segment"
+
+
+def id_problem(value: str) -> str | None:
+    """Why ``value`` is not a usable model id (Open WebUI's rule, made safe for URLs, export file names and S3
+    keys), or None."""
+    if not value:
+        return "must not be empty"
+    if not MODEL_ID_RE.match(value) or any(segment in (".", "..") for segment in value.split("/")):
+        return ID_RULE
+    return None
+
 
 # Params Open WebUI keeps for itself and never sends to a backend.
 UI_ONLY_PARAMS = frozenset({"function_calling", "stream_response", "reasoning_tags", "custom_params"})
@@ -179,13 +191,11 @@ def check_limits(spec: ModelFileSpec, limits: Limits) -> list[FieldProblem]:
         if value is not None and len(value) > limit:
             problems.append(FieldProblem(field=field, message=f"is {len(value)} characters; the limit is {limit}"))
 
-    if not spec.id:
-        problems.append(FieldProblem(field="id", message="must not be empty"))
-    elif not MODEL_ID_RE.match(spec.id):
-        problems.append(FieldProblem(field="id", message="must be printable characters without whitespace"))
+    if (problem := id_problem(spec.id)) is not None:
+        problems.append(FieldProblem(field="id", message=problem))
     too_long("id", spec.id, limits.max_id_length)
-    if spec.base_model_id is not None and (not spec.base_model_id or not MODEL_ID_RE.match(spec.base_model_id)):
-        problems.append(FieldProblem(field="base_model_id", message="must be printable characters without whitespace"))
+    if spec.base_model_id is not None and (problem := id_problem(spec.base_model_id)) is not None:
+        problems.append(FieldProblem(field="base_model_id", message=problem))
     if not spec.name.strip():
         problems.append(FieldProblem(field="name", message="must not be empty"))
     too_long("name", spec.name, limits.max_name_length)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from modelhub_common.webapp import AdminPrincipal, CurrentPrincipal
 from modelhub_registry.domain.base_model import BaseModelRecord
-from modelhub_registry.domain.model_file import MODEL_ID_RE
+from modelhub_registry.domain.model_file import id_problem
 from modelhub_registry.entrypoints.deps import Services, services
 from modelhub_registry.errors import InvalidModelError
 
@@ -67,8 +67,8 @@ async def list_base_models(
 async def register_base_model(
     body: BaseModelIn, principal: AdminPrincipal, svc: Annotated[Services, Depends(services)]
 ) -> dict[str, Any]:
-    if not MODEL_ID_RE.match(body.id):
-        raise InvalidModelError("id: must be printable characters without whitespace")
+    if (problem := id_problem(body.id)) is not None:
+        raise InvalidModelError(f"id: {problem}")
     record = BaseModelRecord(
         id=body.id,
         name=body.name or body.id,

@@ -155,6 +155,9 @@ async def import_models(
     limit = svc.settings.max_import_bytes
     if file is not None:
         raw = await file.read(limit + 1)
+    elif request.headers.get("content-type", "").lower().startswith("multipart/"):
+        # The form was read already and had no file in it: there is no body left to fall back on.
+        raise InvalidModelError("file: a multipart import needs the JSON file as the part named 'file'")
     else:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:

@@ -410,7 +410,9 @@ class ModelService:
 
     async def store_avatar_bytes(self, data: bytes) -> Avatar:
         try:
-            avatar = process_avatar(data, max_bytes=self.limits.max_avatar_bytes)
+            avatar = process_avatar(
+                data, max_bytes=self.limits.max_avatar_bytes, max_pixels=self.limits.max_avatar_pixels
+            )
         except AvatarError as exc:
             error = TooLargeError if exc.http_status == 413 else UnsupportedMediaError
             raise error(exc.message) from exc

@@ -101,7 +101,9 @@ class TransferService:
                 report.warnings.append({"index": item.index, "id": item.spec.id, "message": warning})
             if item.avatar is not None:
                 try:
-                    avatars[item.index] = process_avatar(item.avatar.data, max_bytes=limits.max_avatar_bytes)
+                    avatars[item.index] = process_avatar(
+                        item.avatar.data, max_bytes=limits.max_avatar_bytes, max_pixels=limits.max_avatar_pixels
+                    )
                 except AvatarError as exc:
                     report.warnings.append(
                         {"index": item.index, "id": item.spec.id, "message": f"avatar dropped: {exc.message}"}

@@ -1,0 +1,70 @@
+"""The shared HTTP boundary of every service: unstorable text refused, framework errors and outages in the one
+error shape. Driven in-process (no server is involved in what is checked here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import psycopg
+from fastapi import Body
+
+from modelhub_common.health import Readiness
+from modelhub_common.webapp import create_app
+
+
+def _app() -> Any:
+    app = create_app(title="t", version="0", readiness=Readiness())
+
+    @app.post("/echo")
+    async def echo(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        return body
+
+    @app.get("/db")
+    async def db() -> None:
+        raise psycopg.OperationalError("connection refused")
+
+    @app.get("/crash")
+    async def crash() -> None:
+        raise RuntimeError("a bug")
+
+    return app
+
+
+async def _client() -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=_app(), raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+async def test_good_bodies_pass_through_unchanged() -> None:
+    async with await _client() as client:
+        body = {"a": "plain \\u0000 text written with a backslash", "b": ["é", "😀"]}
+        response = await client.post("/echo", json=body)
+        assert response.status_code == 200 and response.json() == body
+
+
+async def test_nul_and_lone_surrogates_are_refused_naming_the_field() -> None:
+    async with await _client() as client:
+        headers = {"Content-Type": "application/json"}
+        nul = await client.post("/echo", content='{"x": {"y": ["ok", "a\\u0000b"]}}', headers=headers)
+        assert nul.status_code == 422 and nul.json()["error"]["details"][0]["field"] == "x.y[1]"
+        surrogate = await client.post("/echo", content='{"name": "\\udc00"}', headers=headers)
+        assert surrogate.status_code == 422 and "surrogate" in surrogate.json()["error"]["message"]
+        key = await client.post("/echo", content='{"k\\u0000": 1}', headers=headers)
+        assert key.status_code == 422 and "key" in key.json()["error"]["message"]
+        bad = await client.post("/echo", content=b'{"x": "\xc3"}', headers=headers)
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_body"
+
+
+async def test_outages_and_bugs_answer_in_the_shared_shape() -> None:
+    async with await _client() as client:
+        down = await client.get("/db")
+        assert down.status_code == 503 and down.headers["Retry-After"] == "5"
+        assert down.json()["error"]["code"] == "dependency_unavailable"
+        crash = await client.get("/crash")
+        assert crash.status_code == 500 and crash.json()["error"]["code"] == "internal"
+        assert "a bug" not in crash.text
+        missing = await client.get("/nowhere")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        wrong = await client.delete("/echo")
+        assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"
