@@ -262,8 +262,11 @@ def test_share_avatar_and_rm(live_registry: LiveRegistry, tmp_path: Path) -> Non
     assert "HTTP 404" in output and "modelhub models list" in output
 
 
-def test_ids_with_dot_segments_reach_the_model_not_another_route(live_registry: LiveRegistry) -> None:
-    _create(live_registry, "../users")
-    assert _model(live_registry, "../users")["id"] == "../users"
-    live_registry.ok("models", "hide", "../users")
-    assert "deleted model '../users'" in live_registry.ok("models", "rm", "../users", "--yes")
+def test_dot_segment_ids_are_refused_and_dots_inside_segments_work(live_registry: LiveRegistry) -> None:
+    # A '..' segment would make the URL (and an export file name or S3 key) point somewhere else: refused.
+    refused = live_registry.fails("models", "create", "--id", "../users", "--base", "llama3.1:8b")
+    assert "'..' path segment" in refused
+    _create(live_registry, "..users/v1.2")
+    assert _model(live_registry, "..users/v1.2")["id"] == "..users/v1.2"
+    live_registry.ok("models", "hide", "..users/v1.2")
+    assert "deleted model '..users/v1.2'" in live_registry.ok("models", "rm", "..users/v1.2", "--yes")

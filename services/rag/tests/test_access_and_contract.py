@@ -35,7 +35,13 @@ def test_owner_grants_and_strangers(rag: Any, shared: dict[str, Any]) -> None:
     assert rag.upload(kid, "c.txt", b"Editors may add files.", headers=editor)["status"] == "pending"
 
     stranger = rag.client.get(f"/api/v1/knowledge/{kid}", headers=carol)
-    assert stranger.status_code == 403 and kid in stranger.json()["error"]["message"]
+    # A stranger is told the same as for a collection that does not exist (no existence oracle).
+    assert stranger.status_code == 404 and kid in stranger.json()["error"]["message"]
+    ghost = rag.client.get("/api/v1/knowledge/00000000-0000-0000-0000-000000000000", headers=carol)
+    assert ghost.status_code == 404
+    assert stranger.json()["error"]["message"].replace(kid, "ID") == ghost.json()["error"]["message"].replace(
+        "00000000-0000-0000-0000-000000000000", "ID"
+    )
     assert rag.client.get("/api/v1/knowledge", headers=carol).json()["items"] == []
     assert [c["id"] for c in rag.client.get("/api/v1/knowledge", headers=bob).json()["items"]] == [kid]
     assert rag.client.get(f"/api/v1/knowledge/{kid}", headers=rag.admin).status_code == 200
@@ -87,8 +93,8 @@ def test_retrieve_contract(rag: Any, shared: dict[str, Any]) -> None:
     forbidden = rag.client.post(
         "/api/v1/retrieve", json={"knowledge_ids": [other["id"], kid], "query": "pink"}, headers=rag.as_user("carol")
     )
-    assert forbidden.status_code == 403
-    assert forbidden.json()["error"]["code"] == "permission_denied"
+    assert forbidden.status_code == 404
+    assert forbidden.json()["error"]["code"] == "knowledge_not_found"
     assert other["id"] in forbidden.json()["error"]["message"]
 
     missing = rag.client.post(

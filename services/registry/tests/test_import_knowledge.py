@@ -77,16 +77,21 @@ def test_missing_and_unreadable_knowledge_are_warned_about_per_model(
     assert report["knowledge_checked"] is True
     assert report["created"] == ["uses-mine", "uses-ghost", "uses-private", "uses-a-file"]
     assert [(w["index"], w["id"], w["message"]) for w in report["warnings"]] == [
-        (1, "uses-ghost", f"knowledge '{ghost}' does not exist here; model 'uses-ghost' refers to it"),
         (
-            2,
-            "uses-private",
-            f"knowledge '{private}' exists here but you cannot read it; model 'uses-private' refers to it",
+            1,
+            "uses-ghost",
+            f"knowledge '{ghost}' does not exist here or you cannot read it; model 'uses-ghost' refers to it",
         ),
         (
             2,
             "uses-private",
-            "knowledge 'not-a-uuid/with:odd chars' does not exist here; model 'uses-private' refers to it",
+            f"knowledge '{private}' does not exist here or you cannot read it; model 'uses-private' refers to it",
+        ),
+        (
+            2,
+            "uses-private",
+            "knowledge 'not-a-uuid/with:odd chars' does not exist here or you cannot read it; "
+            "model 'uses-private' refers to it",
         ),
     ]
     # Bob reads his own collection: the same file warns him only about the ones he lacks.

@@ -935,7 +935,8 @@ class _Parser:
                 return _Closer("end", token.line)
             if keyword == "else":
                 # "else if"/"else with": leave the keyword for control() to parse as the else branch.
-                if self.peek_non_space().value not in ("if", "with"):
+                chained = self.peek_non_space()
+                if chained.kind is not _K.KEYWORD or chained.value not in ("if", "with"):
                     self.expect_right("else")
                 return _Closer("else", token.line)
             if keyword in ("break", "continue"):

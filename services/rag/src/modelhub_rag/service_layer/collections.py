@@ -75,14 +75,14 @@ async def load_collection(
     admin: bool = False,
     for_update: bool = False,
 ) -> Collection:
-    """The collection if the caller may use it: 404 when it does not exist, 403 naming what is missing."""
+    """The collection if the caller may use it: 404 when it does not exist or the caller cannot read it (one
+    answer for both, so a stranger cannot learn that a private collection exists); 403 naming what is missing
+    for a caller who can read it."""
     collection = await repo.get_collection(conn, collection_id, for_update=for_update)
-    if collection is None:
+    if collection is None or not can_read(collection, principal):
         raise KnowledgeNotFoundError(
-            f"knowledge '{collection_id}' does not exist", details={"knowledge_id": collection_id}
+            f"knowledge '{collection_id}' does not exist or you cannot read it", details={"knowledge_id": collection_id}
         )
-    if not can_read(collection, principal):
-        raise ForbiddenError(f"you cannot read knowledge '{collection_id}'", details={"knowledge_id": collection_id})
     if write and not can_write(collection, principal):
         raise ForbiddenError(
             f"you can read knowledge '{collection_id}' but not change it; ask its owner for write access",

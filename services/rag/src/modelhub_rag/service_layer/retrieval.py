@@ -26,7 +26,7 @@ from modelhub_rag.adapters.knowledge_repository import KnowledgeRepository
 from modelhub_rag.domain.access import can_read
 from modelhub_rag.domain.embedding import Embedder, Vectors
 from modelhub_rag.domain.fusion import reciprocal_rank_fusion
-from modelhub_rag.errors import ForbiddenError, InvalidRequestError, KnowledgeNotFoundError, ReindexRequiredError
+from modelhub_rag.errors import InvalidRequestError, KnowledgeNotFoundError, ReindexRequiredError
 
 logger = logging.getLogger(__name__)
 
@@ -186,15 +186,15 @@ class RetrievalService:
         return vector
 
     async def _check_readable(self, ids: list[str], principal: Principal) -> None:
-        """404 naming unknown ids, 403 naming unreadable ones, 409 for collections needing a re-index."""
+        """404 naming unknown or unreadable ids (one answer for both: no existence oracle), 409 for collections
+        needing a re-index."""
         async with self.pool.connection() as conn:
             collections = await self.repo.get_collections(conn, ids)
-        missing = [i for i in ids if i not in collections]
-        if missing:
-            raise KnowledgeNotFoundError(f"knowledge '{missing[0]}' does not exist", details={"knowledge_ids": missing})
-        forbidden = [i for i in ids if not can_read(collections[i], principal)]
-        if forbidden:
-            raise ForbiddenError(f"you cannot read knowledge '{forbidden[0]}'", details={"knowledge_ids": forbidden})
+        hidden = [i for i in ids if i not in collections or not can_read(collections[i], principal)]
+        if hidden:
+            raise KnowledgeNotFoundError(
+                f"knowledge '{hidden[0]}' does not exist or you cannot read it", details={"knowledge_ids": hidden}
+            )
         stale = [i for i in ids if collections[i].embedder != self.embedder.name]
         if stale:
             raise ReindexRequiredError(

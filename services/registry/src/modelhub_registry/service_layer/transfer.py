@@ -185,12 +185,10 @@ class TransferService:
             return
         for item in items:
             for knowledge_id in wanted[item.index]:
-                if knowledge_id in found.missing:
-                    problem = "does not exist here"
-                elif knowledge_id in found.unreadable:
-                    problem = "exists here but you cannot read it"
-                else:
+                # One message for both, so an import cannot tell a stranger that a private collection exists.
+                if knowledge_id not in found.missing and knowledge_id not in found.unreadable:
                     continue
+                problem = "does not exist here or you cannot read it"
                 report.warnings.append(
                     {
                         "index": item.index,
