@@ -121,3 +121,17 @@ def test_ids_unsafe_in_urls_file_names_and_keys_are_refused(registry: Registry, 
 def test_ids_with_dots_inside_segments_still_work(registry: Registry) -> None:
     registry.add_base()
     registry.create(registry.as_user("alice"), id="hf.co/user/repo.v2:Q4_K_M")
+
+
+def test_an_import_on_a_private_base_warns_as_for_a_missing_one(registry: Registry) -> None:
+    registry.add_base()
+    registry.create(registry.as_user("alice"), id="private-base")
+    items = [
+        {"id": "on-private", "name": "P", "base_model_id": "private-base"},
+        {"id": "on-ghost", "name": "G", "base_model_id": "ghost"},
+    ]
+    response = registry.client.post("/api/v1/models/import?dry_run=true", json=items, headers=registry.as_user("bob"))
+    assert response.status_code == 200, response.text
+    warnings = {w["id"]: w["message"] for w in response.json()["warnings"]}
+    assert warnings["on-private"].replace("private-base", "X") == warnings["on-ghost"].replace("ghost", "X")
+    assert "cannot read" in warnings["on-ghost"]

@@ -259,6 +259,13 @@ def test_base_chain_needs_read_access_to_the_base(registry: Registry) -> None:
         headers=registry.as_user("bob"),
     )
     assert response.status_code == 422 and "cannot read" in response.json()["error"]["message"]
+    # A missing base is described in the same words: the answer does not tell whether 'private-base' exists.
+    ghost = registry.client.post(
+        "/api/v1/models", json={"id": "mine", "name": "x", "base_model_id": "ghost"}, headers=registry.as_user("bob")
+    )
+    assert ghost.json()["error"]["message"].replace("ghost", "X") == response.json()["error"]["message"].replace(
+        "private-base", "X"
+    )
 
 
 def test_base_chain_checks_name_the_problem(registry: Registry) -> None:
@@ -271,7 +278,7 @@ def test_base_chain_checks_name_the_problem(registry: Registry) -> None:
         return message
 
     assert "required" in refused({"id": "no-base"})
-    assert "'ghost' is neither a model file nor a base model" in refused({"id": "m", "base_model_id": "ghost"})
+    assert "'ghost' does not exist or you cannot read it" in refused({"id": "m", "base_model_id": "ghost"})
     # A model file with no base of its own stands for the base model of its id, which must exist.
     registry.create(alice, id="llama3.1:8b", base_model_id=None)
     registry.create(alice, id="on-tuned", base_model_id="llama3.1:8b")

@@ -215,6 +215,20 @@ class ModelsRepository:
         cur = await conn.execute("SELECT id FROM models WHERE id = ANY(%s)", (list(ids),))
         return {r[0] for r in await cur.fetchall()}
 
+    async def readable_base_of(
+        self, conn: AsyncConnection[Any], model_id: str, principal: Principal
+    ) -> tuple[bool, str | None]:
+        """(exists and ``principal`` may read it, base_model_id) of a model file."""
+        params = {
+            "id": model_id,
+            "admin": principal.is_admin,
+            "sub": principal.subject,
+            "groups": sorted(principal.groups),
+        }
+        cur = await conn.execute(f"SELECT base_model_id FROM models m WHERE m.id = %(id)s AND {_READABLE}", params)
+        row = await cur.fetchone()
+        return (row is not None, row[0] if row else None)
+
     async def base_of(self, conn: AsyncConnection[Any], model_id: str) -> tuple[bool, str | None]:
         """(exists, base_model_id) of a model file, for walking a chain without loading whole rows."""
         cur = await conn.execute("SELECT base_model_id FROM models WHERE id = %s", (model_id,))

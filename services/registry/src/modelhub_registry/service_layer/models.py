@@ -109,8 +109,8 @@ def check_base(spec: ModelFileSpec, checks: WriteChecks) -> None:
         return
     if checks.chain and not checks.base_readable and base_id != spec.id:
         raise InvalidModelError(
-            f"base_model_id: you cannot read model '{base_id}'",
-            details=[{"field": "base_model_id", "message": "not readable"}],
+            f"base_model_id: '{base_id}' does not exist or you cannot read it",
+            details=[{"field": "base_model_id", "message": "does not exist or you cannot read it"}],
         )
     if spec.id in checks.chain or checks.terminal == spec.id:
         raise InvalidModelError(
@@ -124,8 +124,8 @@ def check_base(spec: ModelFileSpec, checks: WriteChecks) -> None:
         return
     if not checks.terminal_is_base:
         raise InvalidModelError(
-            f"base_model_id: '{checks.terminal}' is neither a model file nor a base model here",
-            details=[{"field": "base_model_id", "message": f"'{checks.terminal}' does not exist"}],
+            f"base_model_id: '{checks.terminal}' does not exist or you cannot read it",
+            details=[{"field": "base_model_id", "message": "does not exist or you cannot read it"}],
         )
 
 

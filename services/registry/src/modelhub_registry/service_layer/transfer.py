@@ -232,13 +232,14 @@ class TransferService:
         batch_ids: set[str],
     ) -> None:
         spec = item.spec
-        if await self._base_missing(conn, spec.base_model_id or spec.id, batch_ids):
+        if await self._base_missing(conn, spec.base_model_id or spec.id, batch_ids, principal):
+            # One message whether the base is missing or someone else's private model (no existence oracle).
             report.warnings.append(
                 {
                     "index": item.index,
                     "id": spec.id,
-                    "message": f"base model '{spec.base_model_id or spec.id}' does not exist here yet;"
-                    " the model is not usable until it appears",
+                    "message": f"base model '{spec.base_model_id or spec.id}' does not exist here yet or you cannot"
+                    " read it; the model is not usable until it appears",
                 }
             )
         ref = None
@@ -286,10 +287,10 @@ class TransferService:
                 await events.model_changed(conn, "imported", model, principal, fields)
         report.updated.append(spec.id)
 
-    async def _base_missing(self, conn: Any, base_id: str, batch_ids: set[str]) -> bool:
+    async def _base_missing(self, conn: Any, base_id: str, batch_ids: set[str], principal: Principal) -> bool:
         if base_id in batch_ids:
             return False
-        found, _ = await self.models.models.base_of(conn, base_id)
+        found, _ = await self.models.models.readable_base_of(conn, base_id, principal)
         if found:
             return False
         return await self.models.base_models.get(conn, base_id) is None
