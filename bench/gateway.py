@@ -412,6 +412,7 @@ def main() -> int:
             "port": pick_free_port(),
             "database_url": stack.database("modelhub_registry"),
             "connection_sync_seconds": 0,
+            "allow_private_urls": True,  # the bench's backend is on loopback
         }
         asyncio.run(registry_bootstrap.run_migrations(RegistrySettings(**registry_values)))  # type: ignore[arg-type]
         registry = ServiceProcess(

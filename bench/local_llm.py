@@ -22,8 +22,8 @@ model's user text (SmolLM2 answers the default question in about 7 tokens: too f
 Both sides decode greedily (temperature 0, seed 42) with ``max_tokens`` = ``--tokens`` and the same prompt
 text, so they generate the same tokens and stop at the same point (an instruction-tuned model may end its
 answer before ``--tokens``: the table shows both sides' counts, and whether the texts are identical).
-Tokens are counted as the gateway counts them (text pieces from llama-cpp-python's stream; a stop-string
-check may merge a few), and the direct side counts the same pieces.
+Tokens are counted as the gateway counts them (the non-empty text pieces of llama-cpp-python's stream, about
+one per token: a character split over tokens comes as one piece), and the direct side counts the same pieces.
 
 * **TTFT**: from sending the request (calling ``create_completion``, or the gRPC call) to the first text.
 * **tokens/s**: the tokens that arrived after the first text / (last text - first text), i.e. the decoding
@@ -327,7 +327,9 @@ class Measured:
 def describe(answer: Answer) -> str:
     if answer.error:
         return f"error {answer.error}"
-    merged = f" ({answer.first_tokens} in the first delta)" if answer.first_tokens > 1 else ""
+    merged = ""
+    if len(answer.pieces) < answer.tokens:
+        merged = f" in {len(answer.pieces)} deltas ({answer.first_tokens} in the first)"
     return (
         f"TTFT {answer.ttft * 1000:.0f} ms, {answer.tokens} tokens{merged}, {answer.rate:.1f} tokens/s, "
         f"{answer.end_to_end_rate:.1f} end to end"
@@ -352,11 +354,11 @@ def measure(
     loaded = Direct(model, path, n_ctx=args.n_ctx, threads=args.threads, max_tokens=args.tokens)
     try:
         direct.first = loaded.answer()
-        direct.first.total += loaded.load_seconds
         log(
             f"{model.id}: direct loaded in {loaded.load_seconds:.2f} s, prompt {len(loaded.prompt)} tokens "
             f"({loaded.format}); first answer {describe(direct.first)}"
         )
+        direct.first.total += loaded.load_seconds  # the table's "first answer" includes loading
         align_first_delta(gateway.first, direct.first)
         for n in range(args.rounds):
             order = ("direct", "gateway") if n % 2 == 0 else ("gateway", "direct")

@@ -346,6 +346,7 @@ def registry(
         s3_secure=s3.secure,
         connection_sync_seconds=0,
         shutdown_grace_seconds=1,
+        allow_private_urls=True,  # the Ollama double and llama.cpp's server are on loopback
     )
     asyncio.run(registry_bootstrap.run_migrations(settings))
     with serve(registry_bootstrap.build_app(settings), "registry") as url, httpx.Client(base_url=url) as http:

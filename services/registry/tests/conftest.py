@@ -44,7 +44,9 @@ class Registry:
 @pytest.fixture
 def registry_settings(service_settings: Callable[..., Any]) -> Callable[..., RegistrySettings]:
     def build(**overrides: Any) -> RegistrySettings:
-        settings: RegistrySettings = service_settings(RegistrySettings, connection_sync_seconds=0, **overrides)
+        settings: RegistrySettings = service_settings(
+            RegistrySettings, connection_sync_seconds=0, **{"allow_private_urls": True, **overrides}
+        )
         asyncio.run(bootstrap.run_migrations(settings))
         return settings
 

@@ -135,3 +135,28 @@ def test_an_import_on_a_private_base_warns_as_for_a_missing_one(registry: Regist
     warnings = {w["id"]: w["message"] for w in response.json()["warnings"]}
     assert warnings["on-private"].replace("private-base", "X") == warnings["on-ghost"].replace("ghost", "X")
     assert "cannot read" in warnings["on-ghost"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://[fe80::1]:11434",
+        "http://[::ffff:169.254.169.254]/",
+    ],
+)
+def test_metadata_and_link_local_connections_are_refused_always(registry: Registry, url: str) -> None:
+    response = registry.client.post("/api/v1/connections", json={"type": "ollama", "url": url}, headers=registry.admin)
+    assert "never allowed" in _error(response, 422)["message"]
+    assert registry.client.get("/api/v1/connections", headers=registry.admin).json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:22", "http://[::1]:6379", "http://10.0.0.5:11434", "http://localhost:11434"]
+)
+def test_loopback_and_private_connections_need_the_setting(make_registry: Any, url: str) -> None:
+    strict = make_registry(allow_private_urls=False)
+    response = strict.client.post("/api/v1/connections", json={"type": "ollama", "url": url}, headers=strict.admin)
+    assert "allow_private_urls" in _error(response, 422)["message"]
+    assert strict.client.get("/api/v1/connections", headers=strict.admin).json()["items"] == []

@@ -39,6 +39,8 @@ class ServiceSpec:
     #: Settings that name a local directory of the service (e.g. the puller's ``SPOOL_DIR``), given as
     #: ``(setting, subdirectory)``: the stack points them into the service's own state directory.
     local_dirs: tuple[tuple[str, str], ...] = ()
+    #: Settings the dev stack always gives it, as ``(setting, value)``.
+    dev_settings: tuple[tuple[str, str], ...] = ()
 
     @property
     def module(self) -> str:
@@ -57,7 +59,15 @@ class ServiceSpec:
 # Services start side by side; a peer is only called once requests arrive (the registry calls rag during
 # an import, to check knowledge references), so the URLs are all a service needs at start.
 DEFAULT_SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("registry", "MODELHUB_REGISTRY_", "modelhub_registry", "MODELHUB_REGISTRY_URL", peers=("rag",)),
+    ServiceSpec(
+        "registry",
+        "MODELHUB_REGISTRY_",
+        "modelhub_registry",
+        "MODELHUB_REGISTRY_URL",
+        peers=("rag",),
+        # Everything of the dev stack (and a local Ollama) is on loopback.
+        dev_settings=(("ALLOW_PRIVATE_URLS", "true"),),
+    ),
     ServiceSpec(
         "puller",
         "MODELHUB_PULLER_",
@@ -124,6 +134,7 @@ def service_environment(
     }
     if spec.grpc_variable:
         env[f"{prefix}GRPC_PORT"] = str(ports[f"{spec.name}_grpc"])
+    env.update({f"{prefix}{setting}": value for setting, value in spec.dev_settings})
     for peer, variable in spec.peer_env_names.items():
         env[variable] = service_url(ports[peer])
     if workdir is not None:

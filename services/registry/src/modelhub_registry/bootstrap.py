@@ -59,7 +59,7 @@ def build_services(settings: RegistrySettings, runtime: Runtime, http: httpx.Asy
         settings=settings,
         models=models,
         transfer=TransferService(models, knowledge=_knowledge_client(settings, http)),
-        base_models=BaseModelService(runtime.require_pool(), http),
+        base_models=BaseModelService(runtime.require_pool(), http, allow_private_urls=settings.allow_private_urls),
         directory=DirectoryService(
             runtime.require_pool(),
             secret=settings.jwt_secret.get_secret_value(),

@@ -43,6 +43,11 @@ class RegistrySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
         5, gt=0, description="How long an import waits for all its knowledge lookups; then it warns and goes on."
     )
     rag_concurrency: int = Field(8, ge=1, description="Knowledge lookups an import runs at once.")
+    allow_private_urls: bool = Field(
+        False,
+        description="Let admins add connections to loopback and private addresses (servers inside the company"
+        " network, or the dev stack). Link-local and cloud metadata addresses are refused regardless.",
+    )
 
     def limits(self) -> Limits:
         return Limits(

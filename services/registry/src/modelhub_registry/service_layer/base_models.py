@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from google.protobuf.json_format import MessageToDict
@@ -12,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from modelhub.events.v1 import events_pb2
 from modelhub_common.auth import Principal
+from modelhub_common.url_policy import UrlNotAllowedError, check_outbound_url
 from modelhub_registry.adapters.base_models_repository import BaseModelsRepository
 from modelhub_registry.adapters.connection_clients import list_connection_models
 from modelhub_registry.domain.base_model import BaseModelRecord, Connection, ConnectionType
@@ -24,17 +25,18 @@ logger = logging.getLogger(__name__)
 _SYNC_LOCK = 0x6D6F64656C687562
 
 
-def _check_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidModelError("url: must be an http(s) URL such as http://ollama:11434")
-
-
 class BaseModelService:
-    def __init__(self, pool: AsyncConnectionPool, http: httpx.AsyncClient) -> None:
+    def __init__(self, pool: AsyncConnectionPool, http: httpx.AsyncClient, *, allow_private_urls: bool) -> None:
         self.pool = pool
         self.http = http
         self.repo = BaseModelsRepository()
+        self.allow_private_urls = allow_private_urls
+
+    async def _check_url(self, url: str) -> None:
+        try:
+            await asyncio.to_thread(check_outbound_url, url, allow_private=self.allow_private_urls)
+        except UrlNotAllowedError as exc:
+            raise InvalidModelError(exc.message) from exc
 
     async def list_all(self, *, include_unavailable: bool) -> list[BaseModelRecord]:
         async with self.pool.connection() as conn:
@@ -102,7 +104,7 @@ class BaseModelService:
     # ---- connections
 
     async def add_connection(self, *, type_: ConnectionType, name: str, url: str, api_key: str | None) -> Connection:
-        _check_url(url)
+        await self._check_url(url)
         async with self.pool.connection() as conn, conn.transaction():
             return await self.repo.add_connection(conn, type_=type_, name=name, url=url, api_key=api_key)
 
@@ -135,6 +137,8 @@ class BaseModelService:
             except LookupError as exc:
                 raise NotFoundError(f"connection '{connection_id}' does not exist") from exc
         try:
+            # Checked again at every fetch: the name may resolve elsewhere now, or the policy changed.
+            await self._check_url(connection.url)
             records = await list_connection_models(
                 self.http, type_=connection.type, url=connection.url, api_key=key, connection_id=connection.id
             )
