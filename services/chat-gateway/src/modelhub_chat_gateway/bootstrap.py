@@ -87,6 +87,7 @@ def build_local_backend(settings: ChatGatewaySettings, store: ObjectStore) -> Lo
         default_ctx=settings.default_num_ctx,
         max_ctx=settings.local_max_ctx,
         default_max_tokens=settings.local_default_max_tokens,
+        flush_seconds=settings.local_stream_flush_ms / 1000,
     )
 
 

@@ -75,6 +75,12 @@ class ChatGatewaySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings
     local_max_resident: int = Field(2, ge=1, description="Local models each worker keeps loaded (LRU).")
     local_threads_per_worker: int = Field(0, ge=0, description="llama.cpp threads per worker (0: cores / workers).")
     local_max_ctx: int = Field(8192, ge=256, description="Upper bound of num_ctx for local models.")
+    local_stream_flush_ms: float = Field(
+        20,
+        ge=0,
+        description="After the first token, a local model's text is handed to the event loop at most this often"
+        " (0: every token). Each hand-off wakes the loop, which takes CPU from llama.cpp's threads.",
+    )
     local_default_max_tokens: int = Field(
         512, ge=1, description="Answer length for local models when neither the request nor the model sets max_tokens."
     )

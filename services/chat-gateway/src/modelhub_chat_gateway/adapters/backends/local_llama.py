@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -172,8 +173,9 @@ class _Job:
 
 
 class _Worker:
-    def __init__(self, index: int, capacity: int, threads: int, loader: ModelLoader) -> None:
+    def __init__(self, index: int, capacity: int, threads: int, loader: ModelLoader, flush_seconds: float) -> None:
         self.index = index
+        self._flush_seconds = flush_seconds
         self.busy = False
         self.models: OrderedDict[tuple[str, int], LocalModel] = OrderedDict()
         self._formats: dict[tuple[str, int, str | None, str], PromptFormat] = {}
@@ -239,6 +241,10 @@ class _Worker:
             completion = model.create_completion(prompt=prompt, stream=True, **kwargs)
             produced = 0
             finish: str | None = None
+            # The first token goes out at once; later ones are handed over in batches, at most every
+            # flush_seconds, so the event loop wakes less often while llama.cpp's threads need the cores.
+            held: list[str] = []
+            next_flush = 0.0
             try:
                 for chunk in completion:
                     if job.cancel.is_set():
@@ -248,13 +254,20 @@ class _Worker:
                     piece = choice.get("text") or ""
                     if piece:
                         produced += 1
-                        job.push(StreamChunk(piece))
+                        held.append(piece)
+                        now = time.monotonic()
+                        if now >= next_flush:
+                            job.push(StreamChunk("".join(held)))
+                            held.clear()
+                            next_flush = now + self._flush_seconds
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
             finally:
                 close = getattr(completion, "close", None)
                 if close is not None:
                     close()
+            if held and finish != "cancelled":
+                job.push(StreamChunk("".join(held)))
             job.push(StreamChunk(finish_reason=finish or "stop", usage=Usage(len(prompt), produced)))
         except Exception as exc:  # handed to the event loop, where it becomes a BackendError
             job.push(exc)
@@ -336,12 +349,13 @@ class LocalLlamaBackend:
         max_ctx: int,
         loader: ModelLoader = llama_loader,
         default_max_tokens: int | None = None,
+        flush_seconds: float = 0.0,
     ) -> None:
         threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
         # llama.cpp otherwise generates until the context is full when a model never emits end-of-text.
         self._default_max_tokens = default_max_tokens
         self._files = files
-        self._pool = _WorkerPool([_Worker(i, max_resident, threads, loader) for i in range(workers)])
+        self._pool = _WorkerPool([_Worker(i, max_resident, threads, loader, flush_seconds) for i in range(workers)])
         self._default_ctx = default_ctx
         self._max_ctx = max_ctx
 
