@@ -483,6 +483,7 @@ def start_services(
         "local_threads_per_worker": args.threads,
         "local_max_ctx": args.n_ctx,
         "local_default_max_tokens": args.tokens,
+        **({"local_stream_flush_ms": args.flush_ms} if args.flush_ms is not None else {}),
     }
     asyncio.run(gateway_bootstrap.run_migrations(ChatGatewaySettings(**gateway_values)))  # type: ignore[arg-type]
     gateway = ServiceProcess(
@@ -570,6 +571,12 @@ def main() -> int:
         metavar="MODEL=TEXT",
         help="the user text sent to MODEL instead of its default (repeatable), e.g. "
         "'smollm2:135m=Write a short story about a lighthouse.'",
+    )
+    parser.add_argument(
+        "--flush-ms",
+        type=float,
+        default=None,
+        help="the gateway's LOCAL_STREAM_FLUSH_MS (default: the gateway's own default; 0 hands over every token)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, databases, GGUFs)")
     args = parser.parse_args()

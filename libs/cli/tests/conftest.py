@@ -71,7 +71,12 @@ def live_registry(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[LiveRegistry]:
-    settings: RegistrySettings = service_settings(RegistrySettings, port=pick_free_port(), connection_sync_seconds=0)
+    settings: RegistrySettings = service_settings(
+        RegistrySettings,
+        port=pick_free_port(),
+        connection_sync_seconds=0,
+        allow_private_urls=True,  # the connections the CLI tests add point at loopback
+    )
     asyncio.run(bootstrap.run_migrations(settings))
     # Files the CLI writes with default names (exports) land in the test's own directory.
     monkeypatch.chdir(tmp_path)

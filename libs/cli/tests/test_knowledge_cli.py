@@ -104,6 +104,8 @@ def test_missing_configuration_and_other_users(live_rag: LiveRag, make_token: Ca
     assert no_url.exit_code == 1 and "no rag service URL" in no_url.output
     kid = _id(live_rag.ok("create", "private"))
     stranger = live_rag.run("files", kid, token=make_token("eve", "user"))
-    assert stranger.exit_code == 1 and "cannot read" in stranger.output and "owner" in stranger.output
+    # A collection someone else owns answers exactly like a missing one: no existence oracle.
+    assert stranger.exit_code == 1 and "does not exist or you cannot read it" in stranger.output
+    assert "knowledge list" in stranger.output
     unreachable = live_rag.run("list", url="http://127.0.0.1:1")
     assert unreachable.exit_code == 1 and "unreachable" in unreachable.output
