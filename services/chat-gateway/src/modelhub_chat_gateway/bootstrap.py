@@ -32,6 +32,7 @@ from modelhub_chat_gateway.service_layer.chat import ChatService, TurnLimits
 from modelhub_chat_gateway.service_layer.completions import CompletionService
 from modelhub_chat_gateway.service_layer.generation import ContextDefaults, Generator, Timeouts
 from modelhub_chat_gateway.service_layer.model_catalog import ModelCatalog
+from modelhub_chat_gateway.service_layer.selector_catalog import SelectorCatalog
 from modelhub_chat_gateway.settings import ChatGatewaySettings
 from modelhub_common import jetstream
 from modelhub_common.auth import VerifiedTokens, issue_token
@@ -111,15 +112,27 @@ async def _keep_replica_alive(
 
 
 async def _follow_readiness(
-    readiness: Readiness, grpc_server: GrpcServer, stop: asyncio.Event, interval: float
+    readiness: Readiness,
+    grpc_server: GrpcServer,
+    stop: asyncio.Event,
+    interval: float,
+    *,
+    serving: bool,
+    sooner: asyncio.Event | None = None,
 ) -> None:
-    """Keeps the gRPC health status equal to what /readyz says, so gRPC probes and balancers see outages."""
-    serving = True
+    """Keeps the gRPC health status equal to what /readyz says, so gRPC probes and balancers see outages.
+    ``serving`` is the status set now; ``sooner``, once set, makes the next check happen at once (once)."""
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval)
+        waiters = [asyncio.ensure_future(stop.wait())]
+        if sooner is not None:
+            waiters.append(asyncio.ensure_future(sooner.wait()))
+        await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
         if stop.is_set():
             return
+        if sooner is not None and sooner.is_set():
+            sooner = None
         ready, report = await readiness.run()
         if ready != serving:
             logger.warning("gRPC health changes", extra={"serving": ready, "checks": report})
@@ -147,14 +160,15 @@ def build_app(
             jetstream.dead_letter_stream_spec(replicas=replicas),
         ]
         async with contextlib.AsyncExitStack() as stack:
+            # Opened before the runtime so that it closes after the runtime's tasks (the catalog's) have stopped.
+            registry_http = await stack.enter_async_context(
+                httpx.AsyncClient(timeout=settings.registry_timeout_seconds)
+            )
             runtime = await stack.enter_async_context(
                 open_runtime(SERVICE, settings, readiness, streams=streams, buckets=[settings.bucket])
             )
             app.state.runtime = runtime
             store = runtime.require_store()
-            registry_http = await stack.enter_async_context(
-                httpx.AsyncClient(timeout=settings.registry_timeout_seconds)
-            )
             backend_http = await stack.enter_async_context(
                 StreamingHttpClient(connect_timeout=settings.connect_timeout_seconds)
             )
@@ -168,9 +182,22 @@ def build_app(
                 "local": local,
                 **(extra_backends or {}),
             }
+            registry = RegistryClient(registry_http, settings.registry_url, service_token(settings))
+            selector = SelectorCatalog(
+                registry,
+                page_size=settings.catalog_page_size,
+                fetch_concurrency=settings.catalog_fetch_concurrency,
+                max_backlog=settings.catalog_max_backlog,
+                resync_seconds=settings.catalog_resync_seconds,
+                retry_seconds=settings.catalog_retry_seconds,
+                log_seconds=settings.catalog_log_seconds,
+            )
+            readiness.add("catalog", selector.readiness_check)
             catalog = ModelCatalog(
-                RegistryClient(registry_http, settings.registry_url, service_token(settings)),
+                registry,
                 ttl=settings.model_cache_seconds,
+                selector=selector,
+                selector_wait_seconds=settings.catalog_wait_seconds,
             )
             rag = RagClient(
                 await stack.enter_async_context(httpx.AsyncClient(timeout=settings.rag_timeout_seconds)),
@@ -191,9 +218,21 @@ def build_app(
                 limits=TurnLimits(settings.max_models_per_turn, settings.max_image_bytes, settings.rag_top_k),
             )
             holder["services"] = Services(chat, catalog, CompletionService(catalog, rag, generator, settings.rag_top_k))
-            listener = ModelEventsListener(runtime.js, catalog)
+            # Subscribed before the catalog's first load starts (run), so no event between the two is lost.
+            listener = ModelEventsListener(
+                runtime.nc,
+                runtime.js,
+                catalog,
+                selector,
+                check_seconds=settings.catalog_check_seconds,
+                max_backlog=settings.catalog_max_backlog,
+            )
             await listener.start()
             stack.push_async_callback(listener.stop)
+            runtime.spawn("model-catalog", selector.run(runtime.stop))
+            runtime.spawn("model-events-watch", listener.watch(runtime.stop))
+            app.state.selector = selector
+            app.state.model_events = listener
 
             grpc_server = GrpcServer(
                 host=settings.host,
@@ -209,7 +248,9 @@ def build_app(
             app.state.services = holder["services"]
             await grpc_server.start()
             readiness.started = True
-            await grpc_server.set_serving(True)
+            # Not serving until ready: the model catalog may still be loading (or the registry down).
+            serving, _ = await readiness.run()
+            await grpc_server.set_serving(serving)
             runtime.spawn(
                 "replica-heartbeat",
                 _keep_replica_alive(
@@ -218,7 +259,14 @@ def build_app(
             )
             runtime.spawn(
                 "grpc-health",
-                _follow_readiness(readiness, grpc_server, runtime.stop, settings.health_check_seconds),
+                _follow_readiness(
+                    readiness,
+                    grpc_server,
+                    runtime.stop,
+                    settings.health_check_seconds,
+                    serving=serving,
+                    sooner=selector.loaded_event,
+                ),
             )
             logger.info("gateway started", extra={"grpc_port": grpc_server.port, "port": settings.port})
             try:

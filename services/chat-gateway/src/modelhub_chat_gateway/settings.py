@@ -46,12 +46,51 @@ class ChatGatewaySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings
     # The registry: model files are resolved with the caller's own token; connections (admin-only) with this.
     registry_service_token: SecretStr | None = Field(
         None,
-        description="Admin token used only to read connection URLs from the registry. "
+        description="Admin token the gateway reads connection URLs and loads the model selector's catalog with "
+        "(every model file, whoever owns it). "
         "Unset: the gateway signs a short-lived admin token for itself with the shared JWT secret.",
     )
     registry_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one registry call.")
     model_cache_seconds: float = Field(
         60.0, ge=0, description="How long a resolved model file stays cached (events invalidate it sooner)."
+    )
+
+    # The model selector's catalog: every model file and base model in memory, kept current by model events.
+    catalog_page_size: int = Field(
+        200, ge=1, le=10_000, description="Model files per request when the catalog loads (the registry caps it)."
+    )
+    catalog_fetch_concurrency: int = Field(
+        8, ge=1, le=256, description="Changed model files the catalog fetches from the registry at once."
+    )
+    catalog_max_backlog: int = Field(
+        1000,
+        ge=1,
+        description="Events waiting (queued here, or not yet delivered by NATS) beyond which the catalog stops "
+        "applying them one by one and reloads everything instead.",
+    )
+    catalog_resync_seconds: float = Field(
+        900.0,
+        ge=0,
+        description="How often the catalog reloads everything anyway (0: never). Catches what no event says, "
+        "such as a base model refreshed by a connection sync.",
+    )
+    catalog_retry_seconds: float = Field(
+        2.0, gt=0, description="Wait between attempts to load the catalog while the registry cannot be reached."
+    )
+    catalog_check_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How often the event listener checks that its consumer still exists and NATS did not "
+        "reconnect (either means events may have been missed: the catalog reloads).",
+    )
+    catalog_wait_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="How long a model list waits for the catalog's first load before answering 'unavailable' "
+        "(the replica reports not ready until then).",
+    )
+    catalog_log_seconds: float = Field(
+        60.0, gt=0, description="How often the catalog logs its size and lag behind the registry."
     )
 
     # Backends.

@@ -1,13 +1,15 @@
 """Reads model files, base models and connections from the registry's REST API.
 
 Model files are read with the caller's own bearer token, so the registry's access rules decide what the
-caller may use. Connections are admin-only: they are read with the gateway's service token.
+caller may use. Connections are admin-only: they are read with the gateway's service token, and so is
+everything the model selector's catalog loads (every model file, hidden and disabled ones included, with its
+access, and every base model, unavailable ones included), since the catalog filters per caller itself.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -66,25 +68,35 @@ class RegistryClient:
             raise ModelNotFoundError(f"model '{model_id}' does not exist or you cannot read it")
         return self._json(response, f"the effective settings of '{model_id}'")
 
-    async def models(self, token: str, *, include_hidden: bool, include_disabled: bool) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        cursor: str | None = None
-        while True:
-            params: dict[str, Any] = {
-                "include_hidden": str(include_hidden).lower(),
-                "include_disabled": str(include_disabled).lower(),
-                "limit": _PAGE_LIMIT,
-            }
-            if cursor:
-                params["cursor"] = cursor
-            body = self._json(await self._get("/api/v1/models", token, params), "the model list")
-            items.extend(i for i in body.get("items", []) if isinstance(i, dict))
-            cursor = body.get("next_cursor")
-            if not cursor:
-                return items
-
     async def base_models(self, token: str) -> list[dict[str, Any]]:
         body = self._json(await self._get("/api/v1/base-models", token), "the base models")
+        return [i for i in body.get("items", []) if isinstance(i, dict)]
+
+    async def all_models(self, *, page_size: int = _PAGE_LIMIT) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every model file, a page at a time, as the service token (an admin) sees them."""
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"include_hidden": "true", "include_disabled": "true", "limit": page_size}
+            if cursor:
+                params["cursor"] = cursor
+            response = await self._get("/api/v1/models", self._service_token(), params)
+            body = self._json(response, "the model list")
+            yield [i for i in body.get("items", []) if isinstance(i, dict)]
+            cursor = body.get("next_cursor")
+            if not cursor:
+                return
+
+    async def any_model(self, model_id: str) -> dict[str, Any] | None:
+        """A model file as the service token sees it, or None when it does not exist."""
+        response = await self._get(f"/api/v1/models/{_path_id(model_id)}", self._service_token())
+        if response.status_code == 404:
+            return None
+        return self._json(response, f"model '{model_id}'")
+
+    async def all_base_models(self) -> list[dict[str, Any]]:
+        """Every base model, unavailable ones included (their ``available`` says so)."""
+        response = await self._get("/api/v1/base-models", self._service_token(), {"include_unavailable": "true"})
+        body = self._json(response, "the base models")
         return [i for i in body.get("items", []) if isinstance(i, dict)]
 
     async def connection_credentials(self, connection_id: str) -> dict[str, Any] | None:

@@ -182,33 +182,14 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.ListModelsRequest, context: aio.ServicerContext[Any, Any]
     ) -> chat_pb2.ListModelsResponse:
         try:
-            listings = await self._catalog.listing(
+            encoded = await self._catalog.listing_protobuf(
                 _caller(), include_hidden=request.include_hidden, include_disabled=request.include_disabled
             )
         except ModelhubError as exc:
             await _abort(context, exc)
-        return chat_pb2.ListModelsResponse(
-            models=[
-                chat_pb2.ModelSummary(
-                    id=m.id,
-                    name=m.name,
-                    description=m.description,
-                    tags=list(m.tags),
-                    avatar_url=m.avatar_url,
-                    capabilities=chat_pb2.ModelCapabilities(
-                        vision=m.vision, citations=m.citations, file_upload=m.file_upload
-                    ),
-                    suggestion_prompts=[
-                        chat_pb2.SuggestionPrompt(title=t, subtitle=s, content=c) for t, s, c in m.suggestion_prompts
-                    ],
-                    hidden=m.hidden,
-                    enabled=m.enabled,
-                    base_model_id=m.base_model_id,
-                    source=m.source,
-                )
-                for m in listings
-            ]
-        )
+        # Entries are encoded once by the catalog; the generated handler serializes a message, so the joined
+        # bytes are parsed back (in C, a few ms for 10,000 models) rather than built field by field.
+        return chat_pb2.ListModelsResponse.FromString(encoded)
 
     async def _conversation(self, record: ConversationRecord, tree: MessageTree) -> chat_pb2.Conversation:
         conversation = chat_pb2.Conversation(

@@ -29,6 +29,7 @@ from modelhub_chat_gateway.errors import (
     ModelAccessDeniedError,
     ModelNotFoundError,
     ModelUnusableError,
+    RegistryUnavailableError,
     RetrievalError,
     VisionNotSupportedError,
 )
@@ -177,17 +178,16 @@ def openai_router() -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
     @router.get("/models", summary="Models the caller can use, as OpenAI lists them")
-    async def list_models(who: CallerDep, deps: DepsDep) -> dict[str, Any]:
+    async def list_models(who: CallerDep, deps: DepsDep) -> Response:
         try:
-            listings = await deps.catalog().listing(who, include_hidden=False, include_disabled=False)
+            body = await deps.catalog().listing_json(who)
+        except RegistryUnavailableError as exc:
+            error = {"message": exc.message, "type": "api_error", "param": None, "code": exc.code}
+            raise OpenAIError(503, {"error": error}) from exc
         except ModelhubError as exc:
             raise OpenAIError(*_error_body(exc)) from exc
-        return {
-            "object": "list",
-            "data": [
-                {"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by or "modelhub"} for m in listings
-            ],
-        }
+        # A join of entries the catalog encoded once: no per-request JSON encoding.
+        return Response(body, media_type="application/json")
 
     @router.post("/chat/completions", summary="A chat completion with the model file applied", response_model=None)
     async def chat_completions(body: ChatCompletionIn, who: CallerDep, deps: DepsDep) -> Response:

@@ -1,14 +1,16 @@
-"""Resolves model ids to runnable models through the registry, for one caller, with a cache.
+"""Resolves model ids to runnable models through the registry, for one caller, with a cache; lists the
+models a caller can use from the in-memory selector catalog.
 
 The cache is keyed by model id and caller (access differs per caller), lives ``model_cache_seconds``, and
 is invalidated by the registry's model events: an event about a model drops every entry whose chain
-contains it, so a change to a base or to an intermediate model file is seen at once.
+contains it, so a change to a base or to an intermediate model file is seen at once. The selector needs no
+registry call at all: :class:`~modelhub_chat_gateway.service_layer.selector_catalog.SelectorCatalog` holds
+every model file and base model and is kept current by the same events.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Iterable
@@ -23,6 +25,7 @@ from modelhub_chat_gateway.errors import (
     ModelUnusableError,
     RegistryUnavailableError,
 )
+from modelhub_chat_gateway.service_layer.selector_catalog import SelectorCatalog
 from modelhub_common.auth import Principal
 
 logger = logging.getLogger(__name__)
@@ -47,9 +50,13 @@ class _Entry:
 
 
 class ModelCatalog:
-    def __init__(self, registry: RegistryClient, *, ttl: float) -> None:
+    def __init__(
+        self, registry: RegistryClient, *, ttl: float, selector: SelectorCatalog, selector_wait_seconds: float
+    ) -> None:
         self._registry = registry
         self._ttl = ttl
+        self._selector = selector
+        self._selector_wait = selector_wait_seconds
         self._entries: dict[tuple[str, tuple[str, str, frozenset[str]]], _Entry] = {}
         # connection id -> (expiry on the monotonic clock, (url, api key) or None when it does not exist)
         self._connections: dict[str, tuple[float, tuple[str, str | None] | None]] = {}
@@ -209,60 +216,18 @@ class ModelCatalog:
             self._connections[connection_id] = (time.monotonic() + _CONNECTIONS_TTL, found)
             return found
 
-    # ---- the selector
+    # ---- the selector (answered from the in-memory catalog, see selector_catalog)
 
     async def listing(self, caller: Caller, *, include_hidden: bool, include_disabled: bool) -> list[ModelListing]:
-        files, bases = await asyncio.gather(
-            self._registry.models(caller.token, include_hidden=include_hidden, include_disabled=include_disabled),
-            self._registry.base_models(caller.token),
-        )
-        listings = [_file_listing(m) for m in files]
-        shown = {m.id for m in listings}
-        base_source = {str(b.get("id")): str(b.get("source", "")) for b in bases}
-        # The source shown is the one of the base the file names (the end of longer chains is not looked up).
-        listings = [dataclasses.replace(m, source=base_source.get(m.base_model_id, "")) for m in listings]
-        for base in bases:
-            base_id = str(base.get("id"))
-            # A model file with a base's id overrides it (Open WebUI's meaning); otherwise list the base itself.
-            if base_id in shown or base.get("available") is False:
-                continue
-            listings.append(
-                ModelListing(
-                    id=base_id,
-                    name=str(base.get("name") or base_id),
-                    vision=bool((base.get("capabilities") or {}).get("vision")),
-                    base_model_id=base_id,
-                    source=str(base.get("source", "")),
-                    owned_by=str(base.get("source", "")),
-                )
-            )
-        return listings
+        index = await self._selector.index(self._selector_wait)
+        return index.listings(caller.principal, include_hidden=include_hidden, include_disabled=include_disabled)
 
+    async def listing_protobuf(self, caller: Caller, *, include_hidden: bool, include_disabled: bool) -> bytes:
+        """The caller's selector as a serialized ``ListModelsResponse``."""
+        index = await self._selector.index(self._selector_wait)
+        return index.protobuf(caller.principal, include_hidden=include_hidden, include_disabled=include_disabled)
 
-def _file_listing(model: dict[str, Any]) -> ModelListing:
-    meta = model.get("meta") or {}
-    capabilities = meta.get("capabilities") or {}
-    prompts: list[tuple[str, str, str]] = []
-    for prompt in meta.get("suggestion_prompts") or []:
-        if not isinstance(prompt, dict):
-            continue
-        title = prompt.get("title")
-        parts = title if isinstance(title, list) else [title] if isinstance(title, str) else []
-        prompts.append(
-            (str(parts[0]) if parts else "", str(parts[1]) if len(parts) > 1 else "", str(prompt.get("content", "")))
-        )
-    return ModelListing(
-        id=str(model.get("id")),
-        name=str(model.get("name") or model.get("id")),
-        description=str(meta.get("description") or ""),
-        tags=tuple(str(t) for t in meta.get("tags") or []),
-        avatar_url=str(meta.get("profile_image_url") or ""),
-        vision=bool(capabilities.get("vision")),
-        citations=bool(capabilities.get("citations")),
-        file_upload=bool(capabilities.get("file_upload")),
-        suggestion_prompts=tuple(prompts),
-        hidden=bool(model.get("hidden")),
-        enabled=bool(model.get("enabled", True)),
-        base_model_id=str(model.get("base_model_id") or model.get("id")),
-        owned_by=str(model.get("owner_id") or ""),
-    )
+    async def listing_json(self, caller: Caller) -> bytes:
+        """The caller's selector as the body of OpenAI's ``GET /v1/models``."""
+        index = await self._selector.index(self._selector_wait)
+        return index.json(caller.principal)
