@@ -6,6 +6,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
@@ -65,6 +66,32 @@ def onnx_embedder() -> Iterator[Any]:
     embedder = OnnxMiniLMEmbedder()
     yield embedder
     asyncio.run(embedder.aclose())
+
+
+@pytest.fixture
+def registry_service(service_settings: Callable[..., Any], postgres_admin_url: str) -> Iterator[str]:
+    """The real registry (NATS, PostgreSQL on a database of its own, S3) served over HTTP by uvicorn in a
+    thread; yields its base URL. Its database is dropped afterwards. Safe to ask for from a running event loop
+    (``request.getfixturevalue`` inside an async test): its migrations run in a thread of their own."""
+    from modelhub_registry import bootstrap as registry_bootstrap
+    from modelhub_registry.settings import RegistrySettings
+
+    name = f"registry_{uuid.uuid4().hex[:12]}"
+    create_database(postgres_admin_url, name, ("vector",))
+    try:
+        settings: RegistrySettings = service_settings(
+            RegistrySettings, port=pick_free_port(), database_url=database_url(postgres_admin_url, name)
+        )
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, registry_bootstrap.run_migrations(settings)).result()
+        with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True) as conn:
+            # Every test shares one NATS: keep this database's outbox message ids apart from other tests'.
+            conn.execute("SELECT setval('outbox_id_seq', %s)", (random.randrange(10**9, 10**15),))
+        app = registry_bootstrap.build_app(settings)
+        with serve_in_thread(app, name="registry-under-test", port=settings.port) as url:
+            yield url
+    finally:
+        drop_database(postgres_admin_url, name)
 
 
 @pytest.fixture

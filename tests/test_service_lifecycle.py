@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,15 +29,26 @@ SERVICES = {
     "rag": ("modelhub_rag", "RagSettings", "MODELHUB_KNOWLEDGE"),
     "chat-gateway": ("modelhub_chat_gateway", "ChatGatewaySettings", "MODELHUB_MODELS"),
 }
-GATEWAY_EXTRA = {"registry_url": "http://127.0.0.1:1", "rag_url": "http://127.0.0.1:1", "grpc_port": 0}
+GATEWAY_EXTRA = {"rag_url": "http://127.0.0.1:1", "grpc_port": 0}
+READY_CHECKS = {"nats": "ok", "postgres": "ok", "s3": "ok"}
 
 
-def _settings(name: str, service_settings: Callable[..., Any]) -> tuple[Any, Any]:
+def _settings(name: str, service_settings: Callable[..., Any], registry_url: str = "") -> tuple[Any, Any]:
     package, settings_cls, _ = SERVICES[name]
     bootstrap = importlib.import_module(f"{package}.bootstrap")
     cls = getattr(importlib.import_module(f"{package}.settings"), settings_cls)
-    extra = GATEWAY_EXTRA if name == "chat-gateway" else {}
+    extra = {**GATEWAY_EXTRA, "registry_url": registry_url} if name == "chat-gateway" else {}
     return bootstrap, service_settings(cls, **extra)
+
+
+def _ready(client: TestClient, seconds: float = 30.0) -> Any:
+    """``GET /readyz`` once it answers 200 (a gateway loads its model catalog after start-up), or the last answer."""
+    deadline = time.monotonic() + seconds
+    while True:
+        ready = client.get("/readyz")
+        if ready.status_code == 200 or time.monotonic() > deadline:
+            return ready
+        time.sleep(0.05)
 
 
 async def _stream_names(nats_url: str) -> set[str]:
@@ -49,9 +61,10 @@ async def _stream_names(nats_url: str) -> set[str]:
 
 @pytest.mark.parametrize("name", list(SERVICES))
 async def test_service_migrates_starts_ready_and_provisions(
-    name: str, service_settings: Callable[..., Any], nats_url: str, pg_url: str
+    name: str, service_settings: Callable[..., Any], nats_url: str, pg_url: str, request: pytest.FixtureRequest
 ) -> None:
-    bootstrap, settings = _settings(name, service_settings)
+    registry = request.getfixturevalue("registry_service") if name == "chat-gateway" else ""
+    bootstrap, settings = _settings(name, service_settings, registry)
     applied = await bootstrap.run_migrations(settings)
     assert "common/0001_outbox.sql" in applied
     assert await bootstrap.run_migrations(settings) == []
@@ -60,9 +73,10 @@ async def test_service_migrates_starts_ready_and_provisions(
     # Before start-up the service must not claim to be ready.
     with TestClient(app) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
-        ready = client.get("/readyz")
+        ready = _ready(client)
         assert ready.status_code == 200, ready.text
-        assert ready.json()["checks"] == {"nats": "ok", "postgres": "ok", "s3": "ok"}
+        expected = {**READY_CHECKS, "catalog": "ok"} if name == "chat-gateway" else READY_CHECKS
+        assert ready.json()["checks"] == expected
         assert app.state.runtime.nc.is_connected
     assert app.state.runtime.nc.is_closed
     assert {SERVICES[name][2], "MODELHUB_DLQ"} <= await _stream_names(nats_url)
@@ -123,12 +137,13 @@ async def test_registry_relays_outbox_rows_to_jetstream(
 
 
 async def test_gateway_grpc_health_reflection_and_auth(
-    service_settings: Callable[..., Any], make_token: Callable[..., str]
+    service_settings: Callable[..., Any], make_token: Callable[..., str], registry_service: str
 ) -> None:
-    bootstrap, settings = _settings("chat-gateway", service_settings)
+    bootstrap, settings = _settings("chat-gateway", service_settings, registry_service)
     await bootstrap.run_migrations(settings)
     app = bootstrap.build_app(settings)
-    with TestClient(app):
+    with TestClient(app) as client:
+        assert _ready(client).status_code == 200
         target = f"127.0.0.1:{app.state.grpc_port}"
         async with grpc.aio.insecure_channel(target) as channel:
             health = health_pb2_grpc.HealthStub(channel)
@@ -169,11 +184,14 @@ async def test_gateway_grpc_health_reflection_and_auth(
             )
 
 
-async def test_gateway_grpc_health_follows_readiness(service_settings: Callable[..., Any]) -> None:
+async def test_gateway_grpc_health_follows_readiness(
+    service_settings: Callable[..., Any], registry_service: str
+) -> None:
     bootstrap, _ = _settings("chat-gateway", service_settings)
     settings = service_settings(
         importlib.import_module("modelhub_chat_gateway.settings").ChatGatewaySettings,
         **GATEWAY_EXTRA,
+        registry_url=registry_service,
         health_check_seconds=0.1,
     )
     await bootstrap.run_migrations(settings)
