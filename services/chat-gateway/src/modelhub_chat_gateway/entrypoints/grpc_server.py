@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import SERVICE_NAME as HEALTH_SERVICE_NAME
@@ -23,7 +26,7 @@ class GrpcServer:
     def __init__(self, *, host: str, port: int, tokens: VerifiedTokens, servicer: ChatServicer) -> None:
         self.server = aio.server(interceptors=[BearerAuthInterceptor(tokens)])
         self.health = health_aio.HealthServicer()
-        chat_pb2_grpc.add_ChatServiceServicer_to_server(servicer, self.server)
+        _add_chat_service(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (CHAT_SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), self.server
@@ -44,3 +47,35 @@ class GrpcServer:
         """NOT_SERVING first so load balancers move away, then finish in-flight calls within the grace."""
         await self.set_serving(False)
         await self.server.stop(grace_seconds)
+
+
+class _Handlers:
+    """Catches the method handlers the generated code would register, so that one can be changed."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.handlers = dict(handlers)
+
+
+def _bytes_or_message(response: bytes | Any) -> bytes:
+    return response if isinstance(response, bytes) else bytes(response.SerializeToString())
+
+
+def _add_chat_service(servicer: ChatServicer, server: aio.Server) -> None:
+    """ChatService as generated, except that ``ListModels`` may answer with bytes already serialized: the
+    selector's catalog holds every entry encoded, and a response is their concatenation (no message is built)."""
+    caught = _Handlers()
+    chat_pb2_grpc.add_ChatServiceServicer_to_server(servicer, caught)
+    generated = caught.handlers["ListModels"]
+    caught.handlers["ListModels"] = grpc.unary_unary_rpc_method_handler(
+        generated.unary_unary,
+        request_deserializer=generated.request_deserializer,
+        response_serializer=_bytes_or_message,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(CHAT_SERVICE_NAME, caught.handlers),))
+    server.add_registered_method_handlers(CHAT_SERVICE_NAME, caught.handlers)
