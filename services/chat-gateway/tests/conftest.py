@@ -75,6 +75,7 @@ OLLAMA_CHATML = (
     "{{- end }}<|im_start|>assistant\n"
 )
 DOUBLE_MODELS = (
+    "tool-a:latest",
     "echo-a:latest",
     "echo-b:latest",
     "echo-c:latest",
@@ -120,7 +121,9 @@ class OllamaDouble:
     ``[<model>] <last user message>`` word by word; ``vision-*`` the same (it lists as a clip model);
     ``slow-*`` streams a token every 50 ms for a long time; ``fail-*`` answers HTTP 500; ``silent-*`` never
     sends a token; ``barrier-*`` answers only once every ``barrier-*`` request of the turn has arrived (so a
-    gateway that ran models one after another would time out); ``empty-*`` ends at once with no text."""
+    gateway that ran models one after another would time out); ``empty-*`` ends at once with no text;
+    ``tool-*`` calls the first tool it is offered with ``{"city": <last user message>}`` (as Ollama sends tool
+    calls: whole, in one message) and, once the last message is a tool result, answers ``tool said: <result>``."""
 
     url: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -184,6 +187,15 @@ class OllamaDouble:
                             )
                             await asyncio.sleep(0.05)
                     words = [] if kind == "empty" else f"[{name}] {last_user}".split(" ")
+                    last = body["messages"][-1]
+                    if kind == "tool" and last["role"] == "tool":
+                        words = f"tool said: {last['content']}".split(" ")
+                    elif kind == "tool" and body.get("tools"):
+                        function = body["tools"][0]["function"]["name"]
+                        call = {"function": {"name": function, "arguments": {"city": last_user}}}
+                        message = {"role": "assistant", "content": "", "tool_calls": [call]}
+                        yield line({"model": name, "message": message, "done": False})
+                        words = []
                     for word in words:
                         yield line(
                             {"model": name, "message": {"role": "assistant", "content": word + " "}, "done": False}

@@ -54,7 +54,8 @@ def knowledge_block(citations: Sequence[Citation]) -> str:
 
 
 def estimate_tokens(message: PromptMessage) -> int:
-    text_tokens = -(-len(message.content.encode()) // _BYTES_PER_TOKEN)
+    size = len(message.content.encode()) + sum(len(c.name) + len(c.arguments.encode()) for c in message.tool_calls)
+    text_tokens = -(-size // _BYTES_PER_TOKEN)
     return text_tokens + _MESSAGE_OVERHEAD + _IMAGE_TOKENS * len(message.images)
 
 

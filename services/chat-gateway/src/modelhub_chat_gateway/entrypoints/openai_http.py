@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -20,7 +21,15 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelhub_chat_gateway.domain.chat_types import BackendWarning, ImageData, PromptMessage, Role
+from modelhub_chat_gateway.domain.chat_types import (
+    BackendWarning,
+    ImageData,
+    PromptMessage,
+    Role,
+    ToolCall,
+    ToolDefinition,
+    ToolOptions,
+)
 from modelhub_chat_gateway.errors import (
     BackendError,
     BackendTimeoutError,
@@ -97,6 +106,84 @@ class ChatCompletionIn(BaseModel):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     repeat_penalty: float | None = None
+    tools: list[dict[str, Any]] | None = Field(None, max_length=128)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+
+
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _tool_options(body: ChatCompletionIn) -> ToolOptions:
+    """``tools``, ``tool_choice``, ``parallel_tool_calls`` and ``response_format`` checked as OpenAI does."""
+    tools: list[ToolDefinition] = []
+    for n, raw in enumerate(body.tools or []):
+        function = raw.get("function") if isinstance(raw, dict) else None
+        if not isinstance(raw, dict) or raw.get("type") != "function" or not isinstance(function, dict):
+            raise InvalidRequestError(f"tools[{n}]: must be {{'type': 'function', 'function': {{...}}}}")
+        name = function.get("name")
+        if not isinstance(name, str) or not _TOOL_NAME.match(name):
+            raise InvalidRequestError(f"tools[{n}].function.name: 1-64 letters, digits, '_' or '-'")
+        parameters = function.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(parameters, dict):
+            raise InvalidRequestError(f"tools[{n}].function.parameters: must be a JSON schema object")
+        if any(t.name == name for t in tools):
+            raise InvalidRequestError(f"tools[{n}].function.name: '{name}' is declared twice")
+        tools.append(ToolDefinition(name, str(function.get("description") or ""), parameters))
+    choice, forced = None, None
+    raw_choice = body.tool_choice
+    if isinstance(raw_choice, str):
+        if raw_choice not in ("auto", "none", "required"):
+            raise InvalidRequestError("tool_choice: must be 'auto', 'none', 'required' or a function")
+        choice = raw_choice
+    elif isinstance(raw_choice, dict):
+        forced = (raw_choice.get("function") or {}).get("name") if raw_choice.get("type") == "function" else None
+        if not isinstance(forced, str) or not any(t.name == forced for t in tools):
+            raise InvalidRequestError("tool_choice: names no function declared in tools")
+    if (choice == "required" or forced) and not tools:
+        raise InvalidRequestError("tool_choice: asks for a tool call but tools is empty")
+    response_format = body.response_format
+    if response_format is not None:
+        kind = response_format.get("type")
+        if kind not in ("text", "json_object", "json_schema"):
+            raise InvalidRequestError("response_format.type: must be text, json_object or json_schema")
+        if kind == "json_schema" and not isinstance((response_format.get("json_schema") or {}).get("schema"), dict):
+            raise InvalidRequestError("response_format.json_schema.schema: must be a JSON schema object")
+        if kind == "text":
+            response_format = None
+    return ToolOptions(tuple(tools), choice, forced, body.parallel_tool_calls, response_format)
+
+
+def _tool_calls(raw: Any, where: str) -> tuple[ToolCall, ...]:
+    if not isinstance(raw, list):
+        raise InvalidRequestError(f"{where}: must be a list")
+    calls: list[ToolCall] = []
+    for n, item in enumerate(raw):
+        function = item.get("function") if isinstance(item, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not item.get("id"):
+            raise InvalidRequestError(f"{where}[{n}]: needs an id and a function with a name")
+        arguments = function.get("arguments", "{}")
+        calls.append(
+            ToolCall(
+                str(item["id"]),
+                function["name"],
+                arguments if isinstance(arguments, str) else json.dumps(arguments),
+            )
+        )
+    return tuple(calls)
+
+
+def _openai_tool_calls(calls: Sequence[ToolCall], *, indexed: bool) -> list[dict[str, Any]]:
+    return [
+        {
+            **({"index": n} if indexed else {}),
+            "id": c.id,
+            "type": "function",
+            "function": {"name": c.name, "arguments": c.arguments},
+        }
+        for n, c in enumerate(calls)
+    ]
 
 
 def _image(url: str, where: str) -> ImageData:
@@ -115,8 +202,8 @@ def _messages(raw: list[dict[str, Any]]) -> list[PromptMessage]:
         role = message.get("role")
         if role == "developer":
             role = "system"
-        if role not in ("system", "user", "assistant"):
-            raise InvalidRequestError(f"messages[{n}].role: must be system, developer, user or assistant")
+        if role not in ("system", "user", "assistant", "tool"):
+            raise InvalidRequestError(f"messages[{n}].role: must be system, developer, user, assistant or tool")
         content = message.get("content")
         texts: list[str] = []
         images: list[ImageData] = []
@@ -135,7 +222,15 @@ def _messages(raw: list[dict[str, Any]]) -> list[PromptMessage]:
         elif content is not None:
             raise InvalidRequestError(f"messages[{n}].content: must be a string or a list of parts")
         typed_role: Role = role
-        result.append(PromptMessage(typed_role, "\n".join(texts), tuple(images)))
+        calls: tuple[ToolCall, ...] = ()
+        if role == "assistant" and message.get("tool_calls") is not None:
+            calls = _tool_calls(message["tool_calls"], f"messages[{n}].tool_calls")
+        call_id = ""
+        if role == "tool":
+            call_id = str(message.get("tool_call_id") or "")
+            if not call_id:
+                raise InvalidRequestError(f"messages[{n}].tool_call_id: a tool message names the call it answers")
+        result.append(PromptMessage(typed_role, "\n".join(texts), tuple(images), calls, call_id))
     return result
 
 
@@ -193,7 +288,9 @@ def openai_router() -> APIRouter:
     async def chat_completions(body: ChatCompletionIn, who: CallerDep, deps: DepsDep) -> Response:
         completions = deps.completions
         try:
-            prepared = await completions().prepare(who, body.model, _messages(body.messages), _overrides(body))
+            prepared = await completions().prepare(
+                who, body.model, _messages(body.messages), _overrides(body), _tool_options(body)
+            )
         except ModelhubError as exc:
             raise OpenAIError(*_error_body(exc)) from exc
         headers = {}
@@ -218,25 +315,32 @@ async def _complete(
     service: CompletionService, prepared: PreparedCompletion, completion_id: str, model: str
 ) -> dict[str, Any]:
     parts: list[str] = []
+    calls: list[ToolCall] = []
     warnings: list[BackendWarning] = []
     finish, usage = "stop", None
     try:
         async for chunk in service.stream(prepared):
             parts.append(chunk.text)
+            calls.extend(chunk.tool_calls)
             if chunk.warning is not None:
                 warnings.append(chunk.warning)
             finish = chunk.finish_reason or finish
             usage = chunk.usage or usage
     except ModelhubError as exc:
         raise OpenAIError(*_error_body(exc)) from exc
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(parts)}
+    if calls:
+        message["tool_calls"] = _openai_tool_calls(calls, indexed=False)
+        message["content"] = message["content"] or None
+        finish = "tool_calls"
     body: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)}, "finish_reason": finish}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
     }
-    if said := _warnings(prepared, warnings, any(parts)):
+    if said := _warnings(prepared, warnings, any(parts) or bool(calls)):
         body["warnings"] = said
     if usage is not None:
         body["usage"] = {
@@ -287,11 +391,18 @@ async def _sse(
     finish, usage = "stop", None
     warnings: list[BackendWarning] = []
     got_text = False
+    called = 0
     try:
         async for piece in service.stream(prepared):
             if piece.text:
                 got_text = True
                 yield chunk({"content": piece.text}, None)
+            if piece.tool_calls:
+                listed = _openai_tool_calls(piece.tool_calls, indexed=True)
+                for item in listed:
+                    item["index"] += called
+                called += len(listed)
+                yield chunk({"tool_calls": listed}, None)
             if piece.warning is not None:
                 warnings.append(piece.warning)
             finish = piece.finish_reason or finish
@@ -300,7 +411,9 @@ async def _sse(
         yield _event(_error_body(exc)[1])
         return
     # Warnings ride on the last chunk that has a choice, so clients that read choices[0] of every chunk still work.
-    yield chunk({}, finish, _warnings(prepared, warnings, got_text))
+    if called:
+        finish = "tool_calls"
+    yield chunk({}, finish, _warnings(prepared, warnings, got_text or called > 0))
     if include_usage:
         u = usage
         yield _event(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelhub_chat_gateway.adapters.rag_client import RagClient
-from modelhub_chat_gateway.domain.chat_types import Citation, PromptMessage, StreamChunk
+from modelhub_chat_gateway.domain.chat_types import Citation, PromptMessage, StreamChunk, ToolOptions
 from modelhub_chat_gateway.domain.model import ResolvedModel
 from modelhub_chat_gateway.domain.prompt import PromptUser
 from modelhub_chat_gateway.errors import InvalidRequestError, VisionNotSupportedError
@@ -23,6 +23,7 @@ class PreparedCompletion:
     params: dict[str, Any]
     citations: tuple[Citation, ...]
     dropped_messages: int
+    tools: ToolOptions = ToolOptions()
 
 
 class CompletionService:
@@ -33,13 +34,20 @@ class CompletionService:
         self._top_k = rag_top_k
 
     async def prepare(
-        self, caller: Caller, model_id: str, messages: Sequence[PromptMessage], overrides: dict[str, Any]
+        self,
+        caller: Caller,
+        model_id: str,
+        messages: Sequence[PromptMessage],
+        overrides: dict[str, Any],
+        tools: ToolOptions | None = None,
     ) -> PreparedCompletion:
+        tools = tools or ToolOptions()
         if not messages:
             raise InvalidRequestError("messages: send at least one message")
         model = await self._catalog.resolve(model_id, caller)
         if any(m.images for m in messages) and not model.vision:
             raise VisionNotSupportedError(f"'{model_id}' cannot read images: it does not have the vision capability")
+        self._generator.check_tools(model, tools)
         params = model.with_overrides(overrides)
         # The client's own system messages follow the model file's system prompt (Open WebUI's order).
         client_system = [m for m in messages if m.role == "system"]
@@ -59,7 +67,7 @@ class CompletionService:
             citations=citations,
             extra_system=client_system,
         )
-        return PreparedCompletion(model, fitted.messages, params, tuple(citations), fitted.dropped_messages)
+        return PreparedCompletion(model, fitted.messages, params, tuple(citations), fitted.dropped_messages, tools)
 
     def stream(self, prepared: PreparedCompletion) -> AsyncIterator[StreamChunk]:
-        return self._generator.stream(prepared.model, prepared.messages, prepared.params)
+        return self._generator.stream(prepared.model, prepared.messages, prepared.params, prepared.tools)

@@ -15,11 +15,12 @@ from modelhub_chat_gateway.domain.chat_types import (
     Citation,
     PromptMessage,
     StreamChunk,
+    ToolOptions,
 )
 from modelhub_chat_gateway.domain.model import ResolvedModel
 from modelhub_chat_gateway.domain.params import int_param
 from modelhub_chat_gateway.domain.prompt import FittedPrompt, PromptUser, fit_to_context, knowledge_block, render_system
-from modelhub_chat_gateway.errors import BackendError, BackendTimeoutError
+from modelhub_chat_gateway.errors import BackendError, BackendTimeoutError, InvalidRequestError
 
 #: Said when an answer ends without any text, so an empty answer is never mistaken for a silent success.
 EMPTY_ANSWER = BackendWarning(
@@ -73,15 +74,28 @@ class Generator:
         reserve = int_param(params, "max_tokens") or int_param(params, "num_predict") or self._defaults.max_tokens
         return fit_to_context(system, history, current, num_ctx=num_ctx, reserve_for_answer=reserve)
 
+    def check_tools(self, model: ResolvedModel, tools: ToolOptions) -> None:
+        """Raises :class:`InvalidRequestError` naming the parameter when ``model``'s backend cannot do what
+        ``tools`` asks (before anything is streamed, so an HTTP client gets a 400)."""
+        backend = self._backends.get(model.location.backend)
+        check = getattr(backend, "unsupported", None)
+        problem = check(tools) if check is not None else None
+        if problem:
+            raise InvalidRequestError(f"{problem} ('{model.id}' runs on the {model.location.backend} backend)")
+
     async def stream(
-        self, model: ResolvedModel, messages: Sequence[PromptMessage], params: Mapping[str, object]
+        self,
+        model: ResolvedModel,
+        messages: Sequence[PromptMessage],
+        params: Mapping[str, object],
+        tools: ToolOptions | None = None,
     ) -> AsyncIterator[StreamChunk]:
         """Yields the backend's chunks; raises :class:`BackendTimeoutError` when the first token or the next one
         is late. Closing this iterator closes the backend's stream (and its upstream connection) at once."""
         backend = self._backends.get(model.location.backend)
         if backend is None:
             raise BackendError(f"no {model.location.backend} backend is configured", code="backend_unavailable")
-        request = BackendRequest(model.location.upstream_model, tuple(messages), dict(params))
+        request = BackendRequest(model.location.upstream_model, tuple(messages), dict(params), tools or ToolOptions())
         loop = asyncio.get_running_loop()
         first_deadline = loop.time() + self._timeouts.first_token
         got_text = False
@@ -105,5 +119,5 @@ class Generator:
                         f"'{model.id}' sent no first token within {self._timeouts.first_token:g} s",
                         code="first_token_timeout",
                     ) from exc
-                got_text = got_text or bool(chunk.text)
+                got_text = got_text or bool(chunk.text) or bool(chunk.tool_calls)
                 yield chunk

@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import threading
 import time
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -31,10 +33,18 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from modelhub_chat_gateway.domain.chat_template import ChatTemplateError, PromptFormat, choose_format
-from modelhub_chat_gateway.domain.chat_types import BackendRequest, BackendWarning, StreamChunk, Usage
+from modelhub_chat_gateway.domain.chat_types import (
+    BackendRequest,
+    BackendWarning,
+    PromptMessage,
+    StreamChunk,
+    ToolCall,
+    ToolOptions,
+    Usage,
+)
 from modelhub_chat_gateway.domain.model import ModelLocation
 from modelhub_chat_gateway.domain.params import int_param, to_llama_kwargs
-from modelhub_chat_gateway.errors import BackendError
+from modelhub_chat_gateway.errors import BackendError, InvalidRequestError
 from modelhub_common.errors import ModelhubError
 from modelhub_common.objectstore import ObjectStore
 
@@ -152,6 +162,65 @@ class ModelFileCache:
 
 
 _END = object()
+#: A grammar the whole answer must follow: ("json", "") for any JSON object, ("schema", text) for a JSON schema.
+Grammar = tuple[str, str]
+
+
+def unsupported(options: ToolOptions) -> str | None:
+    """What of ``options`` the local backend cannot do, or None. It calls a tool only when made to (llama.cpp
+    then generates the arguments under a grammar built from the tool's schema): it does not choose by itself."""
+    if not options.active:
+        return None
+    if options.forced or (options.choice == "required" and len(options.active) == 1):
+        return None
+    return (
+        "tool_choice: the local backend calls a tool only when tool_choice names the function (or is 'required' "
+        "with one tool); name it, or use 'none', or run the model on an Ollama or OpenAI-compatible connection"
+    )
+
+
+def _forced_tool(options: ToolOptions) -> str | None:
+    if not options.active:
+        return None
+    return options.forced or options.active[0].name
+
+
+def _grammar(options: ToolOptions) -> Grammar | None:
+    forced = _forced_tool(options)
+    if forced is not None:
+        definition = options.definition(forced)
+        schema = definition.parameters if definition is not None else {"type": "object"}
+        return ("schema", json.dumps(schema))
+    response_format = options.response_format or {}
+    if response_format.get("type") == "json_object":
+        return ("json", "")
+    if response_format.get("type") == "json_schema":
+        wanted = (response_format.get("json_schema") or {}).get("schema")
+        return ("schema", json.dumps(wanted)) if wanted else ("json", "")
+    return None
+
+
+def _plain(message: PromptMessage) -> dict[str, str]:
+    """A message as a chat template can render it: tool calls and results written out as text, since small
+    local models' templates know no tool roles."""
+    if message.role == "tool":
+        return {"role": "user", "content": f"Result of tool call {message.tool_call_id}:\n{message.content}"}
+    if message.tool_calls:
+        calls = "\n".join(json.dumps({"tool": c.name, "arguments": c.arguments}) for c in message.tool_calls)
+        return {"role": "assistant", "content": f"{message.content}\n{calls}".strip()}
+    return {"role": message.role, "content": message.content}
+
+
+def _compile_grammar(grammar: Grammar) -> Any:
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    kind, text = grammar
+    if kind == "json":
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+    try:
+        return LlamaGrammar.from_json_schema(text, verbose=False)
+    except Exception as exc:  # llama.cpp's converter raises plain exceptions for schemas it cannot turn into GBNF
+        raise InvalidRequestError(f"the JSON schema cannot be used as a grammar by the local backend: {exc}") from exc
 
 
 @dataclass
@@ -163,6 +232,9 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[object]
     recorded_template: str | None = None
+    grammar: Grammar | None = None
+    #: The tool the answer is a call of: the whole output is its arguments, sent as one tool call.
+    tool: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def push(self, item: object) -> None:
@@ -238,6 +310,9 @@ class _Worker:
             stop = [*(kwargs.pop("stop", None) or []), *prompt_format.stop]
             if stop:
                 kwargs["stop"] = list(dict.fromkeys(stop))
+            if job.grammar is not None:
+                kwargs["grammar"] = _compile_grammar(job.grammar)
+            arguments: list[str] = []
             completion = model.create_completion(prompt=prompt, stream=True, **kwargs)
             produced = 0
             finish: str | None = None
@@ -252,7 +327,10 @@ class _Worker:
                         break
                     choice = (chunk.get("choices") or [{}])[0]
                     piece = choice.get("text") or ""
-                    if piece:
+                    if piece and job.tool is not None:
+                        produced += 1
+                        arguments.append(piece)
+                    elif piece:
                         produced += 1
                         held.append(piece)
                         now = time.monotonic()
@@ -268,6 +346,10 @@ class _Worker:
                     close()
             if held and finish != "cancelled":
                 job.push(StreamChunk("".join(held)))
+            if job.tool is not None and finish != "cancelled":
+                call = ToolCall(f"call_{uuid.uuid4().hex[:24]}", job.tool, "".join(arguments).strip() or "{}")
+                job.push(StreamChunk(tool_calls=(call,)))
+                finish = "tool_calls"
             job.push(StreamChunk(finish_reason=finish or "stop", usage=Usage(len(prompt), produced)))
         except Exception as exc:  # handed to the event loop, where it becomes a BackendError
             job.push(exc)
@@ -359,6 +441,9 @@ class LocalLlamaBackend:
         self._default_ctx = default_ctx
         self._max_ctx = max_ctx
 
+    def unsupported(self, options: ToolOptions) -> str | None:
+        return unsupported(options)
+
     @property
     def resident(self) -> list[list[str]]:
         """What each worker has loaded (for tests and diagnostics)."""
@@ -377,6 +462,8 @@ class LocalLlamaBackend:
             )
         if any(m.images for m in request.messages):
             raise BackendError("the local backend cannot read images", code="vision_not_supported")
+        if problem := unsupported(request.tools):
+            raise InvalidRequestError(problem)
         path = await asyncio.to_thread(self._files.ensure, location.store_bucket, location.model_digest)
         asked = int_param(request.params, "num_ctx")
         n_ctx = min(asked or self._default_ctx, self._max_ctx)
@@ -394,11 +481,13 @@ class LocalLlamaBackend:
         job = _Job(
             key=key,
             model_name=request.model,
-            messages=[{"role": m.role, "content": m.content} for m in request.messages],
+            messages=[_plain(m) for m in request.messages],
             kwargs=self._kwargs(request.params),
             loop=loop,
             queue=asyncio.Queue(),
             recorded_template=location.chat_template,
+            grammar=_grammar(request.tools),
+            tool=_forced_tool(request.tools),
         )
         worker = await self._pool.acquire(key)
         try:
