@@ -171,3 +171,49 @@ def test_export_import_export_round_trip(make_registry: Any) -> None:
     assert sorted(report["created"]) == ["other", "python-tutor"]
     again = target.client.get("/api/v1/models/export", headers=target.as_user("alice")).json()
     assert _normalise_export(again) == _normalise_export(exported)
+
+
+def test_export_all_from_rows_equals_each_model_exported_through_its_model(registry: Registry) -> None:
+    """Export-all encodes rows straight from the database; one-model export goes through the validated model
+    objects. Both must give the same objects for every kind of content."""
+    alice = registry.as_user("alice")
+    for name in ("v0.11-single-export.json", "legacy-info-wrapped.json"):
+        assert _import(registry, _example(name), "?mode=upsert").status_code == 200
+    registry.create(
+        alice,
+        id="rich",
+        params={"system": "Be kind.", "temperature": 0.3, "stop": "END", "x_custom": [1, {"a": None}]},
+        meta={
+            "description": "many fields",
+            "tags": ["a", "b"],
+            "capabilities": {"vision": True, "extra_cap": 1},
+            "suggestion_prompts": [{"title": ["Hi", "there"], "content": "Say hi", "extra": True}],
+            "toolIds": ["web"],
+            "filterIds": ["f"],
+            "actionIds": ["act"],
+            "unknown": {"nested": [1, 2]},
+        },
+        access={
+            "public_read": True,
+            "grants": [{"principal_type": "group", "principal_id": "g", "permission": "read"}],
+        },
+        hidden=True,
+    )
+    registry.create(alice, id="bare", enabled=False)
+    registry.create(alice, id="chained", base_model_id="rich")
+    registry.client.put(
+        "/api/v1/models/bare/avatar", files={"file": ("a.png", _png((32, 32)), "image/png")}, headers=alice
+    )
+    response = registry.client.get("/api/v1/models/export", headers=alice)
+    assert response.status_code == 200
+    everything = response.json()
+    assert [m["id"] for m in everything] == sorted(["python-tutor", "rich", "bare", "chained"])
+    for item in everything:
+        one = registry.client.get(f"/api/v1/models/{item['id']}/export", headers=alice)
+        assert one.status_code == 200, one.text
+        assert item == one.json()[0], item["id"]
+    bare = next(m for m in everything if m["id"] == "bare")
+    assert bare["meta"]["profile_image_url"].startswith("data:image/")
+    # Another user sees only what they may read: the public one (and nothing hidden leaks beyond that).
+    bob = registry.client.get("/api/v1/models/export", headers=registry.as_user("bob")).json()
+    assert [m["id"] for m in bob] == ["rich"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -367,6 +367,18 @@ class ModelsRepository:
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(sql, params)
             return await cur.fetchall()
+
+    async def stream_readable_rows(
+        self, conn: AsyncConnection[Any], principal: Principal, *, batch: int = 500
+    ) -> AsyncIterator[ModelRow]:
+        """Every row ``principal`` may read (hidden and disabled ones included), by id, from a server-side
+        cursor fetched ``batch`` rows at a time: one query, however many rows. Needs an open transaction."""
+        params = {"admin": principal.is_admin, "sub": principal.subject, "groups": sorted(principal.groups)}
+        async with conn.cursor(name="export_models", row_factory=dict_row) as cur:
+            cur.itersize = batch
+            await cur.execute(_SELECT + " WHERE " + _READABLE + " ORDER BY m.id", params)
+            async for row in cur:
+                yield row
 
     async def add_revision(
         self,

@@ -11,9 +11,10 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
@@ -25,6 +26,8 @@ from modelhub_registry.domain.model_file import (
     Grant,
     ModelFile,
     ModelFileSpec,
+    ModelMeta,
+    ModelParams,
     check_limits,
 )
 from modelhub_registry.errors import RegistryError
@@ -42,6 +45,7 @@ __all__ = [
     "normalize_item",
     "parse_import_document",
     "share_payload",
+    "export_row",
     "to_openwebui",
 ]
 
@@ -585,6 +589,83 @@ def to_openwebui(model: ModelFile, *, avatar_data_uri: str | None) -> dict[str, 
     }
 
 
+def export_row(row: dict[str, Any], *, avatar_data_uri: str | None) -> dict[str, Any]:
+    """:func:`to_openwebui` of a stored row, straight from its columns (no model objects): the row holds what
+    validation already accepted, so the export only renames fields to Open WebUI's names and fills defaults.
+    Equal to ``to_openwebui(row_to_model(row).model, ...)`` (a test holds them together)."""
+    grants = row["grants"]
+    if isinstance(grants, str):
+        grants = json.loads(grants)
+    # The row's meta never holds the avatar (see models_repository): it travels as ``avatar_data_uri``.
+    meta: dict[str, Any] = {"profile_image_url": avatar_data_uri}
+    meta.update(_META_EXPORT(row["meta"] or {}))
+    meta["tags"] = [{"name": tag} for tag in meta.get("tags") or []]
+    meta["hidden"] = row["hidden"]
+    listed = [("user", "*", "read")] if row["public_read"] else []
+    listed += [(g["principal_type"], g["principal_id"], g["permission"]) for g in grants]
+    return {
+        "id": row["id"],
+        "user_id": row["owner_id"],
+        "base_model_id": row["base_model_id"],
+        "name": row["name"],
+        "params": _PARAMS_EXPORT(row["params"] or {}),
+        "meta": meta,
+        "access_grants": [
+            {
+                "resource_type": "model",
+                "resource_id": row["id"],
+                "principal_type": principal_type,
+                "principal_id": principal_id,
+                "permission": permission,
+            }
+            for principal_type, principal_id, permission in listed
+        ],
+        "is_active": row["enabled"],
+        "created_at": _epoch_seconds(row["created_at"]),
+        "updated_at": _epoch_seconds(row["updated_at"]),
+    }
+
+
+def _exporter(cls: type[BaseModel]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Turns a stored dump of ``cls`` (field names, None left out) into :func:`_json_fields`'s shape: Open
+    WebUI's names, known fields that are unset left out, defaults filled in, unknown keys kept as stored."""
+    plan: list[tuple[str, str, Callable[[Any], Any] | None, Any]] = []
+    for name, info in cls.model_fields.items():
+        nested: Callable[[Any], Any] | None = None
+        inner = _model_class(info.annotation)
+        if inner is not None:
+            convert = _exporter(inner)
+            nested = lambda v, c=convert: [c(i) for i in v] if isinstance(v, list) else c(v)  # noqa: E731
+        default = info.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            default = _json_fields(default)
+        plan.append((name, info.serialization_alias or name, nested, default))
+    known = {name for name, *_ in plan}
+
+    def export(stored: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, alias, nested, default in plan:
+            value = stored.get(name, default)
+            if value is None:
+                continue
+            out[alias] = nested(value) if nested is not None else value
+        out.update((k, v) for k, v in stored.items() if k not in known)
+        return out
+
+    return export
+
+
+def _model_class(annotation: Any) -> type[BaseModel] | None:
+    """The model class in ``X``, ``list[X]``, ``Annotated[list[X], ...]`` or ``X | None``, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_class(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def _export_meta(model: ModelFile, avatar_data_uri: str | None) -> dict[str, Any]:
     # A stored http(s) URL is still meaningful elsewhere; any other stored value (e.g. our own avatar
     # path) is not, and the avatar travels as the data URI instead.
@@ -658,3 +739,8 @@ def export_filename(model_id: str, now: datetime) -> str:
 def share_payload(export_obj: dict[str, Any]) -> dict[str, Any]:
     """What Open WebUI's Share button posts: the community site's create page and the exported model."""
     return {"url": SHARE_URL, "model": export_obj}
+
+
+# Built once, after the helpers they use are defined.
+_META_EXPORT: Final = _exporter(ModelMeta)
+_PARAMS_EXPORT: Final = _exporter(ModelParams)

@@ -226,18 +226,17 @@ class ModelService:
         items = rows[: query.limit]
         return RowPage(items, encode_cursor(items[-1]["id"]) if more and items else None)
 
-    async def iterate_readable(self, principal: Principal, *, page_size: int = 500) -> AsyncIterator[StoredModel]:
-        cursor: str | None = None
-        while True:
-            page = await self.list_page(
-                principal,
-                ListQuery(include_hidden=True, include_disabled=True, limit=page_size, cursor=cursor),
-            )
-            for item in page.items:
-                yield item
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+    async def stream_readable_rows(self, principal: Principal) -> AsyncIterator[ModelRow]:
+        """Every row ``principal`` may read, from one server-side cursor (a read-only transaction)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION READ ONLY")
+            async for row in self.models.stream_readable_rows(conn, principal):
+                yield row
+
+    async def row_avatar_data_uri(self, row: ModelRow) -> str | None:
+        return await self.avatar_uri(
+            AvatarRef(row["avatar_key"], row["avatar_type"], row["avatar_etag"], row["avatar_url"])
+        )
 
     # ---- writes
 
@@ -449,7 +448,10 @@ class ModelService:
         return data, ref.content_type, ref.etag
 
     async def avatar_data_uri(self, stored: StoredModel) -> str | None:
-        ref = stored.avatar
+        return await self.avatar_uri(stored.avatar)
+
+    async def avatar_uri(self, ref: AvatarRef) -> str | None:
+        """The avatar as exported: its external URL, or its bytes from the object store as a data URI."""
         if ref.url:
             return ref.url
         if not ref.key or not ref.content_type:

@@ -18,6 +18,7 @@ from modelhub_registry.domain.openwebui import (
     ImportDocumentError,
     ImportItem,
     ItemError,
+    export_row,
     normalize_item,
     parse_import_document,
     to_openwebui,
@@ -25,6 +26,9 @@ from modelhub_registry.domain.openwebui import (
 from modelhub_registry.errors import InvalidModelError, TooLargeError
 from modelhub_registry.service_layer import events
 from modelhub_registry.service_layer.models import ModelService, now, spec_dump, spec_values
+
+# What json.dumps does with its defaults, built once.
+_ENCODER = json.JSONEncoder()
 
 ImportMode = Literal["create", "upsert"]
 
@@ -57,14 +61,24 @@ class TransferService:
     async def export_one(self, model_id: str, principal: Principal) -> dict[str, Any]:
         return await self.export_object(await self.models.get(model_id, principal))
 
-    async def export_all(self, principal: Principal) -> AsyncIterator[bytes]:
-        """The JSON array, one model at a time, so memory stays flat however many models there are."""
-        yield b"["
+    async def export_all(self, principal: Principal, *, flush_bytes: int = 256 * 1024) -> AsyncIterator[bytes]:
+        """The JSON array straight from one server-side cursor, each row encoded once (no model objects: the
+        rows hold what validation accepted), in pieces of about ``flush_bytes``: memory stays flat however
+        many models there are."""
+        parts: list[bytes] = [b"["]
+        size = 1
         first = True
-        async for stored in self.models.iterate_readable(principal):
-            yield (b"" if first else b",") + json.dumps(await self.export_object(stored)).encode()
+        async for row in self.models.stream_readable_rows(principal):
+            avatar = await self.models.row_avatar_data_uri(row) if row["avatar_key"] or row["avatar_url"] else None
+            encoded = _ENCODER.encode(export_row(row, avatar_data_uri=avatar)).encode()
+            parts.append(encoded if first else b"," + encoded)
+            size += len(encoded) + 1
             first = False
-        yield b"]"
+            if size >= flush_bytes:
+                yield b"".join(parts)
+                parts, size = [], 0
+        parts.append(b"]")
+        yield b"".join(parts)
 
     # ---- import
 
