@@ -78,8 +78,7 @@ class Generator:
         """Raises :class:`InvalidRequestError` naming the parameter when ``model``'s backend cannot do what
         ``tools`` asks (before anything is streamed, so an HTTP client gets a 400)."""
         backend = self._backends.get(model.location.backend)
-        check = getattr(backend, "unsupported", None)
-        problem = check(tools) if check is not None else None
+        problem = backend.unsupported(tools) if backend is not None else None
         if problem:
             raise InvalidRequestError(f"{problem} ('{model.id}' runs on the {model.location.backend} backend)")
 

@@ -7,12 +7,16 @@ import json
 from collections.abc import AsyncGenerator
 from typing import Protocol
 
-from modelhub_chat_gateway.domain.chat_types import BackendRequest, ImageData, StreamChunk
+from modelhub_chat_gateway.domain.chat_types import BackendRequest, ImageData, StreamChunk, ToolOptions
 from modelhub_chat_gateway.domain.model import ModelLocation
 from modelhub_chat_gateway.errors import BackendError
 
 
 class ChatBackend(Protocol):
+    def unsupported(self, options: ToolOptions) -> str | None:
+        """What of ``options`` (tools, tool choice, response format) this backend cannot do, or None."""
+        ...
+
     def stream(self, request: BackendRequest, location: ModelLocation) -> AsyncGenerator[StreamChunk, None]:
         """Streams the answer. Closing the iterator (``aclose``) must stop generation and release the upstream
         connection at once. Raises :class:`BackendError` (with a stable code) when the backend fails."""

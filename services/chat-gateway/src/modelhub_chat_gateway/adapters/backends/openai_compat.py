@@ -98,6 +98,10 @@ class OpenAICompatBackend:
     def __init__(self, http: StreamingHttpClient) -> None:
         self._http = http
 
+    def unsupported(self, options: ToolOptions) -> str | None:
+        """Every field is passed through: the upstream itself says what it cannot do."""
+        return None
+
     async def stream(self, request: BackendRequest, location: ModelLocation) -> AsyncGenerator[StreamChunk, None]:
         if not location.url:
             raise BackendError(f"no URL is known for '{request.model}'", code="backend_unavailable")
