@@ -84,8 +84,46 @@ class Citation(_message.Message):
     end_offset: int
     def __init__(self, knowledge_id: _Optional[str] = ..., file_id: _Optional[str] = ..., file_name: _Optional[str] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., page: _Optional[int] = ..., start_offset: _Optional[int] = ..., end_offset: _Optional[int] = ...) -> None: ...
 
+class ToolCall(_message.Message):
+    __slots__ = ("id", "tool", "arguments", "server_id", "step")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    tool: str
+    arguments: str
+    server_id: str
+    step: int
+    def __init__(self, id: _Optional[str] = ..., tool: _Optional[str] = ..., arguments: _Optional[str] = ..., server_id: _Optional[str] = ..., step: _Optional[int] = ...) -> None: ...
+
+class ToolResult(_message.Message):
+    __slots__ = ("id", "ok", "content", "error_code", "duration_seconds", "truncated")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    ok: bool
+    content: str
+    error_code: str
+    duration_seconds: float
+    truncated: bool
+    def __init__(self, id: _Optional[str] = ..., ok: _Optional[bool] = ..., content: _Optional[str] = ..., error_code: _Optional[str] = ..., duration_seconds: _Optional[float] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class ToolStep(_message.Message):
+    __slots__ = ("call", "result")
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    call: ToolCall
+    result: ToolResult
+    def __init__(self, call: _Optional[_Union[ToolCall, _Mapping]] = ..., result: _Optional[_Union[ToolResult, _Mapping]] = ...) -> None: ...
+
 class ChatEvent(_message.Message):
-    __slots__ = ("model_id", "turn_started", "answer_started", "delta", "citations", "warning", "answer_done", "answer_error", "turn_done")
+    __slots__ = ("model_id", "turn_started", "answer_started", "delta", "citations", "warning", "answer_done", "answer_error", "turn_done", "tool_call", "tool_result")
     class TurnStarted(_message.Message):
         __slots__ = ("conversation_id", "user_message_id")
         CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -149,6 +187,8 @@ class ChatEvent(_message.Message):
     ANSWER_DONE_FIELD_NUMBER: _ClassVar[int]
     ANSWER_ERROR_FIELD_NUMBER: _ClassVar[int]
     TURN_DONE_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
+    TOOL_RESULT_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     turn_started: ChatEvent.TurnStarted
     answer_started: ChatEvent.AnswerStarted
@@ -158,7 +198,9 @@ class ChatEvent(_message.Message):
     answer_done: ChatEvent.AnswerDone
     answer_error: ChatEvent.AnswerError
     turn_done: ChatEvent.TurnDone
-    def __init__(self, model_id: _Optional[str] = ..., turn_started: _Optional[_Union[ChatEvent.TurnStarted, _Mapping]] = ..., answer_started: _Optional[_Union[ChatEvent.AnswerStarted, _Mapping]] = ..., delta: _Optional[_Union[ChatEvent.Delta, _Mapping]] = ..., citations: _Optional[_Union[ChatEvent.Citations, _Mapping]] = ..., warning: _Optional[_Union[ChatEvent.Warning, _Mapping]] = ..., answer_done: _Optional[_Union[ChatEvent.AnswerDone, _Mapping]] = ..., answer_error: _Optional[_Union[ChatEvent.AnswerError, _Mapping]] = ..., turn_done: _Optional[_Union[ChatEvent.TurnDone, _Mapping]] = ...) -> None: ...
+    tool_call: ToolCall
+    tool_result: ToolResult
+    def __init__(self, model_id: _Optional[str] = ..., turn_started: _Optional[_Union[ChatEvent.TurnStarted, _Mapping]] = ..., answer_started: _Optional[_Union[ChatEvent.AnswerStarted, _Mapping]] = ..., delta: _Optional[_Union[ChatEvent.Delta, _Mapping]] = ..., citations: _Optional[_Union[ChatEvent.Citations, _Mapping]] = ..., warning: _Optional[_Union[ChatEvent.Warning, _Mapping]] = ..., answer_done: _Optional[_Union[ChatEvent.AnswerDone, _Mapping]] = ..., answer_error: _Optional[_Union[ChatEvent.AnswerError, _Mapping]] = ..., turn_done: _Optional[_Union[ChatEvent.TurnDone, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResult, _Mapping]] = ...) -> None: ...
 
 class ModelCapabilities(_message.Message):
     __slots__ = ("vision", "citations", "file_upload")
@@ -180,8 +222,18 @@ class SuggestionPrompt(_message.Message):
     content: str
     def __init__(self, title: _Optional[str] = ..., subtitle: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
+class ModelAction(_message.Message):
+    __slots__ = ("id", "name", "description")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    description: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
 class ModelSummary(_message.Message):
-    __slots__ = ("id", "name", "description", "tags", "avatar_url", "capabilities", "suggestion_prompts", "hidden", "enabled", "base_model_id", "source")
+    __slots__ = ("id", "name", "description", "tags", "avatar_url", "capabilities", "suggestion_prompts", "hidden", "enabled", "base_model_id", "source", "actions")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +245,7 @@ class ModelSummary(_message.Message):
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     description: str
@@ -204,7 +257,8 @@ class ModelSummary(_message.Message):
     enabled: bool
     base_model_id: str
     source: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., avatar_url: _Optional[str] = ..., capabilities: _Optional[_Union[ModelCapabilities, _Mapping]] = ..., suggestion_prompts: _Optional[_Iterable[_Union[SuggestionPrompt, _Mapping]]] = ..., hidden: _Optional[bool] = ..., enabled: _Optional[bool] = ..., base_model_id: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+    actions: _containers.RepeatedCompositeFieldContainer[ModelAction]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., avatar_url: _Optional[str] = ..., capabilities: _Optional[_Union[ModelCapabilities, _Mapping]] = ..., suggestion_prompts: _Optional[_Iterable[_Union[SuggestionPrompt, _Mapping]]] = ..., hidden: _Optional[bool] = ..., enabled: _Optional[bool] = ..., base_model_id: _Optional[str] = ..., source: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[ModelAction, _Mapping]]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("include_hidden", "include_disabled")
@@ -221,7 +275,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("id", "parent_id", "children_ids", "role", "model_id", "content", "image_urls", "status", "usage", "created_at", "citations", "finish_reason", "error_code", "error_message", "time_to_first_token_seconds", "total_seconds", "context_mode")
+    __slots__ = ("id", "parent_id", "children_ids", "role", "model_id", "content", "image_urls", "status", "usage", "created_at", "citations", "finish_reason", "error_code", "error_message", "time_to_first_token_seconds", "total_seconds", "context_mode", "tool_steps", "action_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     CHILDREN_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -239,6 +293,8 @@ class Message(_message.Message):
     TIME_TO_FIRST_TOKEN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_MODE_FIELD_NUMBER: _ClassVar[int]
+    TOOL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    ACTION_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     parent_id: str
     children_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -256,7 +312,9 @@ class Message(_message.Message):
     time_to_first_token_seconds: float
     total_seconds: float
     context_mode: ContextMode
-    def __init__(self, id: _Optional[str] = ..., parent_id: _Optional[str] = ..., children_ids: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., model_id: _Optional[str] = ..., content: _Optional[str] = ..., image_urls: _Optional[_Iterable[str]] = ..., status: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., finish_reason: _Optional[str] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., time_to_first_token_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ..., context_mode: _Optional[_Union[ContextMode, str]] = ...) -> None: ...
+    tool_steps: _containers.RepeatedCompositeFieldContainer[ToolStep]
+    action_id: str
+    def __init__(self, id: _Optional[str] = ..., parent_id: _Optional[str] = ..., children_ids: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., model_id: _Optional[str] = ..., content: _Optional[str] = ..., image_urls: _Optional[_Iterable[str]] = ..., status: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., finish_reason: _Optional[str] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., time_to_first_token_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ..., context_mode: _Optional[_Union[ContextMode, str]] = ..., tool_steps: _Optional[_Iterable[_Union[ToolStep, _Mapping]]] = ..., action_id: _Optional[str] = ...) -> None: ...
 
 class Conversation(_message.Message):
     __slots__ = ("id", "title", "messages", "current_message_id", "created_at", "updated_at")
@@ -335,3 +393,13 @@ class RegenerateRequest(_message.Message):
     params: _struct_pb2.Struct
     context_mode: ContextMode
     def __init__(self, conversation_id: _Optional[str] = ..., message_id: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., context_mode: _Optional[_Union[ContextMode, str]] = ...) -> None: ...
+
+class RunActionRequest(_message.Message):
+    __slots__ = ("conversation_id", "message_id", "action_id")
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    message_id: str
+    action_id: str
+    def __init__(self, conversation_id: _Optional[str] = ..., message_id: _Optional[str] = ..., action_id: _Optional[str] = ...) -> None: ...

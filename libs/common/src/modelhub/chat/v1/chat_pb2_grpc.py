@@ -69,6 +69,11 @@ class ChatServiceStub:
                 request_serializer=modelhub_dot_chat_dot_v1_dot_chat__pb2.RegenerateRequest.SerializeToString,
                 response_deserializer=modelhub_dot_chat_dot_v1_dot_chat__pb2.ChatEvent.FromString,
                 _registered_method=True)
+        self.RunAction = channel.unary_unary(
+                '/modelhub.chat.v1.ChatService/RunAction',
+                request_serializer=modelhub_dot_chat_dot_v1_dot_chat__pb2.RunActionRequest.SerializeToString,
+                response_deserializer=modelhub_dot_chat_dot_v1_dot_chat__pb2.Message.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -120,6 +125,13 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunAction(self, request, context):
+        """Runs one of the model's actions on a finished answer; the result is stored as a child of that answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -157,6 +169,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.Regenerate,
                     request_deserializer=modelhub_dot_chat_dot_v1_dot_chat__pb2.RegenerateRequest.FromString,
                     response_serializer=modelhub_dot_chat_dot_v1_dot_chat__pb2.ChatEvent.SerializeToString,
+            ),
+            'RunAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunAction,
+                    request_deserializer=modelhub_dot_chat_dot_v1_dot_chat__pb2.RunActionRequest.FromString,
+                    response_serializer=modelhub_dot_chat_dot_v1_dot_chat__pb2.Message.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -348,6 +365,33 @@ class ChatService:
             '/modelhub.chat.v1.ChatService/Regenerate',
             modelhub_dot_chat_dot_v1_dot_chat__pb2.RegenerateRequest.SerializeToString,
             modelhub_dot_chat_dot_v1_dot_chat__pb2.ChatEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelhub.chat.v1.ChatService/RunAction',
+            modelhub_dot_chat_dot_v1_dot_chat__pb2.RunActionRequest.SerializeToString,
+            modelhub_dot_chat_dot_v1_dot_chat__pb2.Message.FromString,
             options,
             channel_credentials,
             insecure,
