@@ -9,6 +9,8 @@ Environment switches:
   ``MODELHUB_TEST_S3_ENDPOINT`` + ``MODELHUB_TEST_S3_ACCESS_KEY`` + ``MODELHUB_TEST_S3_SECRET_KEY``
   (``https://`` in front of the endpoint means TLS), ``MODELHUB_TEST_OCI_REGISTRY_URL``: use that server
   instead of starting one.
+* Tool servers (``mcp_tool_server``, ``openapi_tool_server`` and their ``_open`` variants) are always local
+  processes; the plain ones require the bearer token they carry in ``.token``, the ``_open`` ones none.
 * ``MODELHUB_TEST_INFRA=containers``: start Docker containers via testcontainers instead of local
   processes (``local``, the default, needs no Docker).
 """
@@ -32,6 +34,7 @@ from modelhub_devstack.nats import NatsServer
 from modelhub_devstack.oci_registry import OciRegistry
 from modelhub_devstack.postgres import PostgresServer
 from modelhub_devstack.seaweed import SeaweedS3
+from modelhub_devstack.tool_servers import ToolServer, ToolServerEndpoint
 
 ENV_INFRA = "MODELHUB_TEST_INFRA"
 ENV_NATS_URL = "MODELHUB_TEST_NATS_URL"
@@ -152,3 +155,37 @@ def oci_registry_url(request: pytest.FixtureRequest) -> Iterator[str]:
         root: Path = request.getfixturevalue("modelhub_devstack_dir")
         with OciRegistry(root / "oci-registry") as server:
             yield server.url
+
+
+def _tool_server(request: pytest.FixtureRequest, kind: str, *, with_token: bool) -> Iterator[ToolServerEndpoint]:
+    root: Path = request.getfixturevalue("modelhub_devstack_dir")
+    token = f"tool-token-{uuid.uuid4().hex}" if with_token else None
+    name = f"{kind}-tools{'' if with_token else '-open'}"
+    with ToolServer(root / name, kind=kind, token=token) as server:
+        yield ToolServerEndpoint(kind=kind, url=server.url, token=token)
+
+
+@pytest.fixture(scope="session")
+def mcp_tool_server(request: pytest.FixtureRequest) -> Iterator[ToolServerEndpoint]:
+    """A real MCP server (FastMCP, streamable HTTP): ``.url`` is its ``/mcp`` endpoint, ``.token`` the bearer
+    every call needs. Tools: add, echo, sleep, big, fail, whoami (see modelhub_devstack.tool_servers)."""
+    yield from _tool_server(request, "mcp", with_token=True)
+
+
+@pytest.fixture(scope="session")
+def mcp_tool_server_open(request: pytest.FixtureRequest) -> Iterator[ToolServerEndpoint]:
+    """The same MCP server without authentication (``.token`` is None)."""
+    yield from _tool_server(request, "mcp", with_token=False)
+
+
+@pytest.fixture(scope="session")
+def openapi_tool_server(request: pytest.FixtureRequest) -> Iterator[ToolServerEndpoint]:
+    """A real OpenAPI service (FastAPI) with the same tools: ``.url`` is its ``/openapi.json`` document (open),
+    ``.token`` the bearer every operation needs."""
+    yield from _tool_server(request, "openapi", with_token=True)
+
+
+@pytest.fixture(scope="session")
+def openapi_tool_server_open(request: pytest.FixtureRequest) -> Iterator[ToolServerEndpoint]:
+    """The same OpenAPI service without authentication (``.token`` is None)."""
+    yield from _tool_server(request, "openapi", with_token=False)
