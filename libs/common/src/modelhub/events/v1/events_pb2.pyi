@@ -114,6 +114,18 @@ class ModelDeleted(_message.Message):
     last_version: int
     def __init__(self, model_id: _Optional[str] = ..., last_version: _Optional[int] = ...) -> None: ...
 
+class ToolServerChanged(_message.Message):
+    __slots__ = ("id", "version", "kind", "deleted")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    version: int
+    kind: str
+    deleted: bool
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[int] = ..., kind: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...
+
 class PullRequested(_message.Message):
     __slots__ = ("pull_id", "model", "target")
     PULL_ID_FIELD_NUMBER: _ClassVar[int]
