@@ -76,6 +76,8 @@ OLLAMA_CHATML = (
 )
 DOUBLE_MODELS = (
     "tool-a:latest",
+    "agent-a:latest",
+    "agent-b:latest",
     "echo-a:latest",
     "echo-b:latest",
     "echo-c:latest",
@@ -188,6 +190,11 @@ class OllamaDouble:
                             await asyncio.sleep(0.05)
                     words = [] if kind == "empty" else f"[{name}] {last_user}".split(" ")
                     last = body["messages"][-1]
+                    if kind == "agent":
+                        calls, words = _agent(name, body, last_user)
+                        if calls:
+                            message = {"role": "assistant", "content": "", "tool_calls": calls}
+                            yield line({"model": name, "message": message, "done": False})
                     if kind == "tool" and last["role"] == "tool":
                         words = f"tool said: {last['content']}".split(" ")
                     elif kind == "tool" and body.get("tools"):
@@ -218,6 +225,31 @@ class OllamaDouble:
             return StreamingResponse(stream(), media_type="application/x-ndjson")
 
         return app
+
+
+def _agent(name: str, body: dict[str, Any], last_user: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The double's "agent" models. ``call NAME {json}; NAME {json}`` asks for those tools at once (the ones
+    offered); after tool results it says what they returned; ``loop ...`` asks again after every result, for as
+    long as tools are offered."""
+    messages = body["messages"]
+    offered = {t["function"]["name"] for t in body.get("tools") or []}
+    looping = last_user.startswith("loop ")
+    if messages[-1]["role"] == "tool" and not (looping and offered):
+        results: list[str] = []
+        for message in reversed(messages):
+            if message["role"] != "tool":
+                break
+            results.insert(0, f"{message.get('tool_name', '?')}={message['content']}")
+        return [], f"[{name}] tools said: {'; '.join(results)}".split(" ")
+    if offered and (looping or last_user.startswith("call ")):
+        calls = []
+        for part in last_user.split(" ", 1)[1].split(";"):
+            function, _, arguments = part.strip().partition(" ")
+            if function in offered:
+                calls.append({"function": {"name": function, "arguments": json.loads(arguments or "{}")}})
+        if calls:
+            return calls, []
+    return [], f"[{name}] {last_user}".split(" ")
 
 
 @pytest.fixture(scope="session")
@@ -510,6 +542,8 @@ class Answer:
     error: chat_pb2.ChatEvent.AnswerError | None = None
     warnings: list[chat_pb2.ChatEvent.Warning] = field(default_factory=list)
     citations: list[chat_pb2.Citation] = field(default_factory=list)
+    tool_calls: list[chat_pb2.ToolCall] = field(default_factory=list)
+    tool_results: list[chat_pb2.ToolResult] = field(default_factory=list)
 
 
 @dataclass
@@ -543,6 +577,10 @@ class TurnResult:
             answer.warnings.append(event.warning)
         elif kind == "citations":
             answer.citations.extend(event.citations.citations)
+        elif kind == "tool_call":
+            answer.tool_calls.append(event.tool_call)
+        elif kind == "tool_result":
+            answer.tool_results.append(event.tool_result)
 
 
 @dataclass

@@ -6,6 +6,7 @@ side, and these commands steer the conversation:
   /switch MODEL [MODEL]  answer with other models from now on (the conversation keeps its history)
   /pick 1|2              continue from the first or the second model's last answer
   /image PATH            attach an image to the next message
+  /action NAME [1|2]     run one of the model's actions on its last answer (the first model's by default)
   /history               show the conversation along the selected answers
   /new                   start a new conversation
   /quit                  leave (so does Ctrl-D)
@@ -78,6 +79,7 @@ class ChatSession:
         )
         self.pending_images = []
         views = {m: AnswerView(m) for m in self.models}
+        calls: dict[str, str] = {}
         self.last_answers = list(views.values())
         for event in self.stub.Chat(request, metadata=self.metadata, timeout=_TIMEOUT_SECONDS):
             kind = event.WhichOneof("event")
@@ -95,6 +97,15 @@ class ChatSession:
             elif kind == "citations":
                 names = ", ".join(dict.fromkeys(c.file_name for c in event.citations.citations))
                 view.notes.append(f"sources: {names}")
+            elif kind == "tool_call":
+                call = event.tool_call
+                calls[call.id] = call.tool
+                view.notes.append(f"→ {call.tool}({_short(call.arguments)}) on {call.server_id}")
+            elif kind == "tool_result":
+                result = event.tool_result
+                name = calls.get(result.id, "tool")
+                mark = "←" if result.ok else f"✗ {result.error_code}:"
+                view.notes.append(f"{mark} {name}: {_short(result.content)} ({result.duration_seconds * 1000:.0f} ms)")
             elif kind == "answer_done":
                 done = event.answer_done
                 view.status = f"done · {done.usage.completion_tokens} tokens · {done.total_seconds:.1f} s"
@@ -114,6 +125,18 @@ class ChatSession:
             metadata=self.metadata,
         )
 
+    def action(self, action_id: str, index: int = 1) -> chat_pb2.Message:
+        if not self.last_answers:
+            raise CliError("there is no answer to run an action on yet")
+        if not 1 <= index <= len(self.last_answers):
+            raise CliError(f"/action takes an answer number from 1 to {len(self.last_answers)}")
+        answer = self.last_answers[index - 1]
+        request = chat_pb2.RunActionRequest(
+            conversation_id=self.conversation_id, message_id=answer.message_id, action_id=action_id
+        )
+        result: chat_pb2.Message = self.stub.RunAction(request, metadata=self.metadata, timeout=_TIMEOUT_SECONDS)
+        return result
+
     def history(self) -> list[chat_pb2.Message]:
         if not self.conversation_id:
             return []
@@ -127,6 +150,11 @@ class ChatSession:
             path.append(by_id[current])
             current = by_id[current].parent_id
         return list(reversed(path))
+
+
+def _short(text: str, limit: int = 120) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def load_image(path: Path) -> chat_pb2.Image:
@@ -205,6 +233,12 @@ def _interactive(console: Console, session: ChatSession) -> None:
                         raise CliError("/image takes one path")
                     session.pending_images.append(load_image(Path(args[0]).expanduser()))
                     console.print(Text(f"attached {args[0]} to your next message"))
+                elif command == "/action":
+                    if not 1 <= len(args) <= 2 or (len(args) == 2 and not args[1].isdigit()):
+                        raise CliError("/action takes an action id and, optionally, 1 or 2")
+                    result = session.action(args[0], int(args[1]) if len(args) == 2 else 1)
+                    style = "green" if result.status == "done" else "red"
+                    console.print(Panel(Text(result.content), title=Text(f"action {args[0]}"), border_style=style))
                 elif command == "/history":
                     _show_history(console, session)
                 elif command == "/new":

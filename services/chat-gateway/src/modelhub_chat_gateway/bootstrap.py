@@ -33,6 +33,8 @@ from modelhub_chat_gateway.service_layer.completions import CompletionService
 from modelhub_chat_gateway.service_layer.generation import ContextDefaults, Generator, Timeouts
 from modelhub_chat_gateway.service_layer.model_catalog import ModelCatalog
 from modelhub_chat_gateway.service_layer.selector_catalog import SelectorCatalog
+from modelhub_chat_gateway.service_layer.tool_directory import ToolDirectory
+from modelhub_chat_gateway.service_layer.tool_loop import ToolLimits, ToolRunner
 from modelhub_chat_gateway.settings import ChatGatewaySettings
 from modelhub_common import jetstream
 from modelhub_common.auth import VerifiedTokens, issue_token
@@ -42,6 +44,7 @@ from modelhub_common.health import Readiness
 from modelhub_common.migrations import COMMON_MIGRATIONS, MigrationSource, migrate
 from modelhub_common.objectstore import ObjectStore
 from modelhub_common.runtime import open_runtime
+from modelhub_common.tools import McpSessionCache
 from modelhub_common.webapp import create_app, serve_http
 
 SERVICE = "chat-gateway"
@@ -208,6 +211,16 @@ def build_app(
                 Timeouts(settings.first_token_timeout_seconds, settings.idle_timeout_seconds),
                 ContextDefaults(settings.default_num_ctx, settings.default_max_tokens),
             )
+            tools = ToolDirectory(
+                registry, ttl=settings.tool_cache_seconds, allow_private_urls=settings.allow_private_urls
+            )
+            tool_http = await stack.enter_async_context(
+                httpx.AsyncClient(limits=httpx.Limits(max_connections=settings.tool_max_parallel * 4))
+            )
+            # MCP sessions stay open between calls: a call then costs one round trip instead of three.
+            sessions = McpSessionCache(tool_http)
+            stack.push_async_callback(sessions.aclose)
+            runner = ToolRunner(tool_http, ToolLimits(settings.tool_max_steps, settings.tool_max_parallel), sessions)
             repository = ConversationRepository(runtime.require_pool(), replica_id=str(uuid.uuid4()))
             chat = ChatService(
                 repository=repository,
@@ -216,8 +229,11 @@ def build_app(
                 rag=rag,
                 generator=generator,
                 limits=TurnLimits(settings.max_models_per_turn, settings.max_image_bytes, settings.rag_top_k),
+                tools=tools,
+                runner=runner,
             )
-            holder["services"] = Services(chat, catalog, CompletionService(catalog, rag, generator, settings.rag_top_k))
+            completions = CompletionService(catalog, rag, generator, settings.rag_top_k, tools=tools, runner=runner)
+            holder["services"] = Services(chat, catalog, completions)
             # Subscribed before the catalog's first load starts (run), so no event between the two is lost.
             listener = ModelEventsListener(
                 runtime.nc,
@@ -226,6 +242,7 @@ def build_app(
                 selector,
                 check_seconds=settings.catalog_check_seconds,
                 max_backlog=settings.catalog_max_backlog,
+                invalidators={"tool_server": tools.invalidate},
             )
             await listener.start()
             stack.push_async_callback(listener.stop)

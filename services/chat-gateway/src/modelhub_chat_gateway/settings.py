@@ -128,6 +128,23 @@ class ChatGatewaySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings
     rag_top_k: int = Field(5, ge=1, le=50, description="Chunks retrieved per turn for models with knowledge.")
     rag_timeout_seconds: float = Field(15.0, gt=0)
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1, description="Largest image one message may carry.")
+    # Server-side tools (the tool servers a model file names in toolIds).
+    tool_max_steps: int = Field(
+        5, ge=1, le=50, description="Rounds of tool calls one answer may make before it must answer in text."
+    )
+    tool_max_parallel: int = Field(
+        8, ge=1, le=256, description="Tool calls this replica runs at once (calls of one round run in parallel)."
+    )
+    tool_cache_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How long a tool server's tools and address are reused before asking the registry again.",
+    )
+    allow_private_urls: bool = Field(
+        False,
+        description="Let tool servers and filter webhooks live on loopback or private addresses (inside the company "
+        "network; the dev stack and the tests set it). Link-local and cloud metadata addresses are refused always.",
+    )
     image_url_allowed_hosts: tuple[str, ...] = Field(
         (), description="Hosts the gateway may fetch Image.url from (data: URLs are always accepted)."
     )

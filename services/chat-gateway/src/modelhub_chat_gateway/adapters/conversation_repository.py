@@ -15,13 +15,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from modelhub_chat_gateway.domain.chat_types import Citation, ContextMode, Usage
 from modelhub_chat_gateway.domain.conversation import ConversationRecord, StoredImage, StoredMessage
+from modelhub_chat_gateway.domain.tools import ToolStepRecord
 from modelhub_chat_gateway.errors import InvalidRequestError
 from modelhub_common.errors import DependencyError
 
 _MESSAGE_COLUMNS = (
     "id, conversation_id, parent_id, seq, role, model_id, content, images, status, context_mode, finish_reason,"
     " error_code, error_message, prompt_tokens, completion_tokens, time_to_first_token, total_seconds,"
-    " citations, created_at"
+    " citations, tool_steps, action_id, created_at"
 )
 
 
@@ -44,6 +45,8 @@ def _message(row: dict[str, Any]) -> StoredMessage:
         time_to_first_token=row["time_to_first_token"],
         total_seconds=row["total_seconds"],
         citations=[Citation(**c) for c in row["citations"]],
+        tool_steps=[ToolStepRecord.from_json(t) for t in row["tool_steps"]],
+        action_id=row["action_id"],
         created_at=row["created_at"],
     )
 
@@ -71,15 +74,16 @@ def _insert_params(m: StoredMessage, replica_id: str | None) -> tuple[Any, ...]:
         m.status,
         m.context_mode.value,
         replica_id,
+        m.action_id,
     )
 
 
 _INSERT_MESSAGES = (
     "INSERT INTO messages"
-    " (id, conversation_id, parent_id, role, model_id, content, images, status, context_mode, replica_id)"
-    " VALUES"
+    " (id, conversation_id, parent_id, role, model_id, content, images, status, context_mode, replica_id,"
+    " action_id) VALUES"
 )
-_MESSAGE_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_MESSAGE_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 INTERRUPTED = "interrupted"
 _INTERRUPTED_MESSAGE = (
@@ -151,7 +155,7 @@ class ConversationRepository:
                 await conn.execute(
                     "WITH answer AS (UPDATE messages SET content = %s, status = %s, finish_reason = %s,"
                     " error_code = %s, error_message = %s, prompt_tokens = %s, completion_tokens = %s,"
-                    " time_to_first_token = %s, total_seconds = %s, citations = %s, updated_at = now()"
+                    " time_to_first_token = %s, total_seconds = %s, citations = %s, tool_steps = %s, updated_at = now()"
                     " WHERE id = %s)"
                     " UPDATE conversations SET updated_at = now() WHERE id = %s",
                     (
@@ -165,6 +169,7 @@ class ConversationRepository:
                         message.time_to_first_token,
                         message.total_seconds,
                         Jsonb([dataclasses.asdict(c) for c in message.citations]),
+                        Jsonb([t.to_json() for t in message.tool_steps]),
                         message.id,
                         message.conversation_id,
                     ),
@@ -297,3 +302,22 @@ class ConversationRepository:
                 )
         except psycopg.Error as exc:
             raise DependencyError(f"cannot store the answer: {type(exc).__name__}") from exc
+
+    async def add_action_result(self, message: StoredMessage) -> StoredMessage:
+        """An action's output, stored whole as a child of the answer it ran on; the selection stays where it is."""
+        try:
+            async with self._pool.connection() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(_INSERT_MESSAGE, _insert_params(message, self.replica_id))
+                await cur.execute(
+                    "UPDATE messages SET tool_steps = %s, updated_at = now() WHERE id = %s",
+                    (Jsonb([t.to_json() for t in message.tool_steps]), message.id),
+                )
+                await cur.execute(
+                    "UPDATE conversations SET updated_at = now() WHERE id = %s", (message.conversation_id,)
+                )
+                await cur.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = %s", (message.id,))
+                row = await cur.fetchone()
+        except psycopg.Error as exc:
+            raise DependencyError(f"cannot store the action's result: {type(exc).__name__}") from exc
+        assert row is not None
+        return _message(row)

@@ -106,3 +106,19 @@ class RegistryClient:
         if response.status_code == 404:
             return None
         return self._json(response, "the connection")
+
+    async def tool_server(self, server_id: str, token: str) -> dict[str, Any] | None:
+        """A tool server and its tools as the caller sees them, or None if it does not exist or the caller may
+        not use it (the registry says 404)."""
+        response = await self._get(f"/api/v1/tools/{quote(server_id, safe='')}", token)
+        if response.status_code == 404:
+            return None
+        return self._json(response, f"tool server '{server_id}'")
+
+    async def tool_server_credentials(self, server_id: str) -> dict[str, Any] | None:
+        """Where a tool server is and how to authenticate to it (needs the gateway's service token)."""
+        path = f"/api/v1/tool-servers/{quote(server_id, safe='')}/credentials"
+        response = await self._get(path, self._service_token())
+        if response.status_code == 404:
+            return None
+        return self._json(response, f"the credentials of tool server '{server_id}'")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from modelhub_chat_gateway.domain.chat_types import Citation, ContextMode, Usage
+from modelhub_chat_gateway.domain.tools import ToolStepRecord
 
 USABLE_STATUSES = frozenset({"done", "cancelled"})
 
@@ -37,6 +38,9 @@ class StoredMessage:
     total_seconds: float = 0.0
     citations: list[Citation] = field(default_factory=list)
     context_mode: ContextMode = ContextMode.SHARED
+    tool_steps: list[ToolStepRecord] = field(default_factory=list)
+    #: Set on an action's result (role "action"): which of the model's actions produced it.
+    action_id: str = ""
     created_at: datetime | None = None
     seq: int = 0
 
@@ -80,7 +84,8 @@ class MessageTree:
     def latest_leaf(self, message_id: str) -> str:
         """Follows the newest child down to a leaf: what the arrows show after switching to ``message_id``."""
         current = message_id
-        while kids := self.children.get(current):
+        # Action results hang off an answer without continuing the conversation.
+        while kids := [k for k in self.children.get(current, []) if k.role != "action"]:
             current = kids[-1].id
         return current
 
@@ -108,6 +113,8 @@ def history_for(tree: MessageTree, parent_id: str | None, model_id: str, mode: C
     """
     history: list[StoredMessage] = []
     for message in tree.path_to(parent_id):
+        if message.role == "action":
+            continue
         if message.role == "user":
             history.append(message)
             continue

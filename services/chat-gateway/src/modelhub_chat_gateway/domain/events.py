@@ -1,11 +1,13 @@
 """What a turn reports while it runs, in order: turn started; per model answer started, citations, warnings,
-deltas, then done or error; finally turn done. Entrypoints map these to ChatEvent messages."""
+deltas, tool calls and their results, then done or error; finally turn done. Entrypoints map these to ChatEvent
+messages."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from modelhub_chat_gateway.domain.chat_types import Citation, Usage
+from modelhub_chat_gateway.domain.tools import ToolStepRecord
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,36 @@ class AnswerFailed:
 
 
 @dataclass(frozen=True)
+class ToolCalled:
+    """The model asked for a server-side tool; the gateway is running it."""
+
+    model_id: str
+    step: ToolStepRecord
+
+
+@dataclass(frozen=True)
+class ToolFinished:
+    """A server-side tool call ended (``step`` now carries its result)."""
+
+    model_id: str
+    step: ToolStepRecord
+
+
+@dataclass(frozen=True)
 class TurnDone:
     conversation_id: str
     current_message_id: str
 
 
-TurnEvent = TurnStarted | AnswerStarted | Delta | CitationsFound | TurnWarning | AnswerDone | AnswerFailed | TurnDone
+TurnEvent = (
+    TurnStarted
+    | AnswerStarted
+    | Delta
+    | CitationsFound
+    | TurnWarning
+    | ToolCalled
+    | ToolFinished
+    | AnswerDone
+    | AnswerFailed
+    | TurnDone
+)

@@ -41,6 +41,11 @@ class ResolvedModel:
     knowledge_ids: tuple[str, ...] = ()
     hidden: bool = False
     enabled: bool = True
+    #: The model file's tool servers (``meta.toolIds``), its filters (``filterIds`` then ``defaultFilterIds``,
+    #: each once) and its actions (``actionIds``).
+    tool_ids: tuple[str, ...] = ()
+    filter_ids: tuple[str, ...] = ()
+    action_ids: tuple[str, ...] = ()
 
     @property
     def system_template(self) -> str | None:
@@ -72,3 +77,4 @@ class ModelListing:
     base_model_id: str = ""
     source: str = ""
     owned_by: str = ""
+    action_ids: tuple[str, ...] = ()

@@ -15,7 +15,8 @@ from grpc import aio
 from modelhub.chat.v1 import chat_pb2, chat_pb2_grpc
 from modelhub_chat_gateway.domain import events as ev
 from modelhub_chat_gateway.domain.chat_types import Citation, ContextMode, ImageData, Usage
-from modelhub_chat_gateway.domain.conversation import ConversationRecord, MessageTree
+from modelhub_chat_gateway.domain.conversation import ConversationRecord, MessageTree, StoredMessage
+from modelhub_chat_gateway.domain.tools import ToolStepRecord
 from modelhub_chat_gateway.entrypoints.auth_interceptor import current_principal, current_token
 from modelhub_chat_gateway.errors import (
     ConversationNotFoundError,
@@ -96,6 +97,27 @@ def _citation(c: Citation) -> chat_pb2.Citation:
     )
 
 
+def _tool_call(step: ToolStepRecord) -> chat_pb2.ToolCall:
+    return chat_pb2.ToolCall(
+        id=step.call_id, tool=step.tool, arguments=step.arguments, server_id=step.server_id, step=step.step
+    )
+
+
+def _tool_result(step: ToolStepRecord) -> chat_pb2.ToolResult:
+    return chat_pb2.ToolResult(
+        id=step.call_id,
+        ok=step.ok,
+        content=step.content,
+        error_code=step.error_code,
+        duration_seconds=step.duration_seconds,
+        truncated=step.truncated,
+    )
+
+
+def _tool_step(step: ToolStepRecord) -> chat_pb2.ToolStep:
+    return chat_pb2.ToolStep(call=_tool_call(step), result=_tool_result(step))
+
+
 def event_proto(event: ev.TurnEvent) -> chat_pb2.ChatEvent:
     E = chat_pb2.ChatEvent  # noqa: N806 - the proto class, kept short
     match event:
@@ -119,6 +141,10 @@ def event_proto(event: ev.TurnEvent) -> chat_pb2.ChatEvent:
             return E(model_id=model_id, answer_done=done)
         case ev.AnswerFailed(model_id, message_id, code, message):
             return E(model_id=model_id, answer_error=E.AnswerError(code=code, message=message, message_id=message_id))
+        case ev.ToolCalled(model_id, step):
+            return E(model_id=model_id, tool_call=_tool_call(step))
+        case ev.ToolFinished(model_id, step):
+            return E(model_id=model_id, tool_result=_tool_result(step))
         case ev.TurnDone():
             return E(turn_done=E.TurnDone())
     raise TypeError(f"unknown event {event!r}")
@@ -189,6 +215,31 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         except ModelhubError as exc:
             await _abort(context, exc)
 
+    async def _message(self, message: StoredMessage, children_ids: list[str]) -> chat_pb2.Message:
+        item = chat_pb2.Message(
+            id=message.id,
+            parent_id=message.parent_id or "",
+            children_ids=children_ids,
+            role=message.role,
+            model_id=message.model_id,
+            content=message.content,
+            image_urls=await self._chat.image_urls(message),
+            status=message.status,
+            usage=_usage(message.usage),
+            citations=[_citation(c) for c in message.citations],
+            finish_reason=message.finish_reason,
+            error_code=message.error_code,
+            error_message=message.error_message,
+            time_to_first_token_seconds=message.time_to_first_token,
+            total_seconds=message.total_seconds,
+            context_mode=_MODE_PROTO[message.context_mode],
+            tool_steps=[_tool_step(t) for t in message.tool_steps],
+            action_id=message.action_id,
+        )
+        if message.created_at is not None:
+            item.created_at.FromDatetime(message.created_at)
+        return item
+
     async def _conversation(self, record: ConversationRecord, tree: MessageTree) -> chat_pb2.Conversation:
         conversation = chat_pb2.Conversation(
             id=record.id, title=record.title, current_message_id=record.current_message_id or ""
@@ -196,26 +247,9 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         conversation.created_at.FromDatetime(record.created_at)
         conversation.updated_at.FromDatetime(record.updated_at)
         for message in tree.by_id.values():
-            item = conversation.messages.add(
-                id=message.id,
-                parent_id=message.parent_id or "",
-                children_ids=[c.id for c in tree.children.get(message.id, [])],
-                role=message.role,
-                model_id=message.model_id,
-                content=message.content,
-                image_urls=await self._chat.image_urls(message),
-                status=message.status,
-                usage=_usage(message.usage),
-                citations=[_citation(c) for c in message.citations],
-                finish_reason=message.finish_reason,
-                error_code=message.error_code,
-                error_message=message.error_message,
-                time_to_first_token_seconds=message.time_to_first_token,
-                total_seconds=message.total_seconds,
-                context_mode=_MODE_PROTO[message.context_mode],
+            conversation.messages.append(
+                await self._message(message, [c.id for c in tree.children.get(message.id, [])])
             )
-            if message.created_at is not None:
-                item.created_at.FromDatetime(message.created_at)
         return conversation
 
     async def GetConversation(  # noqa: N802
@@ -256,6 +290,17 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             await self._chat.select_answer(_caller(), request.conversation_id, request.message_id)
             record, tree = await self._chat.get(_caller(), request.conversation_id)
             return await self._conversation(record, tree)
+        except ModelhubError as exc:
+            await _abort(context, exc)
+
+    async def RunAction(  # noqa: N802
+        self, request: chat_pb2.RunActionRequest, context: aio.ServicerContext[Any, Any]
+    ) -> chat_pb2.Message:
+        try:
+            result = await self._chat.run_action(
+                _caller(), request.conversation_id, request.message_id, request.action_id
+            )
+            return await self._message(result, [])
         except ModelhubError as exc:
             await _abort(context, exc)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import nats.errors
 import nats.js.errors
@@ -43,6 +43,7 @@ class ModelEventsListener:
         *,
         check_seconds: float,
         max_backlog: int,
+        invalidators: Mapping[str, Callable[[], None]] | None = None,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -57,6 +58,8 @@ class ModelEventsListener:
         self._undelivered = 0
         self._reconnects = 0
         self._stopped = False
+        # Event type fragment ("tool_server", "filter") -> the cache it makes stale.
+        self._invalidators = dict(invalidators or {})
 
     @property
     def last_stream_sequence(self) -> int | None:
@@ -80,6 +83,9 @@ class ModelEventsListener:
         ids.discard("")
         if "base_model" in envelope.type:
             self._catalog.invalidate_connections()
+        for fragment, invalidate in self._invalidators.items():
+            if fragment in envelope.type:
+                invalidate()
         dropped = self._catalog.invalidate(ids)
         logger.debug("model event", extra={"type": envelope.type, "ids": sorted(ids), "dropped": dropped})
         if stream_seq is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -24,7 +25,15 @@ from modelhub_chat_gateway.adapters.conversation_repository import ConversationR
 from modelhub_chat_gateway.adapters.image_store import ImageStore
 from modelhub_chat_gateway.adapters.rag_client import RagClient
 from modelhub_chat_gateway.domain import events as ev
-from modelhub_chat_gateway.domain.chat_types import Citation, ContextMode, ImageData, PromptMessage, Role
+from modelhub_chat_gateway.domain.chat_types import (
+    Citation,
+    ContextMode,
+    ImageData,
+    PromptMessage,
+    Role,
+    ToolCall,
+    ToolOptions,
+)
 from modelhub_chat_gateway.domain.conversation import (
     ConversationRecord,
     MessageTree,
@@ -34,6 +43,7 @@ from modelhub_chat_gateway.domain.conversation import (
 )
 from modelhub_chat_gateway.domain.model import ResolvedModel
 from modelhub_chat_gateway.domain.prompt import PromptUser
+from modelhub_chat_gateway.domain.tools import Toolkit, ToolStepRecord, split_action, text_parameter
 from modelhub_chat_gateway.errors import (
     ConversationNotFoundError,
     GatewayError,
@@ -42,6 +52,8 @@ from modelhub_chat_gateway.errors import (
 )
 from modelhub_chat_gateway.service_layer.generation import EMPTY_ANSWER, Generator
 from modelhub_chat_gateway.service_layer.model_catalog import Caller, ModelCatalog
+from modelhub_chat_gateway.service_layer.tool_directory import ToolDirectory
+from modelhub_chat_gateway.service_layer.tool_loop import ToolRunner, plan_options, stream_with_tools
 from modelhub_common.errors import ModelhubError
 
 logger = logging.getLogger(__name__)
@@ -98,6 +110,8 @@ class ChatService:
         rag: RagClient,
         generator: Generator,
         limits: TurnLimits,
+        tools: ToolDirectory | None = None,
+        runner: ToolRunner | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._repo = repository
@@ -106,6 +120,8 @@ class ChatService:
         self._rag = rag
         self._generator = generator
         self._limits = limits
+        self._tools = tools
+        self._runner = runner
         self._clock = clock
 
     # ---- starting
@@ -368,7 +384,28 @@ class ChatService:
                         f"'{model.id}''s context of {params.get('num_ctx') or 'the default'} tokens",
                     )
                 )
-            async for chunk in self._generator.stream(model, prompt.messages, params):
+            toolkit, options = await self._toolkit(turn, model, params, emit)
+            items = stream_with_tools(
+                self._generator,
+                self._runner,
+                model,
+                prompt.messages,
+                params,
+                options,
+                toolkit,
+                caller_token=turn.caller.token,
+            )
+            async for chunk in items:
+                if isinstance(chunk, ev.ToolCalled):
+                    record.tool_steps.append(chunk.step)
+                    emit(chunk)
+                    continue
+                if isinstance(chunk, ev.ToolFinished):
+                    for n, step in enumerate(record.tool_steps):
+                        if step.call_id == chunk.step.call_id:
+                            record.tool_steps[n] = chunk.step
+                    emit(chunk)
+                    continue
                 if chunk.warning is not None:
                     emit(ev.TurnWarning(model.id, chunk.warning.code, chunk.warning.message))
                 if chunk.text:
@@ -412,6 +449,28 @@ class ChatService:
             emit(ev.AnswerFailed(model.id, answer_id, record.error_code, record.error_message))
         await self._finish(record, stored)
         return record.status
+
+    async def _toolkit(
+        self, turn: Turn, model: ResolvedModel, params: dict[str, Any], emit: Callable[[ev.TurnEvent], None]
+    ) -> tuple[Toolkit, ToolOptions]:
+        """The model file's server-side tools this caller may run, and the options of the first round."""
+        if not model.tool_ids:
+            return Toolkit(), ToolOptions()
+        if self._tools is None or self._runner is None:
+            said = "this gateway runs no tools: the model's tools are left out"
+            emit(ev.TurnWarning(model.id, "tools_unavailable", said))
+            return Toolkit(), ToolOptions()
+        resolved = await self._tools.resolve(model.tool_ids, turn.caller)
+        for warning in resolved.warnings:
+            emit(ev.TurnWarning(model.id, warning.code, warning.message))
+        options = plan_options(resolved.toolkit, ToolOptions(), params)
+        if resolved.toolkit and (problem := self._generator.unsupported(model, options)):
+            raise InvalidRequestError(
+                f"'{model.id}' has tools but its {model.location.backend} backend cannot offer them this way: "
+                f"{problem}. Set the model file's params.tool_choice (a tool's name, or 'required' with one tool), "
+                "or run it on an Ollama or OpenAI-compatible connection"
+            )
+        return resolved.toolkit, options
 
     async def _finish(self, record: StoredMessage, stored: asyncio.Task[None]) -> None:
         try:
@@ -468,6 +527,56 @@ class ChatService:
         if keys is None:
             raise ConversationNotFoundError(f"conversation '{conversation_id}' does not exist")
         await self._images.delete(keys)
+
+    async def run_action(self, caller: Caller, conversation_id: str, message_id: str, action_id: str) -> StoredMessage:
+        """Runs one of the answer's model's actions with the answer as its input; stores and returns the result
+        (a child of the answer with role "action"). A failing tool is stored as a failed result, not raised."""
+        _, tree = await self._load(conversation_id, caller)
+        answer = tree.by_id.get(message_id)
+        if answer is None or answer.role != "assistant":
+            raise InvalidRequestError(f"message_id: '{message_id}' is not an answer in this conversation")
+        if answer.status != "done" or not answer.content:
+            raise InvalidRequestError(f"message_id: the answer is {answer.status}; actions run on finished answers")
+        model = (await self._resolve_all([answer.model_id], caller))[0]
+        if action_id not in model.action_ids:
+            offered = ", ".join(model.action_ids) or "none"
+            raise InvalidRequestError(
+                f"action_id: '{action_id}' is not an action of '{model.id}' (its actions: {offered})"
+            )
+        if self._tools is None or self._runner is None:
+            raise InvalidRequestError("action_id: this gateway runs no tools")
+        server_id, tool_name = split_action(action_id)
+        resolved = await self._tools.resolve([server_id], caller)
+        if resolved.warnings:
+            raise InvalidRequestError(f"action_id: {resolved.warnings[0].message}")
+        tools = [t for t in resolved.toolkit.tools.values() if tool_name in (None, t.spec.name)]
+        if len(tools) != 1:
+            what = f"no tool '{tool_name}'" if tool_name else f"{len(tools)} tools; name one as '{server_id}/TOOL'"
+            raise InvalidRequestError(f"action_id: tool server '{server_id}' has {what}")
+        tool = tools[0]
+        field_name = text_parameter(tool.spec.parameters)
+        if field_name is None:
+            raise InvalidRequestError(
+                f"action_id: tool '{tool.spec.name}' takes no text parameter, so it cannot be given the answer"
+            )
+        call = ToolCall(f"action_{uuid.uuid4().hex[:24]}", tool.name, json.dumps({field_name: answer.content}))
+        record = ToolStepRecord(1, call.id, tool.spec.name, tool.server_id, call.arguments)
+        await self._runner.run_one(resolved.toolkit, call, record, caller.token)
+        result = StoredMessage(
+            id=_new_id(),
+            conversation_id=conversation_id,
+            parent_id=answer.id,
+            role="action",
+            model_id=answer.model_id,
+            content=record.content,
+            status="done" if record.ok else "error",
+            error_code="" if record.ok else f"action_{record.error_code or 'failed'}",
+            error_message="" if record.ok else record.content,
+            total_seconds=record.duration_seconds,
+            tool_steps=[record],
+            action_id=action_id,
+        )
+        return await self._repo.add_action_result(result)
 
     async def select_answer(self, caller: Caller, conversation_id: str, message_id: str) -> None:
         _, tree = await self._load(conversation_id, caller)

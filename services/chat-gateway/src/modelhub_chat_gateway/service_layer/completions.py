@@ -3,17 +3,22 @@ the model file (system prompt, parameters, knowledge, vision check, context trim
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from modelhub_chat_gateway.adapters.rag_client import RagClient
-from modelhub_chat_gateway.domain.chat_types import Citation, PromptMessage, StreamChunk, ToolOptions
+from modelhub_chat_gateway.domain.chat_types import BackendWarning, Citation, PromptMessage, StreamChunk, ToolOptions
+from modelhub_chat_gateway.domain.events import ToolFinished
 from modelhub_chat_gateway.domain.model import ResolvedModel
 from modelhub_chat_gateway.domain.prompt import PromptUser
+from modelhub_chat_gateway.domain.tools import Toolkit
 from modelhub_chat_gateway.errors import InvalidRequestError, VisionNotSupportedError
 from modelhub_chat_gateway.service_layer.generation import Generator
 from modelhub_chat_gateway.service_layer.model_catalog import Caller, ModelCatalog
+from modelhub_chat_gateway.service_layer.tool_directory import ToolDirectory
+from modelhub_chat_gateway.service_layer.tool_loop import ToolRunner, plan_options, stream_with_tools
 
 
 @dataclass(frozen=True)
@@ -24,14 +29,30 @@ class PreparedCompletion:
     citations: tuple[Citation, ...]
     dropped_messages: int
     tools: ToolOptions = ToolOptions()
+    #: The model file's server-side tools (run by the gateway; the client never sees their calls).
+    toolkit: Toolkit = Toolkit()
+    caller_token: str = ""
+    #: Tools of the model file that could not be offered (unknown, not allowed).
+    warnings: tuple[BackendWarning, ...] = ()
 
 
 class CompletionService:
-    def __init__(self, catalog: ModelCatalog, rag: RagClient, generator: Generator, rag_top_k: int) -> None:
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        rag: RagClient,
+        generator: Generator,
+        rag_top_k: int,
+        *,
+        tools: ToolDirectory | None = None,
+        runner: ToolRunner | None = None,
+    ) -> None:
         self._catalog = catalog
         self._rag = rag
         self._generator = generator
         self._top_k = rag_top_k
+        self._tools = tools
+        self._runner = runner
 
     async def prepare(
         self,
@@ -47,8 +68,14 @@ class CompletionService:
         model = await self._catalog.resolve(model_id, caller)
         if any(m.images for m in messages) and not model.vision:
             raise VisionNotSupportedError(f"'{model_id}' cannot read images: it does not have the vision capability")
-        self._generator.check_tools(model, tools)
         params = model.with_overrides(overrides)
+        toolkit = Toolkit()
+        warnings: tuple[BackendWarning, ...] = ()
+        if model.tool_ids and self._tools is not None and self._runner is not None:
+            resolved = await self._tools.resolve(model.tool_ids, caller)
+            toolkit, warnings = resolved.toolkit, resolved.warnings
+            tools = plan_options(toolkit, tools, params)
+        self._generator.check_tools(model, tools)
         # The client's own system messages follow the model file's system prompt (Open WebUI's order).
         client_system = [m for m in messages if m.role == "system"]
         dialogue = [m for m in messages if m.role != "system"]
@@ -67,7 +94,41 @@ class CompletionService:
             citations=citations,
             extra_system=client_system,
         )
-        return PreparedCompletion(model, fitted.messages, params, tuple(citations), fitted.dropped_messages, tools)
+        return PreparedCompletion(
+            model,
+            fitted.messages,
+            params,
+            tuple(citations),
+            fitted.dropped_messages,
+            tools,
+            toolkit=toolkit,
+            caller_token=caller.token,
+            warnings=tuple(warnings),
+        )
 
-    def stream(self, prepared: PreparedCompletion) -> AsyncIterator[StreamChunk]:
-        return self._generator.stream(prepared.model, prepared.messages, prepared.params, prepared.tools)
+    async def stream(self, prepared: PreparedCompletion) -> AsyncIterator[StreamChunk]:
+        """The answer's chunks; server-side tool steps run inside and are not shown (OpenAI has no place for
+        them), except that each one that fails is said as a warning."""
+        for warning in prepared.warnings:
+            yield StreamChunk(warning=warning)
+        items = stream_with_tools(
+            self._generator,
+            self._runner,
+            prepared.model,
+            prepared.messages,
+            prepared.params,
+            prepared.tools,
+            prepared.toolkit,
+            caller_token=prepared.caller_token,
+        )
+        async with contextlib.aclosing(items):
+            async for item in items:
+                if isinstance(item, StreamChunk):
+                    yield item
+                elif isinstance(item, ToolFinished) and not item.step.ok:
+                    step = item.step
+                    yield StreamChunk(
+                        warning=BackendWarning(
+                            "tool_failed", f"tool '{step.tool}' ({step.error_code}): {step.content[:300]}"
+                        )
+                    )

@@ -74,11 +74,15 @@ class Generator:
         reserve = int_param(params, "max_tokens") or int_param(params, "num_predict") or self._defaults.max_tokens
         return fit_to_context(system, history, current, num_ctx=num_ctx, reserve_for_answer=reserve)
 
+    def unsupported(self, model: ResolvedModel, tools: ToolOptions) -> str | None:
+        """What of ``tools`` the backend ``model`` runs on cannot do, or None."""
+        backend = self._backends.get(model.location.backend)
+        return backend.unsupported(tools) if backend is not None else None
+
     def check_tools(self, model: ResolvedModel, tools: ToolOptions) -> None:
         """Raises :class:`InvalidRequestError` naming the parameter when ``model``'s backend cannot do what
         ``tools`` asks (before anything is streamed, so an HTTP client gets a 400)."""
-        backend = self._backends.get(model.location.backend)
-        problem = backend.unsupported(tools) if backend is not None else None
+        problem = self.unsupported(model, tools)
         if problem:
             raise InvalidRequestError(f"{problem} ('{model.id}' runs on the {model.location.backend} backend)")
 

@@ -43,6 +43,15 @@ class Caller:
         return (self.principal.subject, self.principal.role, self.principal.groups)
 
 
+def _meta_ids(meta: dict[str, Any], *keys: str) -> tuple[str, ...]:
+    """A list of ids from a model file's meta, under Open WebUI's key or ours; each id once, in order."""
+    for key in keys:
+        value = meta.get(key)
+        if isinstance(value, list):
+            return tuple(dict.fromkeys(str(v).strip() for v in value if isinstance(v, str) and v.strip()))
+    return ()
+
+
 @dataclass
 class _Entry:
     model: ResolvedModel
@@ -121,6 +130,9 @@ class ModelCatalog:
         capabilities = meta.get("capabilities") or {}
         vision = bool(capabilities.get("vision")) or bool((base.get("capabilities") or {}).get("vision"))
         knowledge = tuple(str(k["id"]) for k in meta.get("knowledge") or [] if isinstance(k, dict) and k.get("id"))
+        filters = dict.fromkeys(
+            (*_meta_ids(meta, "filterIds", "filter_ids"), *_meta_ids(meta, "defaultFilterIds", "default_filter_ids"))
+        )
         return ResolvedModel(
             id=model_id,
             name=str(model_file.get("name") or model_id),
@@ -133,6 +145,9 @@ class ModelCatalog:
             knowledge_ids=knowledge,
             hidden=bool(model_file.get("hidden")),
             enabled=bool(model_file.get("enabled", True)),
+            tool_ids=_meta_ids(meta, "toolIds", "tool_ids"),
+            filter_ids=tuple(filters),
+            action_ids=_meta_ids(meta, "actionIds", "action_ids"),
         )
 
     async def _resolve_base_only(self, model_id: str, caller: Caller) -> ResolvedModel:

@@ -37,6 +37,7 @@ from typing import Any
 from modelhub.chat.v1 import chat_pb2
 from modelhub_chat_gateway.adapters.registry_client import RegistryClient
 from modelhub_chat_gateway.domain.model import ModelListing
+from modelhub_chat_gateway.domain.tools import action_name
 from modelhub_chat_gateway.errors import RegistryUnavailableError
 from modelhub_common.auth import Principal, may_read
 from modelhub_common.events import EventEnvelope
@@ -81,6 +82,7 @@ def _protobuf(listing: ModelListing) -> bytes:
         enabled=listing.enabled,
         base_model_id=listing.base_model_id,
         source=listing.source,
+        actions=[chat_pb2.ModelAction(id=a, name=action_name(a)) for a in listing.action_ids],
     ).SerializeToString()
     return _MODELS_TAG + _varint(len(summary)) + summary
 
@@ -117,6 +119,9 @@ def file_listing(model: dict[str, Any]) -> ModelListing:
         enabled=bool(model.get("enabled", True)),
         base_model_id=str(model.get("base_model_id") or model.get("id")),
         owned_by=str(model.get("owner_id") or ""),
+        action_ids=tuple(
+            dict.fromkeys(str(a) for a in meta.get("actionIds") or meta.get("action_ids") or [] if isinstance(a, str))
+        ),
     )
 
 
