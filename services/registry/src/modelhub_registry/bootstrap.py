@@ -19,12 +19,13 @@ from modelhub_common.runtime import Runtime, open_runtime
 from modelhub_common.webapp import create_app, serve_http
 from modelhub_registry import __version__
 from modelhub_registry.adapters.knowledge_client import KnowledgeClient
-from modelhub_registry.entrypoints import http_admin, http_models
+from modelhub_registry.entrypoints import http_admin, http_models, http_tools
 from modelhub_registry.entrypoints.consumers import PULL_EVENTS, pull_events_handler
 from modelhub_registry.entrypoints.deps import Services
 from modelhub_registry.service_layer.base_models import BaseModelService
 from modelhub_registry.service_layer.directory import DirectoryService
 from modelhub_registry.service_layer.models import ModelService
+from modelhub_registry.service_layer.tool_servers import ToolServerService
 from modelhub_registry.service_layer.transfer import TransferService
 from modelhub_registry.settings import RegistrySettings
 
@@ -55,10 +56,17 @@ def build_services(settings: RegistrySettings, runtime: Runtime, http: httpx.Asy
     models = ModelService(
         runtime.require_pool(), runtime.require_store(), bucket=settings.bucket, limits=settings.limits()
     )
+    tool_servers = ToolServerService(
+        runtime.require_pool(),
+        http,
+        limits=settings.tool_server_limits(),
+        allow_private_urls=settings.allow_private_urls,
+    )
     return Services(
+        tool_servers=tool_servers,
         settings=settings,
         models=models,
-        transfer=TransferService(models, knowledge=_knowledge_client(settings, http)),
+        transfer=TransferService(models, knowledge=_knowledge_client(settings, http), tool_servers=tool_servers),
         base_models=BaseModelService(runtime.require_pool(), http, allow_private_urls=settings.allow_private_urls),
         directory=DirectoryService(
             runtime.require_pool(),
@@ -67,6 +75,18 @@ def build_services(settings: RegistrySettings, runtime: Runtime, http: httpx.Asy
             max_token_ttl=settings.max_token_ttl_seconds,
         ),
     )
+
+
+async def _refresh_tool_servers(tool_servers: ToolServerService, interval: float, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        if stop.is_set():
+            return
+        try:
+            await tool_servers.refresh_all()
+        except Exception as exc:  # the loop must outlive one bad round; the error is logged
+            logger.warning("tool server refresh round failed", extra={"error": repr(exc)})
 
 
 async def _sync_connections(base_models: BaseModelService, interval: float, stop: asyncio.Event) -> None:
@@ -100,6 +120,11 @@ def build_app(settings: RegistrySettings) -> FastAPI:
                     "connection-sync",
                     _sync_connections(svc.base_models, settings.connection_sync_seconds, runtime.stop),
                 )
+            if settings.tool_refresh_seconds > 0 and svc.tool_servers is not None:
+                runtime.spawn(
+                    "tool-server-refresh",
+                    _refresh_tool_servers(svc.tool_servers, settings.tool_refresh_seconds, runtime.stop),
+                )
             readiness.started = True
             logger.info("registry started", extra={"port": settings.port})
             yield
@@ -114,6 +139,7 @@ def build_app(settings: RegistrySettings) -> FastAPI:
     app.state.settings = settings
     app.include_router(http_models.router)
     app.include_router(http_admin.router)
+    app.include_router(http_tools.router)
     return app
 
 

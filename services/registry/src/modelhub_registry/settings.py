@@ -7,6 +7,7 @@ from pydantic_settings import SettingsConfigDict
 
 from modelhub_common.settings import DatabaseSettings, ObjectStoreSettings, ServiceSettings
 from modelhub_registry.domain.limits import Limits
+from modelhub_registry.domain.tool_server import ToolServerLimits
 
 ENV_PREFIX = "MODELHUB_REGISTRY_"
 
@@ -48,6 +49,28 @@ class RegistrySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
         description="Let admins add connections to loopback and private addresses (servers inside the company"
         " network, or the dev stack). Link-local and cloud metadata addresses are refused regardless.",
     )
+
+    tool_refresh_seconds: float = Field(
+        600, ge=0, description="How often every tool server's tools are listed again (0: only on demand)."
+    )
+    max_tool_servers: int = Field(100, ge=0, description="Most tool servers admins may register.")
+    max_tools_per_server: int = Field(128, ge=1, description="A server offering more tools is stored with an error.")
+    min_tool_timeout_seconds: float = Field(0.5, gt=0, description="Smallest timeout_seconds a tool server may set.")
+    max_tool_timeout_seconds: float = Field(120, gt=0, description="Largest timeout_seconds a tool server may set.")
+    max_tool_result_bytes: int = Field(1_048_576, ge=1, description="Largest max_result_bytes a tool server may set.")
+    max_tool_document_bytes: int = Field(
+        4_194_304, ge=1, description="Largest OpenAPI document or MCP tool list discovery reads."
+    )
+
+    def tool_server_limits(self) -> ToolServerLimits:
+        return ToolServerLimits(
+            max_tool_servers=self.max_tool_servers,
+            max_tools_per_server=self.max_tools_per_server,
+            min_timeout_seconds=self.min_tool_timeout_seconds,
+            max_timeout_seconds=self.max_tool_timeout_seconds,
+            max_result_bytes=self.max_tool_result_bytes,
+            max_document_bytes=self.max_tool_document_bytes,
+        )
 
     def limits(self) -> Limits:
         return Limits(

@@ -9,6 +9,7 @@ from fastapi import Request
 from modelhub_registry.service_layer.base_models import BaseModelService
 from modelhub_registry.service_layer.directory import DirectoryService
 from modelhub_registry.service_layer.models import ModelService
+from modelhub_registry.service_layer.tool_servers import ToolServerService
 from modelhub_registry.service_layer.transfer import TransferService
 from modelhub_registry.settings import RegistrySettings
 
@@ -20,6 +21,7 @@ class Services:
     transfer: TransferService
     base_models: BaseModelService
     directory: DirectoryService
+    tool_servers: ToolServerService | None = None
 
 
 def services(request: Request) -> Services:

@@ -100,6 +100,16 @@ def _version_header(if_match: str | None) -> int | None:
         raise InvalidModelError('If-Match: must be the model\'s version number, e.g. "3"') from exc
 
 
+async def _with_warnings(svc: Services, body: dict[str, Any], tool_ids: list[str]) -> dict[str, Any]:
+    """``body`` plus ``warnings`` (``[{field, message}]``) when the model names tool servers that are not
+    registered: stored anyway, as an Open WebUI file may name servers registered later."""
+    if svc.tool_servers is not None and tool_ids:
+        warnings = await svc.tool_servers.tool_id_warnings(tool_ids)
+        if warnings:
+            body["warnings"] = warnings
+    return body
+
+
 # ---- collection routes
 
 
@@ -130,7 +140,7 @@ async def create_model(
 ) -> dict[str, Any]:
     model = await svc.models.create(body, principal)
     # A new model has no avatar yet: answer from memory instead of reading the row back.
-    return model_json(StoredModel(model, NO_AVATAR))
+    return await _with_warnings(svc, model_json(StoredModel(model, NO_AVATAR)), model.meta.tool_ids)
 
 
 @router.get("/models/export", summary="Every model the caller can read, as one Open WebUI JSON array")
@@ -316,7 +326,7 @@ async def update_model(
     if_match: Annotated[str | None, Header(description="the version you edited, to refuse lost updates")] = None,
 ) -> dict[str, Any]:
     model = await svc.models.update(model_id, body, principal, expected_version=_version_header(if_match))
-    return model_json(await svc.models.get(model.id, principal))
+    return await _with_warnings(svc, model_json(await svc.models.get(model.id, principal)), model.meta.tool_ids)
 
 
 @router.delete("/models/{model_id:path}", status_code=204, summary="Delete a model file")

@@ -32,7 +32,7 @@ from modelhub_registry.domain.access import can_read, can_write
 from modelhub_registry.domain.avatars import Avatar, AvatarError, process_avatar
 from modelhub_registry.domain.effective import ChainLink, EffectiveParam, merge_params
 from modelhub_registry.domain.limits import Limits
-from modelhub_registry.domain.model_file import FieldProblem, ModelFile, ModelFileSpec, check_limits
+from modelhub_registry.domain.model_file import FieldProblem, ModelFile, ModelFileSpec, ModelMeta, check_limits
 from modelhub_registry.errors import (
     ConflictError,
     ForbiddenError,
@@ -72,6 +72,21 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 SPEC_FIELDS = frozenset(ModelFileSpec.model_fields)
+# Open WebUI's camelCase meta keys (toolIds, filterIds, ...) and the snake_case names they are stored under.
+META_ALIASES = {
+    field.validation_alias: name
+    for name, field in ModelMeta.model_fields.items()
+    if isinstance(field.validation_alias, str) and field.validation_alias != name
+}
+
+
+def snake_case_meta_patch(patch: dict[str, Any]) -> dict[str, Any]:
+    """``patch`` with its meta keys under the names they are stored as: a merge patch of ``toolIds`` onto a
+    stored ``tool_ids`` would otherwise add a second key that validation ignores."""
+    meta = patch.get("meta")
+    if not isinstance(meta, dict) or not any(key in META_ALIASES for key in meta):
+        return patch
+    return {**patch, "meta": {META_ALIASES.get(key, key): value for key, value in meta.items()}}
 
 
 def spec_values(model: ModelFileSpec) -> dict[str, Any]:
@@ -308,7 +323,7 @@ class ModelService:
                     f"model '{model_id}' is at version {stored.model.version}, not {expected_version};"
                     " reload it and apply your change again"
                 )
-            merged = merge_patch(stored.model.model_dump(mode="json"), patch)
+            merged = merge_patch(stored.model.model_dump(mode="json"), snake_case_meta_patch(patch))
             new_spec = self.validate_spec({**merged, "id": model_id})
             model, _ = await self._save_change(conn, stored, new_spec, principal, "updated")
         return model

@@ -26,6 +26,7 @@ from modelhub_registry.domain.openwebui import (
 from modelhub_registry.errors import InvalidModelError, TooLargeError
 from modelhub_registry.service_layer import events
 from modelhub_registry.service_layer.models import ModelService, now, spec_dump, spec_values
+from modelhub_registry.service_layer.tool_servers import ToolServerService
 
 # What json.dumps does with its defaults, built once.
 _ENCODER = json.JSONEncoder()
@@ -49,9 +50,16 @@ class _DryRunRollback(Exception):
 
 
 class TransferService:
-    def __init__(self, models: ModelService, *, knowledge: KnowledgeClient | None = None) -> None:
+    def __init__(
+        self,
+        models: ModelService,
+        *,
+        knowledge: KnowledgeClient | None = None,
+        tool_servers: ToolServerService | None = None,
+    ) -> None:
         self.models = models
         self.knowledge = knowledge
+        self.tool_servers = tool_servers
 
     # ---- export
 
@@ -125,6 +133,7 @@ class TransferService:
 
         # Before the transaction: no row stays locked while the RAG service answers.
         await self._check_knowledge(items, token, report)
+        await self._check_tool_ids(items, report)
 
         try:
             async with self.models.pool.connection() as conn, conn.transaction():
@@ -169,6 +178,23 @@ class TransferService:
         except _DryRunRollback:
             pass
         return report
+
+    async def _check_tool_ids(self, items: list[ImportItem], report: ImportReport) -> None:
+        """A warning per ``meta.toolIds`` entry that names no registered tool server (the item is kept)."""
+        if self.tool_servers is None:
+            return
+        unknown = set(await self.tool_servers.unknown_tool_ids([t for item in items for t in item.spec.meta.tool_ids]))
+        for item in items:
+            for tool_id in item.spec.meta.tool_ids:
+                if tool_id in unknown:
+                    report.warnings.append(
+                        {
+                            "index": item.index,
+                            "id": item.spec.id,
+                            "message": f"tool '{tool_id}' names no registered tool server; model '{item.spec.id}'"
+                            " refers to it (stored; usable once an admin registers it)",
+                        }
+                    )
 
     async def _check_knowledge(self, items: list[ImportItem], token: str, report: ImportReport) -> None:
         """A warning per knowledge collection the RAG service does not know, naming the model that uses it.
