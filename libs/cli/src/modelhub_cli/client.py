@@ -250,6 +250,26 @@ class RegistryClient:
     def delete_connection(self, connection_id: str) -> None:
         self.request("DELETE", f"/api/v1/connections/{_segment(connection_id)}")
 
+    # ---- tool servers
+
+    def tool_servers(self) -> list[JsonObject]:
+        return self._items("/api/v1/tool-servers")
+
+    def add_tool_server(self, body: JsonObject) -> JsonObject:
+        return self._object("POST", "/api/v1/tool-servers", json=body)
+
+    def tool_server(self, server_id: str) -> JsonObject:
+        return self._object("GET", f"/api/v1/tool-servers/{_segment(server_id)}")
+
+    def refresh_tool_server(self, server_id: str) -> JsonObject:
+        return self._object("POST", f"/api/v1/tool-servers/{_segment(server_id)}/refresh")
+
+    def delete_tool_server(self, server_id: str) -> None:
+        self.request("DELETE", f"/api/v1/tool-servers/{_segment(server_id)}")
+
+    def usable_tools(self, server_id: str) -> JsonObject:
+        return self._object("GET", f"/api/v1/tools/{_segment(server_id)}")
+
     # ---- users, groups, tokens
 
     def users(self) -> list[JsonObject]:
