@@ -84,6 +84,8 @@ DEFAULT_SERVICES: tuple[ServiceSpec, ...] = (
         "MODELHUB_GATEWAY_HTTP",
         peers=("registry", "rag"),
         grpc_variable="MODELHUB_GATEWAY_GRPC",
+        # Tool servers and filter webhooks of the dev stack run on loopback.
+        dev_settings=(("ALLOW_PRIVATE_URLS", "true"),),
     ),
 )
 
