@@ -19,11 +19,12 @@ from modelhub_common.runtime import Runtime, open_runtime
 from modelhub_common.webapp import create_app, serve_http
 from modelhub_registry import __version__
 from modelhub_registry.adapters.knowledge_client import KnowledgeClient
-from modelhub_registry.entrypoints import http_admin, http_models, http_tools
+from modelhub_registry.entrypoints import http_admin, http_filters, http_models, http_tools
 from modelhub_registry.entrypoints.consumers import PULL_EVENTS, pull_events_handler
 from modelhub_registry.entrypoints.deps import Services
 from modelhub_registry.service_layer.base_models import BaseModelService
 from modelhub_registry.service_layer.directory import DirectoryService
+from modelhub_registry.service_layer.filters import FilterService
 from modelhub_registry.service_layer.models import ModelService
 from modelhub_registry.service_layer.tool_servers import ToolServerService
 from modelhub_registry.service_layer.transfer import TransferService
@@ -62,11 +63,17 @@ def build_services(settings: RegistrySettings, runtime: Runtime, http: httpx.Asy
         limits=settings.tool_server_limits(),
         allow_private_urls=settings.allow_private_urls,
     )
+    filters = FilterService(
+        runtime.require_pool(), limits=settings.filter_limits(), allow_private_urls=settings.allow_private_urls
+    )
     return Services(
         tool_servers=tool_servers,
+        filters=filters,
         settings=settings,
         models=models,
-        transfer=TransferService(models, knowledge=_knowledge_client(settings, http), tool_servers=tool_servers),
+        transfer=TransferService(
+            models, knowledge=_knowledge_client(settings, http), tool_servers=tool_servers, filters=filters
+        ),
         base_models=BaseModelService(runtime.require_pool(), http, allow_private_urls=settings.allow_private_urls),
         directory=DirectoryService(
             runtime.require_pool(),
@@ -140,6 +147,7 @@ def build_app(settings: RegistrySettings) -> FastAPI:
     app.include_router(http_models.router)
     app.include_router(http_admin.router)
     app.include_router(http_tools.router)
+    app.include_router(http_filters.router)
     return app
 
 

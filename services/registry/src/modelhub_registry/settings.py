@@ -6,6 +6,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from modelhub_common.settings import DatabaseSettings, ObjectStoreSettings, ServiceSettings
+from modelhub_registry.domain.filter import FilterLimits
 from modelhub_registry.domain.limits import Limits
 from modelhub_registry.domain.tool_server import ToolServerLimits
 
@@ -61,6 +62,29 @@ class RegistrySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
     max_tool_document_bytes: int = Field(
         4_194_304, ge=1, description="Largest OpenAPI document or MCP tool list discovery reads."
     )
+
+    max_filters: int = Field(200, ge=0, description="Most filters admins may configure.")
+    max_filter_patterns: int = Field(32, ge=1, description="Most patterns one redact or block filter may hold.")
+    max_filter_pattern_chars: int = Field(
+        500, ge=1, description="Longest regular expression of a filter (a bound on what matching may cost)."
+    )
+    max_filter_text_chars: int = Field(
+        4000, ge=1, description="Longest prepend/append text, redact replacement or block message."
+    )
+    max_filter_cut_chars: int = Field(1_000_000, ge=1, description="Largest max_chars of a max_length filter.")
+    min_filter_timeout_seconds: float = Field(0.5, gt=0, description="Smallest timeout_seconds of a webhook filter.")
+    max_filter_timeout_seconds: float = Field(30, gt=0, description="Largest timeout_seconds of a webhook filter.")
+
+    def filter_limits(self) -> FilterLimits:
+        return FilterLimits(
+            max_filters=self.max_filters,
+            max_patterns=self.max_filter_patterns,
+            max_pattern_chars=self.max_filter_pattern_chars,
+            max_text_chars=self.max_filter_text_chars,
+            max_cut_chars=self.max_filter_cut_chars,
+            min_timeout_seconds=self.min_filter_timeout_seconds,
+            max_timeout_seconds=self.max_filter_timeout_seconds,
+        )
 
     def tool_server_limits(self) -> ToolServerLimits:
         return ToolServerLimits(

@@ -8,6 +8,7 @@ from fastapi import Request
 
 from modelhub_registry.service_layer.base_models import BaseModelService
 from modelhub_registry.service_layer.directory import DirectoryService
+from modelhub_registry.service_layer.filters import FilterService
 from modelhub_registry.service_layer.models import ModelService
 from modelhub_registry.service_layer.tool_servers import ToolServerService
 from modelhub_registry.service_layer.transfer import TransferService
@@ -22,6 +23,7 @@ class Services:
     base_models: BaseModelService
     directory: DirectoryService
     tool_servers: ToolServerService | None = None
+    filters: FilterService | None = None
 
 
 def services(request: Request) -> Services:

@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 from modelhub_common.auth import parse_authorization_header
 from modelhub_common.webapp import CurrentPrincipal
 from modelhub_registry.adapters.models_repository import AvatarRef, ListQuery, ModelRow, Revision, StoredModel
+from modelhub_registry.domain.model_file import ModelMeta
 from modelhub_registry.domain.openwebui import export_filename, share_payload
 from modelhub_registry.entrypoints.deps import Services, services
 from modelhub_registry.errors import InvalidModelError, TooLargeError
@@ -100,13 +101,21 @@ def _version_header(if_match: str | None) -> int | None:
         raise InvalidModelError('If-Match: must be the model\'s version number, e.g. "3"') from exc
 
 
-async def _with_warnings(svc: Services, body: dict[str, Any], tool_ids: list[str]) -> dict[str, Any]:
+async def _with_warnings(
+    svc: Services, body: dict[str, Any], tool_ids: list[str], meta: ModelMeta | None = None
+) -> dict[str, Any]:
     """``body`` plus ``warnings`` (``[{field, message}]``) when the model names tool servers that are not
-    registered: stored anyway, as an Open WebUI file may name servers registered later."""
+    registered, or filters (``meta``'s filterIds, defaultFilterIds) that are not configured: stored anyway, as
+    an Open WebUI file may name servers and filters added later."""
+    warnings: list[dict[str, str]] = []
     if svc.tool_servers is not None and tool_ids:
-        warnings = await svc.tool_servers.tool_id_warnings(tool_ids)
-        if warnings:
-            body["warnings"] = warnings
+        warnings += await svc.tool_servers.tool_id_warnings(tool_ids)
+    if svc.filters is not None and meta is not None and (meta.filter_ids or meta.default_filter_ids):
+        warnings += await svc.filters.filter_id_warnings(
+            {"meta.filterIds": meta.filter_ids, "meta.defaultFilterIds": meta.default_filter_ids}
+        )
+    if warnings:
+        body["warnings"] = warnings
     return body
 
 
@@ -140,7 +149,7 @@ async def create_model(
 ) -> dict[str, Any]:
     model = await svc.models.create(body, principal)
     # A new model has no avatar yet: answer from memory instead of reading the row back.
-    return await _with_warnings(svc, model_json(StoredModel(model, NO_AVATAR)), model.meta.tool_ids)
+    return await _with_warnings(svc, model_json(StoredModel(model, NO_AVATAR)), model.meta.tool_ids, model.meta)
 
 
 @router.get("/models/export", summary="Every model the caller can read, as one Open WebUI JSON array")
@@ -326,7 +335,9 @@ async def update_model(
     if_match: Annotated[str | None, Header(description="the version you edited, to refuse lost updates")] = None,
 ) -> dict[str, Any]:
     model = await svc.models.update(model_id, body, principal, expected_version=_version_header(if_match))
-    return await _with_warnings(svc, model_json(await svc.models.get(model.id, principal)), model.meta.tool_ids)
+    return await _with_warnings(
+        svc, model_json(await svc.models.get(model.id, principal)), model.meta.tool_ids, model.meta
+    )
 
 
 @router.delete("/models/{model_id:path}", status_code=204, summary="Delete a model file")

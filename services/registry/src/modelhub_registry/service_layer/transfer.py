@@ -25,6 +25,7 @@ from modelhub_registry.domain.openwebui import (
 )
 from modelhub_registry.errors import InvalidModelError, TooLargeError
 from modelhub_registry.service_layer import events
+from modelhub_registry.service_layer.filters import FilterService
 from modelhub_registry.service_layer.models import ModelService, now, spec_dump, spec_values
 from modelhub_registry.service_layer.tool_servers import ToolServerService
 
@@ -56,10 +57,12 @@ class TransferService:
         *,
         knowledge: KnowledgeClient | None = None,
         tool_servers: ToolServerService | None = None,
+        filters: FilterService | None = None,
     ) -> None:
         self.models = models
         self.knowledge = knowledge
         self.tool_servers = tool_servers
+        self.filters = filters
 
     # ---- export
 
@@ -134,6 +137,7 @@ class TransferService:
         # Before the transaction: no row stays locked while the RAG service answers.
         await self._check_knowledge(items, token, report)
         await self._check_tool_ids(items, report)
+        await self._check_filter_ids(items, report)
 
         try:
             async with self.models.pool.connection() as conn, conn.transaction():
@@ -193,6 +197,24 @@ class TransferService:
                             "id": item.spec.id,
                             "message": f"tool '{tool_id}' names no registered tool server; model '{item.spec.id}'"
                             " refers to it (stored; usable once an admin registers it)",
+                        }
+                    )
+
+    async def _check_filter_ids(self, items: list[ImportItem], report: ImportReport) -> None:
+        """A warning per ``meta.filterIds`` / ``meta.defaultFilterIds`` entry naming no configured filter."""
+        if self.filters is None:
+            return
+        named = [f for item in items for f in (*item.spec.meta.filter_ids, *item.spec.meta.default_filter_ids)]
+        unknown = set(await self.filters.unknown_filter_ids(named))
+        for item in items:
+            for filter_id in dict.fromkeys((*item.spec.meta.filter_ids, *item.spec.meta.default_filter_ids)):
+                if filter_id in unknown:
+                    report.warnings.append(
+                        {
+                            "index": item.index,
+                            "id": item.spec.id,
+                            "message": f"filter '{filter_id}' is not configured; model '{item.spec.id}' names it"
+                            " (stored; it takes effect once an admin adds it)",
                         }
                     )
 
