@@ -1,5 +1,6 @@
 """The chat gateway's overhead: time to first token and per-token latency through the gateway vs straight from
-the backend, at 1, 64 and 512 concurrent streams, and a two-model turn's wall time vs the slower model alone.
+the backend, at 1, 64 and 512 concurrent streams, a two-model turn's wall time vs the slower model alone, and
+the time a server-side tool step adds vs calling the same MCP tool server directly, at 64 concurrent chats.
 
     .venv/bin/python bench/gateway.py [--tokens N] [--interval-ms MS] [--quick] [--keep]
 
@@ -36,6 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
@@ -60,14 +62,19 @@ from modelhub_chat_gateway import bootstrap as gateway_bootstrap
 from modelhub_chat_gateway.settings import ENV_PREFIX as GATEWAY_PREFIX
 from modelhub_chat_gateway.settings import ChatGatewaySettings
 from modelhub_common.auth import issue_token
+from modelhub_common.tools import McpSessionCache, ToolServerConfig, ToolSpec, call_tool, discover
 from modelhub_devstack import ManagedServer, pick_free_port
 from modelhub_devstack.server import http_ok
+from modelhub_devstack.tool_servers import ToolServer
 from modelhub_registry import bootstrap as registry_bootstrap
 from modelhub_registry.settings import ENV_PREFIX as REGISTRY_PREFIX
 from modelhub_registry.settings import RegistrySettings
 
 STDERR = Console(stderr=True)
-FAST, SLOW = "fast:latest", "slow:latest"
+FAST, SLOW, TOOLY = "fast:latest", "slow:latest", "tooly:latest"
+#: The model file on TOOLY whose toolIds name the bench's MCP tool server.
+TOOL_MODEL = "bench-tools"
+TOOL_CALL = b'{"message":{"role":"assistant","content":"","tool_calls":[{"function":{"name":"add","arguments":{"a":1,"b":2}}}]},"done":false}\n'  # noqa: E501
 
 # ---------------------------------------------------------------------------------------------------------
 # The fast streaming backend (run in its own process with --serve-backend PORT)
@@ -87,7 +94,11 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, to
             body = await reader.readexactly(length) if length else b""
             if method == "GET" and path == "/api/tags":
                 payload = json.dumps(
-                    {"models": [{"name": m, "model": m, "size": 1, "digest": m, "details": {}} for m in (FAST, SLOW)]}
+                    {
+                        "models": [
+                            {"name": m, "model": m, "size": 1, "digest": m, "details": {}} for m in (FAST, SLOW, TOOLY)
+                        ]
+                    }
                 ).encode()
                 writer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
@@ -101,7 +112,15 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, to
             model = request.get("model", FAST)
             gap = interval * (2 if model == SLOW else 1)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n")
-            for n in range(tokens):
+            messages = request.get("messages") or [{}]
+            if model == TOOLY and request.get("tools") and messages[-1].get("role") != "tool":
+                # The tool model first asks for add(1, 2), at once; with the result it answers as the fast one.
+                writer.write(b"%x\r\n%s\r\n" % (len(TOOL_CALL), TOOL_CALL))
+                await writer.drain()
+                tokens_now = 0
+            else:
+                tokens_now = tokens
+            for n in range(tokens_now):
                 if n:
                     await asyncio.sleep(gap)
                 line = b'{"message":{"role":"assistant","content":"tok "},"done":false}\n'
@@ -113,7 +132,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, to
                         "message": {"role": "assistant", "content": ""},
                         "done": True,
                         "done_reason": "stop",
-                        "eval_count": tokens,
+                        "eval_count": tokens_now,
                     }
                 ).encode()
                 + b"\n"
@@ -229,6 +248,150 @@ async def gateway_stream(
 
 
 @dataclass
+class ToolTurn:
+    #: From the ToolCall event to its ToolResult, as this client sees them.
+    step: float = 0.0
+    #: From the ToolResult to the first token of the answer that uses it (the backend asked again).
+    resume: float = 0.0
+    total: float = 0.0
+    error: str = ""
+
+
+async def gateway_tool_turn(stub: chat_pb2_grpc.ChatServiceStub, metadata: list[tuple[str, str]]) -> ToolTurn:
+    result = ToolTurn()
+    began = time.perf_counter()
+    called = answered = 0.0
+    request = chat_pb2.ChatRequest(models=[TOOL_MODEL], message=chat_pb2.UserMessage(text="add 1 and 2"))
+    try:
+        async for event in stub.Chat(request, metadata=metadata, timeout=300):
+            kind = event.WhichOneof("event")
+            now = time.perf_counter()
+            if kind == "tool_call":
+                called = now
+            elif kind == "tool_result":
+                answered = now
+                result.step = now - called
+                if not event.tool_result.ok:
+                    result.error = event.tool_result.error_code
+            elif kind == "delta" and answered and not result.resume:
+                result.resume = now - answered
+            elif kind == "answer_error":
+                result.error = event.answer_error.code
+    except grpc.aio.AioRpcError as exc:
+        result.error = exc.code().name
+    result.total = time.perf_counter() - began
+    if not called or not answered:
+        result.error = result.error or "no tool step"
+    return result
+
+
+async def _ndjson(http: aiohttp.ClientSession, url: str, body: dict[str, object]) -> list[dict[str, object]]:
+    lines: list[dict[str, object]] = []
+    async with http.post(f"{url}/api/chat", json=body) as response:
+        async for line in response.content:
+            if line.strip():
+                lines.append(json.loads(line))
+    return lines
+
+
+async def direct_tool_turn(
+    http: aiohttp.ClientSession, backend_url: str, config: ToolServerConfig, spec: ToolSpec, sessions: McpSessionCache
+) -> ToolTurn:
+    """The same turn with the loop in this client: ask the backend (it asks for the tool), call the tool server,
+    ask again with the result and read the answer. ``step`` is the tool call alone."""
+    result = ToolTurn()
+    began = time.perf_counter()
+    tool = {"type": "function", "function": {"name": spec.name, "parameters": spec.parameters}}
+    messages: list[dict[str, object]] = [{"role": "user", "content": "add 1 and 2"}]
+    first = await _ndjson(http, backend_url, {"model": TOOLY, "messages": messages, "tools": [tool], "stream": True})
+    calls: list[dict[str, Any]] = []
+    for line in first:
+        message = line.get("message")
+        if isinstance(message, dict):
+            calls += message.get("tool_calls") or []
+    if not calls:
+        result.error = "no tool call"
+        return result
+    called = time.perf_counter()
+    outcome = await call_tool(config, spec, calls[0]["function"]["arguments"], sessions=sessions)
+    answered = time.perf_counter()
+    result.step = answered - called
+    if not outcome.ok:
+        result.error = outcome.error_code or "tool failed"
+    messages += [
+        {"role": "assistant", "content": "", "tool_calls": calls},
+        {"role": "tool", "content": outcome.content, "tool_name": spec.name},
+    ]
+    body = {"model": TOOLY, "messages": messages, "tools": [tool], "stream": True}
+    async with http.post(f"{backend_url}/api/chat", json=body) as response:
+        async for line in response.content:
+            if line.strip() and not result.resume:
+                result.resume = time.perf_counter() - answered
+    result.total = time.perf_counter() - began
+    return result
+
+
+async def tool_steps(
+    args: argparse.Namespace,
+    stubs: list[chat_pb2_grpc.ChatServiceStub],
+    metadata: list[tuple[str, str]],
+    http: aiohttp.ClientSession,
+    backend_url: str,
+    mcp_url: str,
+) -> str:
+    """Turns with one tool step at ``--tool-concurrency`` concurrent chats, the loop run by the gateway vs the
+    same loop run by this client straight against the backend and the MCP server (same client library, MCP
+    sessions kept open as the gateway keeps them), each in a closed loop with the same arrival pattern."""
+    level = args.tool_concurrency
+    per_worker = 2 if args.quick else 6
+    answer_seconds = args.tokens * args.interval_ms / 1000
+    config = ToolServerConfig(kind="mcp", url=mcp_url, timeout_seconds=30, allow_private_urls=True)
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=level * 4)) as tool_http:
+        sessions = McpSessionCache(tool_http)
+        try:
+            spec = next(t for t in await discover(config, http=tool_http) if t.name == "add")
+
+            async def direct(_: int) -> ToolTurn:
+                return await direct_tool_turn(http, backend_url, config, spec, sessions)
+
+            async def through(i: int) -> ToolTurn:
+                return await gateway_tool_turn(stubs[i % 8], metadata)
+
+            await asyncio.gather(*(direct(i) for i in range(level)), *(through(i) for i in range(level)))  # warm up
+            STDERR.print(f"[dim]tool steps, {level} concurrent chats, the loop in the client …[/dim]")
+            direct_turns = await closed_loop(level, per_worker, answer_seconds, direct)
+            STDERR.print(f"[dim]tool steps, {level} concurrent chats, the loop in the gateway …[/dim]")
+            gateway_turns = await closed_loop(level, per_worker, answer_seconds, through)
+        finally:
+            await sessions.aclose()
+
+    def figures(turns: list[ToolTurn], pick: Callable[[ToolTurn], float]) -> list[float]:
+        return [pick(t) for t in turns if not t.error] or [0.0]
+
+    rows = []
+    for label, pick in (
+        ("tool step (call → result)", lambda t: t.step),
+        ("result → first token of the answer", lambda t: t.resume),
+        ("whole turn", lambda t: t.total),
+    ):
+        d, g = figures(direct_turns, pick), figures(gateway_turns, pick)
+        rows.append(
+            [
+                label,
+                f"{ms(percentile(d, 50))} / {ms(percentile(d, 99))}",
+                f"{ms(percentile(g, 50))} / {ms(percentile(g, 99))}",
+                f"**{ms(percentile(g, 50) - percentile(d, 50))}** / {ms(percentile(g, 99) - percentile(d, 99))}",
+            ]
+        )
+    failed = [sum(1 for t in turns if t.error) for turns in (direct_turns, gateway_turns)]
+    rows.append([f"turns (failed): {len(direct_turns)} ({failed[0]}) / {len(gateway_turns)} ({failed[1]})", "", "", ""])
+    return markdown_table(
+        [f"{level} concurrent chats, one tool step each", "client loop p50 / p99 (ms)", "gateway loop", "added"],
+        rows,
+    )
+
+
+@dataclass
 class Figures:
     ttft: list[float]
     gaps: list[float]
@@ -273,7 +436,9 @@ async def peak_rss(pid: int, interval: float = 0.05) -> int:
         return peak
 
 
-async def run(args: argparse.Namespace, backend_url: str, grpc_target: str, token: str, meter: CpuMeter) -> str:
+async def run(
+    args: argparse.Namespace, backend_url: str, grpc_target: str, token: str, meter: CpuMeter, mcp_url: str
+) -> str:
     gateway_pid = meter.processes["gateway"]
     metadata = [("authorization", f"Bearer {token}")]
     channels = [grpc.aio.insecure_channel(grpc_target) for _ in range(8)]
@@ -365,9 +530,10 @@ async def run(args: argparse.Namespace, backend_url: str, grpc_target: str, toke
                 ],
             ],
         )
+        tools = await tool_steps(args, stubs, metadata, http, backend_url, mcp_url)
     for channel in channels:
         await channel.close()
-    return f"{latency}\n\n{two}"
+    return f"{latency}\n\n{two}\n\n{tools}"
 
 
 def main() -> int:
@@ -377,6 +543,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 64, 512], help="concurrency levels")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument(
+        "--tool-concurrency", type=int, default=64, help="concurrent chats of the tool-step figure (default 64)"
+    )
     parser.add_argument("--profile-gateway", type=Path, help="write a cProfile of the gateway process here")
     parser.add_argument("--serve-backend", nargs=3, metavar=("PORT", "TOKENS", "INTERVAL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -425,9 +594,25 @@ def main() -> int:
         registry.start()
         cleanup.callback(registry.stop)
         admin = issue_token(secret, subject="root", role="admin", ttl_seconds=24 * 3600)
+        tool_server = ToolServer(root / "mcp-tools", kind="mcp")
+        tool_server.start()
+        cleanup.callback(tool_server.stop)
         with httpx.Client(base_url=registry.base_url, headers={"Authorization": f"Bearer {admin}"}) as api:
             connection = api.post("/api/v1/connections", json={"type": "ollama", "url": backend.url}).json()
             api.post(f"/api/v1/connections/{connection['id']}/sync").raise_for_status()
+            api.post(
+                "/api/v1/tool-servers", json={"id": "bench-mcp", "name": "bench", "kind": "mcp", "url": tool_server.url}
+            ).raise_for_status()
+            api.post(
+                "/api/v1/models",
+                json={
+                    "id": TOOL_MODEL,
+                    "name": TOOL_MODEL,
+                    "base_model_id": TOOLY,
+                    "meta": {"toolIds": ["bench-mcp"]},
+                    "access": {"public_read": True},
+                },
+            ).raise_for_status()
         grpc_port = pick_free_port()
         gateway_values = {
             **common,
@@ -438,6 +623,7 @@ def main() -> int:
             "registry_url": registry.base_url,
             "rag_url": "http://127.0.0.1:9",
             "first_token_timeout_seconds": 120,
+            "allow_private_urls": True,  # the bench's MCP tool server is on loopback
         }
         asyncio.run(gateway_bootstrap.run_migrations(ChatGatewaySettings(**gateway_values)))  # type: ignore[arg-type]
         gateway = (ProfiledService if args.profile_gateway else ServiceProcess)(
@@ -454,7 +640,7 @@ def main() -> int:
         log("stack, registry, gateway and backend are up")
         user = issue_token(secret, subject="bench", role="user", ttl_seconds=24 * 3600)
         meter = CpuMeter({"gateway": gateway.recorded_pid() or 0})
-        tables = uvloop.run(run(args, backend.url, f"127.0.0.1:{grpc_port}", user, meter))
+        tables = uvloop.run(run(args, backend.url, f"127.0.0.1:{grpc_port}", user, meter, tool_server.url))
     print(
         f"Run: {machine_summary()}; {args.tokens} tokens per answer, {args.interval_ms:g} ms apart "
         f"(the slow model {2 * args.interval_ms:g} ms).\n"
