@@ -12,6 +12,8 @@ __all__ = [
     "BackendTimeoutError",
     "ContextTooLongError",
     "ConversationNotFoundError",
+    "FilterBlockedError",
+    "FilterFailedError",
     "GatewayError",
     "InvalidRequestError",
     "ModelAccessDeniedError",
@@ -85,3 +87,25 @@ class BackendTimeoutError(BackendError):
     """``code`` is ``connect_timeout``, ``first_token_timeout`` or ``idle_timeout``."""
 
     code = "backend_timeout"
+
+
+class FilterBlockedError(GatewayError):
+    """A filter refused the text (a block filter matched, or a webhook said so); ``message`` is the filter's."""
+
+    code = "filter_blocked"
+
+    def __init__(self, message: str, *, filter_id: str, stage: str) -> None:
+        super().__init__(message)
+        self.filter_id = filter_id
+        self.stage = stage
+
+
+class FilterFailedError(GatewayError):
+    """A webhook filter failed or timed out; filters fail closed, so the turn stops (the message says which)."""
+
+    code = "filter_failed"
+
+    def __init__(self, message: str, *, filter_id: str, stage: str) -> None:
+        super().__init__(message)
+        self.filter_id = filter_id
+        self.stage = stage

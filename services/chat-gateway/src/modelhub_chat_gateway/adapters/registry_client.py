@@ -9,7 +9,7 @@ access, and every base model, unavailable ones included), since the catalog filt
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -122,3 +122,13 @@ class RegistryClient:
         if response.status_code == 404:
             return None
         return self._json(response, f"the credentials of tool server '{server_id}'")
+
+    async def filter_configs(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The enabled filters among ``ids`` as the gateway runs them, webhook secrets included (the service
+        token); in the order asked, unknown and disabled ids simply absent."""
+        wanted = list(dict.fromkeys(i for i in ids if i))
+        if not wanted:
+            return []
+        response = await self._get("/api/v1/filter-configs", self._service_token(), {"ids": ",".join(wanted)})
+        body = self._json(response, "the filters")
+        return [i for i in body.get("items", []) if isinstance(i, dict)]
