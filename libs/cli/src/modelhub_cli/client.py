@@ -270,6 +270,20 @@ class RegistryClient:
     def usable_tools(self, server_id: str) -> JsonObject:
         return self._object("GET", f"/api/v1/tools/{_segment(server_id)}")
 
+    # ---- filters
+
+    def filters(self) -> list[JsonObject]:
+        return self._items("/api/v1/filters")
+
+    def add_filter(self, body: JsonObject) -> JsonObject:
+        return self._object("POST", "/api/v1/filters", json=body)
+
+    def filter(self, filter_id: str) -> JsonObject:
+        return self._object("GET", f"/api/v1/filters/{_segment(filter_id)}")
+
+    def delete_filter(self, filter_id: str) -> None:
+        self.request("DELETE", f"/api/v1/filters/{_segment(filter_id)}")
+
     # ---- users, groups, tokens
 
     def users(self) -> list[JsonObject]:

@@ -9,7 +9,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from modelhub_cli import admin_cmd, chat_cmd, connections_cmd, knowledge_cmd, models_cmd, pull_cmd, tools_cmd
+from modelhub_cli import (
+    admin_cmd,
+    chat_cmd,
+    connections_cmd,
+    filters_cmd,
+    knowledge_cmd,
+    models_cmd,
+    pull_cmd,
+    tools_cmd,
+)
 from modelhub_cli.endpoints import EndpointsError, load_endpoints
 from modelhub_cli.status import SERVICES, check_all
 
@@ -30,6 +39,7 @@ app.add_typer(admin_cmd.tokens_app, name="tokens")
 app.add_typer(pull_cmd.app)
 app.add_typer(knowledge_cmd.app, name="knowledge")
 app.add_typer(tools_cmd.app, name="tools")
+app.add_typer(filters_cmd.app, name="filters")
 app.command("chat", help="Chat with one or two models through the gateway.")(chat_cmd.chat)
 
 
