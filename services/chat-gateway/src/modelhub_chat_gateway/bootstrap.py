@@ -30,6 +30,8 @@ from modelhub_chat_gateway.entrypoints.model_events import ModelEventsListener
 from modelhub_chat_gateway.entrypoints.openai_http import OpenAIApiDeps, install_openai_errors, openai_router
 from modelhub_chat_gateway.service_layer.chat import ChatService, TurnLimits
 from modelhub_chat_gateway.service_layer.completions import CompletionService
+from modelhub_chat_gateway.service_layer.filter_directory import FilterDirectory
+from modelhub_chat_gateway.service_layer.filters import FilterRunner
 from modelhub_chat_gateway.service_layer.generation import ContextDefaults, Generator, Timeouts
 from modelhub_chat_gateway.service_layer.model_catalog import ModelCatalog
 from modelhub_chat_gateway.service_layer.selector_catalog import SelectorCatalog
@@ -221,6 +223,10 @@ def build_app(
             sessions = McpSessionCache(tool_http)
             stack.push_async_callback(sessions.aclose)
             runner = ToolRunner(tool_http, ToolLimits(settings.tool_max_steps, settings.tool_max_parallel), sessions)
+            filters = FilterDirectory(registry, ttl=settings.filter_cache_seconds)
+            filter_runner = FilterRunner(
+                tool_http, allow_private_urls=settings.allow_private_urls, max_text_chars=settings.filter_max_text_chars
+            )
             repository = ConversationRepository(runtime.require_pool(), replica_id=str(uuid.uuid4()))
             chat = ChatService(
                 repository=repository,
@@ -231,8 +237,19 @@ def build_app(
                 limits=TurnLimits(settings.max_models_per_turn, settings.max_image_bytes, settings.rag_top_k),
                 tools=tools,
                 runner=runner,
+                filters=filters,
+                filter_runner=filter_runner,
             )
-            completions = CompletionService(catalog, rag, generator, settings.rag_top_k, tools=tools, runner=runner)
+            completions = CompletionService(
+                catalog,
+                rag,
+                generator,
+                settings.rag_top_k,
+                tools=tools,
+                runner=runner,
+                filters=filters,
+                filter_runner=filter_runner,
+            )
             holder["services"] = Services(chat, catalog, completions)
             # Subscribed before the catalog's first load starts (run), so no event between the two is lost.
             listener = ModelEventsListener(
@@ -242,7 +259,7 @@ def build_app(
                 selector,
                 check_seconds=settings.catalog_check_seconds,
                 max_backlog=settings.catalog_max_backlog,
-                invalidators={"tool_server": tools.invalidate},
+                invalidators={"tool_server": tools.invalidate, "filter": filters.invalidate},
             )
             await listener.start()
             stack.push_async_callback(listener.stop)

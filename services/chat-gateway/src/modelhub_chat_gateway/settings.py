@@ -140,6 +140,12 @@ class ChatGatewaySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings
         ge=0,
         description="How long a tool server's tools and address are reused before asking the registry again.",
     )
+    filter_cache_seconds: float = Field(
+        30.0, ge=0, description="How long a model file's filters are reused before asking the registry again."
+    )
+    filter_max_text_chars: int = Field(
+        200_000, ge=1, description="Longest text a filter webhook is sent (a longer one fails the filter)."
+    )
     allow_private_urls: bool = Field(
         False,
         description="Let tool servers and filter webhooks live on loopback or private addresses (inside the company "

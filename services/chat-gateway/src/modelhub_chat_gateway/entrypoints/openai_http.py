@@ -34,6 +34,8 @@ from modelhub_chat_gateway.errors import (
     BackendError,
     BackendTimeoutError,
     ContextTooLongError,
+    FilterBlockedError,
+    FilterFailedError,
     InvalidRequestError,
     ModelAccessDeniedError,
     ModelNotFoundError,
@@ -61,6 +63,9 @@ _STATUS: list[tuple[type[ModelhubError], int, str]] = [
     (BackendTimeoutError, 504, "api_error"),
     (BackendError, 502, "api_error"),
     (RetrievalError, 502, "api_error"),
+    # A filter refused the message or the answer: the request itself is what was refused.
+    (FilterBlockedError, 400, "invalid_request_error"),
+    (FilterFailedError, 502, "api_error"),
 ]
 _PASSED_PARAMS = (
     "temperature",

@@ -46,10 +46,13 @@ from modelhub_chat_gateway.domain.prompt import PromptUser
 from modelhub_chat_gateway.domain.tools import Toolkit, ToolStepRecord, split_action, text_parameter
 from modelhub_chat_gateway.errors import (
     ConversationNotFoundError,
+    FilterFailedError,
     GatewayError,
     InvalidRequestError,
     VisionNotSupportedError,
 )
+from modelhub_chat_gateway.service_layer.filter_directory import FilterDirectory, ModelFilters, redacted
+from modelhub_chat_gateway.service_layer.filters import FilterRunner, Stage
 from modelhub_chat_gateway.service_layer.generation import EMPTY_ANSWER, Generator
 from modelhub_chat_gateway.service_layer.model_catalog import Caller, ModelCatalog
 from modelhub_chat_gateway.service_layer.tool_directory import ToolDirectory
@@ -112,6 +115,8 @@ class ChatService:
         limits: TurnLimits,
         tools: ToolDirectory | None = None,
         runner: ToolRunner | None = None,
+        filters: FilterDirectory | None = None,
+        filter_runner: FilterRunner | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._repo = repository
@@ -122,6 +127,8 @@ class ChatService:
         self._limits = limits
         self._tools = tools
         self._runner = runner
+        self._filters = filters
+        self._filter_runner = filter_runner
         self._clock = clock
 
     # ---- starting
@@ -362,7 +369,11 @@ class ChatService:
                     f"'{model.id}' cannot read images: it does not have the vision capability. "
                     "Send the image to a vision model, or ask without it."
                 )
-            citations = await self._retrieve(turn, model)
+            filters = await self._model_filters(model, emit)
+            text = turn.user_message.content
+            if filters.any_for("inlet") and self._filter_runner is not None:
+                text = await self._filter(filters, "inlet", text, model, turn, emit)
+            citations = await self._retrieve(turn, model, text)
             if citations:
                 record.citations = citations
                 emit(ev.CitationsFound(model.id, tuple(citations)))
@@ -370,11 +381,14 @@ class ChatService:
                 model,
                 params,
                 user=PromptUser(turn.caller.principal.subject, turn.caller.principal.role),
-                history=await self._history(turn, model),
-                current=PromptMessage("user", turn.user_message.content, tuple(turn.user_images)),
+                history=redacted(await self._history(turn, model), filters),
+                current=PromptMessage("user", text, tuple(turn.user_images)),
                 citations=citations,
                 now=self._clock(),
             )
+            # With outlet filters the answer is held back until it is whole: the client must never see text
+            # the filters would have changed or refused.
+            hold = filters.any_for("outlet") and self._filter_runner is not None
             if prompt.dropped_messages:
                 emit(
                     ev.TurnWarning(
@@ -412,11 +426,17 @@ class ChatService:
                     if not parts:
                         record.time_to_first_token = time.monotonic() - started
                     parts.append(chunk.text)
-                    emit(ev.Delta(model.id, chunk.text))
+                    if not hold:
+                        emit(ev.Delta(model.id, chunk.text))
                 if chunk.finish_reason:
                     record.finish_reason = chunk.finish_reason
                 if chunk.usage is not None:
                     record.usage = chunk.usage
+            if hold and parts:
+                held, parts = "".join(parts), []  # nothing of a refused answer is stored
+                parts = [await self._filter(filters, "outlet", held, model, turn, emit)]
+                if parts[0]:
+                    emit(ev.Delta(model.id, parts[0]))
             record.status = "done"
             if not parts:
                 emit(ev.TurnWarning(model.id, EMPTY_ANSWER.code, EMPTY_ANSWER.message))
@@ -479,12 +499,41 @@ class ChatService:
         except (ModelhubError, asyncio.CancelledError) as exc:
             logger.error("could not store an answer", extra={"message_id": record.id, "error": repr(exc)})
 
-    async def _retrieve(self, turn: Turn, model: ResolvedModel) -> list[Citation]:
-        if not model.knowledge_ids or not turn.user_message.content.strip():
+    async def _retrieve(self, turn: Turn, model: ResolvedModel, query: str) -> list[Citation]:
+        if not model.knowledge_ids or not query.strip():
             return []
-        return await self._rag.retrieve(
-            model.knowledge_ids, turn.user_message.content, self._limits.rag_top_k, turn.caller.token
+        return await self._rag.retrieve(model.knowledge_ids, query, self._limits.rag_top_k, turn.caller.token)
+
+    async def _model_filters(self, model: ResolvedModel, emit: Callable[[ev.TurnEvent], None]) -> ModelFilters:
+        if not model.filter_ids:
+            return ModelFilters()
+        if self._filters is None or self._filter_runner is None:
+            raise FilterFailedError(
+                f"'{model.id}' has filters, but this gateway runs none; it does not answer without them",
+                filter_id=model.filter_ids[0],
+                stage="inlet",
+            )
+        found = await self._filters.for_ids(model.filter_ids)
+        for warning in found.warnings:
+            emit(ev.TurnWarning(model.id, warning.code, warning.message))
+        return found
+
+    async def _filter(
+        self,
+        filters: ModelFilters,
+        stage: Stage,
+        text: str,
+        model: ResolvedModel,
+        turn: Turn,
+        emit: Callable[[ev.TurnEvent], None],
+    ) -> str:
+        assert self._filter_runner is not None
+        text, notices = await self._filter_runner.run(
+            stage, filters.specs, text, model_id=model.id, user_id=turn.caller.principal.subject
         )
+        for notice in notices:
+            emit(ev.TurnWarning(model.id, notice.code, notice.message))
+        return text
 
     async def _history(self, turn: Turn, model: ResolvedModel) -> list[PromptMessage]:
         messages = history_for(turn.tree, turn.user_message.parent_id, model.id, turn.mode)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from modelhub_chat_gateway.adapters.rag_client import RagClient
@@ -14,7 +14,9 @@ from modelhub_chat_gateway.domain.events import ToolFinished
 from modelhub_chat_gateway.domain.model import ResolvedModel
 from modelhub_chat_gateway.domain.prompt import PromptUser
 from modelhub_chat_gateway.domain.tools import Toolkit
-from modelhub_chat_gateway.errors import InvalidRequestError, VisionNotSupportedError
+from modelhub_chat_gateway.errors import FilterFailedError, InvalidRequestError, VisionNotSupportedError
+from modelhub_chat_gateway.service_layer.filter_directory import FilterDirectory, ModelFilters, redacted
+from modelhub_chat_gateway.service_layer.filters import FilterRunner
 from modelhub_chat_gateway.service_layer.generation import Generator
 from modelhub_chat_gateway.service_layer.model_catalog import Caller, ModelCatalog
 from modelhub_chat_gateway.service_layer.tool_directory import ToolDirectory
@@ -32,8 +34,10 @@ class PreparedCompletion:
     #: The model file's server-side tools (run by the gateway; the client never sees their calls).
     toolkit: Toolkit = Toolkit()
     caller_token: str = ""
-    #: Tools of the model file that could not be offered (unknown, not allowed).
+    #: What the caller should hear before the answer: tools or filters that could not be used, filter notices.
     warnings: tuple[BackendWarning, ...] = ()
+    filters: ModelFilters = ModelFilters()
+    user_id: str = ""
 
 
 class CompletionService:
@@ -46,6 +50,8 @@ class CompletionService:
         *,
         tools: ToolDirectory | None = None,
         runner: ToolRunner | None = None,
+        filters: FilterDirectory | None = None,
+        filter_runner: FilterRunner | None = None,
     ) -> None:
         self._catalog = catalog
         self._rag = rag
@@ -53,6 +59,8 @@ class CompletionService:
         self._top_k = rag_top_k
         self._tools = tools
         self._runner = runner
+        self._filters = filters
+        self._filter_runner = filter_runner
 
     async def prepare(
         self,
@@ -82,6 +90,23 @@ class CompletionService:
         if not dialogue:
             raise InvalidRequestError("messages: send at least one user message")
         current = dialogue[-1]
+        filters = ModelFilters()
+        if model.filter_ids:
+            if self._filters is None or self._filter_runner is None:
+                raise FilterFailedError(
+                    f"'{model.id}' has filters, but this gateway runs none; it does not answer without them",
+                    filter_id=model.filter_ids[0],
+                    stage="inlet",
+                )
+            filters = await self._filters.for_ids(model.filter_ids)
+            warnings += filters.warnings
+            if current.role == "user" and filters.any_for("inlet"):
+                text, notices = await self._filter_runner.run(
+                    "inlet", filters.specs, current.content, model_id=model.id, user_id=caller.principal.subject
+                )
+                warnings += tuple(BackendWarning(n.code, n.message) for n in notices)
+                current = replace(current, content=text)
+            dialogue = [*redacted(dialogue[:-1], filters), current]
         citations: list[Citation] = []
         if model.knowledge_ids and current.role == "user" and current.content.strip():
             citations = await self._rag.retrieve(model.knowledge_ids, current.content, self._top_k, caller.token)
@@ -104,6 +129,8 @@ class CompletionService:
             toolkit=toolkit,
             caller_token=caller.token,
             warnings=tuple(warnings),
+            filters=filters,
+            user_id=caller.principal.subject,
         )
 
     async def stream(self, prepared: PreparedCompletion) -> AsyncIterator[StreamChunk]:
@@ -121,9 +148,28 @@ class CompletionService:
             prepared.toolkit,
             caller_token=prepared.caller_token,
         )
+        # With outlet filters the answer is held back until it is whole (the client never sees unfiltered text).
+        hold = prepared.filters.any_for("outlet") and self._filter_runner is not None
+        held: list[str] = []
         async with contextlib.aclosing(items):
             async for item in items:
                 if isinstance(item, StreamChunk):
+                    if hold and item.text:
+                        held.append(item.text)
+                        item = replace(item, text="")
+                        if item == StreamChunk():
+                            continue
+                    if hold and item.finish_reason is not None and held and self._filter_runner is not None:
+                        text, notices = await self._filter_runner.run(
+                            "outlet",
+                            prepared.filters.specs,
+                            "".join(held),
+                            model_id=prepared.model.id,
+                            user_id=prepared.user_id,
+                        )
+                        for notice in notices:
+                            yield StreamChunk(warning=BackendWarning(notice.code, notice.message))
+                        item = replace(item, text=text)
                     yield item
                 elif isinstance(item, ToolFinished) and not item.step.ok:
                     step = item.step
