@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -48,6 +50,10 @@ def registry_settings(service_settings: Callable[..., Any]) -> Callable[..., Reg
             RegistrySettings, connection_sync_seconds=0, **{"allow_private_urls": True, **overrides}
         )
         asyncio.run(bootstrap.run_migrations(settings))
+        with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True) as conn:
+            # Every test shares one NATS: keep this database's outbox message ids apart from other tests', so
+            # that JetStream's duplicate window never drops one test's event as a repeat of another's.
+            conn.execute("SELECT setval('outbox_id_seq', %s)", (random.randrange(10**9, 10**15),))
         return settings
 
     return build

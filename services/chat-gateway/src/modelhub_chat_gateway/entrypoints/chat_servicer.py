@@ -20,6 +20,8 @@ from modelhub_chat_gateway.domain.tools import ToolStepRecord
 from modelhub_chat_gateway.entrypoints.auth_interceptor import current_principal, current_token
 from modelhub_chat_gateway.errors import (
     ConversationNotFoundError,
+    FilterBlockedError,
+    FilterFailedError,
     InvalidRequestError,
     ModelAccessDeniedError,
     ModelNotFoundError,
@@ -40,6 +42,8 @@ _STATUS: list[tuple[type[ModelhubError], grpc.StatusCode]] = [
     (ModelUnusableError, grpc.StatusCode.FAILED_PRECONDITION),
     (RegistryUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (DependencyError, grpc.StatusCode.UNAVAILABLE),
+    (FilterBlockedError, grpc.StatusCode.FAILED_PRECONDITION),
+    (FilterFailedError, grpc.StatusCode.UNAVAILABLE),
 ]
 _MODES = {
     chat_pb2.CONTEXT_MODE_UNSPECIFIED: None,
