@@ -217,6 +217,19 @@ def test_bad_registrations_are_refused_and_nothing_is_stored(
     )
     assert refused.status_code == 422 and "allow_private_urls" in refused.text
 
+    port = url.split(":")[2].split("/")[0]
+    listed = make_registry(tool_refresh_seconds=0, tool_server_allowed_hosts=("tools.example.com", "*.corp.example"))
+    off_list = listed.client.post(
+        "/api/v1/tool-servers", json={"id": "local", "kind": "mcp", "url": url}, headers=listed.admin
+    )
+    assert off_list.status_code == 422 and "tool_server_allowed_hosts" in off_list.text
+    assert listed.client.get("/api/v1/tool-servers", headers=listed.admin).json()["items"] == []
+    on_list = make_registry(tool_refresh_seconds=0, tool_server_allowed_hosts=(f"127.0.0.1:{port}",))
+    allowed = on_list.client.post(
+        "/api/v1/tool-servers", json={"id": "local", "kind": "mcp", "url": url}, headers=on_list.admin
+    )
+    assert allowed.status_code == 201, allowed.text
+
 
 def test_the_number_of_servers_is_limited(
     make_registry: Callable[..., Registry], mcp_tool_server_open: ToolServerEndpoint

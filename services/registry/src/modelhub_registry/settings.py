@@ -54,6 +54,11 @@ class RegistrySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
     tool_refresh_seconds: float = Field(
         600, ge=0, description="How often every tool server's tools are listed again (0: only on demand)."
     )
+    tool_server_allowed_hosts: tuple[str, ...] = Field(
+        (),
+        description="Hosts tool servers may be registered on (host, host:port or *.domain); empty: any host the "
+        "outbound URL policy allows.",
+    )
     max_tool_servers: int = Field(100, ge=0, description="Most tool servers admins may register.")
     max_tools_per_server: int = Field(128, ge=1, description="A server offering more tools is stored with an error.")
     min_tool_timeout_seconds: float = Field(0.5, gt=0, description="Smallest timeout_seconds a tool server may set.")
@@ -94,6 +99,7 @@ class RegistrySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
             max_timeout_seconds=self.max_tool_timeout_seconds,
             max_result_bytes=self.max_tool_result_bytes,
             max_document_bytes=self.max_tool_document_bytes,
+            allowed_hosts=self.tool_server_allowed_hosts,
         )
 
     def limits(self) -> Limits:

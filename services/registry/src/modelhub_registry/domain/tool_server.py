@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +32,24 @@ class ToolServerLimits:
     max_timeout_seconds: float = 120.0
     max_result_bytes: int = 1_048_576
     max_document_bytes: int = 4_194_304
+    #: Hosts tool servers may live on (``host``, ``host:port`` or ``*.domain``); empty: any host the URL
+    #: policy allows.
+    allowed_hosts: tuple[str, ...] = ()
+
+    def host_allowed(self, url: str) -> bool:
+        if not self.allowed_hosts:
+            return True
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        with_port = f"{host}:{parts.port}" if parts.port else host
+        for allowed in self.allowed_hosts:
+            allowed = allowed.lower().strip()
+            if allowed.startswith("*."):
+                if host.endswith(allowed[1:]):
+                    return True
+            elif allowed in (host, with_port):
+                return True
+        return False
 
 
 class AccessIds(BaseModel):

@@ -103,6 +103,13 @@ class ToolServerService:
         for field, url in (("url", server.url), ("base_url", server.base_url)):
             if url is None:
                 continue
+            if not self.limits.host_allowed(url):
+                allowed = ", ".join(self.limits.allowed_hosts)
+                raise _invalid(
+                    field,
+                    f"tool servers may only live on the allowed hosts ({allowed}); an admin can add the host to "
+                    "the registry's tool_server_allowed_hosts setting",
+                )
             try:
                 await asyncio.to_thread(check_outbound_url, url, allow_private=self.allow_private_urls, field=field)
             except UrlNotAllowedError as exc:
