@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -40,6 +41,7 @@ from nats.js import JetStreamContext
 from modelhub_common.errors import DependencyError, ModelhubError, PermanentError, TransientError
 from modelhub_common.events import DEAD_LETTER_PREFIX, EventEnvelope, decode_envelope
 from modelhub_common.jetstream import MSG_ID_HEADER, ConsumerSpec, dead_letter_subject, ensure_consumer
+from modelhub_common.metrics import ServiceMetrics
 
 __all__ = [
     "DLQ_CONSUMER_HEADER",
@@ -136,6 +138,8 @@ class Consumer:
         dead_letter_timeout: float = 5.0,
         retry_interval: float = 1.0,
         dead_letter_prefix: str = DEAD_LETTER_PREFIX,
+        metrics: ServiceMetrics | None = None,
+        lag_cache_seconds: float = 5.0,
     ) -> None:
         if batch < 1:
             raise ValueError("batch must be at least 1")
@@ -152,6 +156,26 @@ class Consumer:
         self._retry_interval = retry_interval
         self._dead_letter_prefix = dead_letter_prefix
         self._log_extra: dict[str, Any] = {"stream": stream, "consumer": spec.durable}
+        self._metrics = metrics.consumer(spec.durable) if metrics is not None else None
+        self._lag_cache_seconds = lag_cache_seconds
+        self._lag_read_at: float | None = None
+        if metrics is not None:
+            metrics.on_scrape(f"consumer:{spec.durable}", self._read_lag)
+
+    async def _read_lag(self) -> None:
+        """Consumer info from JetStream, at most once per ``lag_cache_seconds`` however often Prometheus scrapes."""
+        if self._metrics is None:
+            return
+        now = time.monotonic()
+        if self._lag_read_at is not None and now - self._lag_read_at < self._lag_cache_seconds:
+            return
+        self._lag_read_at = now
+        try:
+            info = await self._js.consumer_info(self._stream, self._spec.durable)
+        except nats.js.errors.NotFoundError:
+            return  # not provisioned yet: the loop creates it on start
+        self._metrics.pending.set(info.num_pending or 0)
+        self._metrics.ack_pending.set(info.num_ack_pending or 0)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pulls and handles messages until ``stop`` is set.
@@ -221,6 +245,9 @@ class Consumer:
             "stream_seq": ctx.stream_sequence,
             "num_delivered": ctx.num_delivered,
         }
+        if self._metrics is not None:
+            self._metrics.delivered.inc()
+        started = time.perf_counter()
         try:
             envelope = decode_envelope(msg.data)
             extra.update(event_id=envelope.id, event_type=envelope.type)
@@ -244,22 +271,34 @@ class Consumer:
             if ctx.is_last_delivery:
                 await self._give_up(msg, ctx, code, text, extra)
             else:
-                await self._settle(msg.nak(delay=self._spec.retry_delay(ctx.num_delivered)), "nak", extra)
+                await self._nak(msg, ctx, extra)
         else:
             await self._ack(msg, extra)
+        finally:
+            if self._metrics is not None:
+                self._metrics.handle_duration.observe(time.perf_counter() - started)
 
     async def _ack(self, msg: Msg, extra: Mapping[str, Any]) -> None:
         try:
             await msg.ack_sync(timeout=self._ack_timeout)
+            if self._metrics is not None:
+                self._metrics.acked.inc()
         except (nats.errors.Error, TimeoutError) as exc:
             # The work is done; the server will redeliver and the idempotent handler will no-op.
             logger.warning("ack not confirmed; expect a redelivery", extra={**extra, "error": repr(exc)})
 
     async def _give_up(self, msg: Msg, ctx: MsgContext, code: str, text: str, extra: Mapping[str, Any]) -> None:
         if await self._dead_letter(msg, ctx, code, text, extra):
+            if self._metrics is not None:
+                self._metrics.dead_lettered.inc()
             await self._settle(msg.term(), "term", extra)
         else:
-            await self._settle(msg.nak(delay=self._spec.retry_delay(ctx.num_delivered)), "nak", extra)
+            await self._nak(msg, ctx, extra)
+
+    async def _nak(self, msg: Msg, ctx: MsgContext, extra: Mapping[str, Any]) -> None:
+        if self._metrics is not None:
+            self._metrics.naked.inc()
+        await self._settle(msg.nak(delay=self._spec.retry_delay(ctx.num_delivered)), "nak", extra)
 
     async def _dead_letter(self, msg: Msg, ctx: MsgContext, code: str, text: str, extra: Mapping[str, Any]) -> bool:
         headers = {k: v for k, v in ctx.headers.items() if not k.lower().startswith("nats-")}
@@ -317,6 +356,7 @@ async def run_consumer(
     batch: int = 1,
     fetch_timeout: float = 2.0,
     dead_letter_prefix: str = DEAD_LETTER_PREFIX,
+    metrics: ServiceMetrics | None = None,
 ) -> None:
     """Builds a :class:`Consumer` and runs it until ``stop`` is set. Handlers must be idempotent."""
     consumer = Consumer(
@@ -327,6 +367,7 @@ async def run_consumer(
         batch=batch,
         fetch_timeout=fetch_timeout,
         dead_letter_prefix=dead_letter_prefix,
+        metrics=metrics,
     )
     await consumer.run(stop)
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -54,10 +55,12 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow, tuple_row
 from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 
 from modelhub_common.errors import DependencyError, ModelhubError
 from modelhub_common.events import EventEnvelope, decode_envelope
 from modelhub_common.jetstream import MSG_ID_HEADER, PubAck
+from modelhub_common.metrics import ServiceMetrics
 
 __all__ = [
     "NOTIFY_CHANNEL",
@@ -67,6 +70,7 @@ __all__ = [
     "RelayStats",
     "enqueue",
     "enqueue_with",
+    "watch_outbox",
 ]
 
 logger = logging.getLogger(__name__)
@@ -246,6 +250,7 @@ class OutboxRelay:
         retention: timedelta = timedelta(days=7),
         cleanup_interval: float = 600.0,
         connect_timeout: int = 5,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         if not name or any(c.isspace() for c in name):
             raise ValueError(f"invalid relay name {name!r}")
@@ -269,6 +274,7 @@ class OutboxRelay:
         self._instance: str | None = None
         self._stats = RelayStats()
         self._log: dict[str, object] = {"relay": name}
+        self._metrics = metrics
 
     @property
     def name(self) -> str:
@@ -418,6 +424,8 @@ class OutboxRelay:
                 published += len(acked)
             if error is not None:
                 self._stats.failures += 1
+                if self._metrics is not None:
+                    self._metrics.outbox_failures.labels(self._metrics.service).inc()
                 raise error
             if stop is not None and stop.is_set():
                 break
@@ -436,6 +444,7 @@ class OutboxRelay:
     async def _publish_run(self, run: list[_Row]) -> _RunResult:
         """Sends every row of the run, then reads the acks in order (see "Pipelined" above)."""
         sends: list[asyncio.Task[PubAck]] = []
+        started = time.perf_counter()
         sent_error: OutboxPublishError | None = None
         previous: str | None = None
         for row in run:
@@ -480,6 +489,12 @@ class OutboxRelay:
                 else:
                     self._stats.published += 1
                     logger.debug("outbox row published", extra=log_extra)
+                if self._metrics is not None:
+                    self._metrics.outbox_published.labels(self._metrics.service, _outcome(ack)).inc()
+            if self._metrics is not None and sends:
+                self._metrics.outbox_publish_duration.labels(self._metrics.service).observe(
+                    time.perf_counter() - started
+                )
         finally:
             for send in sends:
                 send.cancel()  # acks not waited for because an earlier row failed
@@ -529,6 +544,28 @@ class OutboxRelay:
             await asyncio.gather(waiter, stopper, return_exceptions=True)
         if waiter.done() and not waiter.cancelled() and (exc := waiter.exception()) is not None:
             raise exc
+
+
+def _outcome(ack: PubAck) -> str:
+    return "duplicate" if ack.duplicate else "published"
+
+
+def watch_outbox(metrics: ServiceMetrics, pool: AsyncConnectionPool) -> None:
+    """Reports the outbox backlog (rows pending, age of the oldest) at every scrape: one query on the
+    partial index of unpublished rows, as small as the backlog."""
+
+    async def read() -> None:
+        async with pool.connection(timeout=metrics.scrape_timeout) as conn, conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(
+                "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8"
+                " FROM outbox WHERE published_at IS NULL"
+            )
+            row = await cur.fetchone()
+        pending, age = row if row is not None else (0, 0.0)
+        metrics.outbox_pending.labels(metrics.service).set(pending)
+        metrics.outbox_oldest_age.labels(metrics.service).set(age)
+
+    metrics.on_scrape("outbox", read)
 
 
 async def _sleep_unless_set(stop: asyncio.Event, seconds: float) -> None:

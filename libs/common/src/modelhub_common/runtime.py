@@ -22,8 +22,9 @@ from psycopg_pool import AsyncConnectionPool
 from modelhub_common import jetstream
 from modelhub_common.errors import DependencyError
 from modelhub_common.health import Check, Readiness
+from modelhub_common.metrics import ServiceMetrics
 from modelhub_common.objectstore import AsyncObjectStore, ObjectStore
-from modelhub_common.outbox import OutboxRelay
+from modelhub_common.outbox import OutboxRelay, watch_outbox
 from modelhub_common.resources import database_pool
 from modelhub_common.settings import DatabaseSettings, ObjectStoreSettings, ServiceSettings
 
@@ -39,6 +40,7 @@ class Runtime:
     pool: AsyncConnectionPool | None = None
     store: AsyncObjectStore | None = None
     relay: OutboxRelay | None = None
+    metrics: ServiceMetrics | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -81,7 +83,10 @@ async def open_runtime(
     streams: Sequence[jetstream.StreamSpec] = (),
     buckets: Sequence[str] = (),
     outbox: bool = False,
+    metrics: ServiceMetrics | None = None,
 ) -> AsyncIterator[Runtime]:
+    """``metrics`` (the app's ``app.state.metrics``), when given, gets the pool's and the outbox's gauges
+    and the relay's timings; consumers built from the runtime pass ``runtime.metrics`` on."""
     nc = await jetstream.connect(settings.nats_url, name=service)
     js = nc.jetstream()
 
@@ -94,9 +99,11 @@ async def open_runtime(
         for spec in streams:
             await jetstream.ensure_stream(js, spec)
         async with contextlib.AsyncExitStack() as stack:
-            runtime = Runtime(service=service, readiness=readiness, nc=nc, js=js)
+            runtime = Runtime(service=service, readiness=readiness, nc=nc, js=js, metrics=metrics)
             if isinstance(settings, DatabaseSettings):
                 runtime.pool = await stack.enter_async_context(database_pool(settings, readiness))
+                if metrics is not None:
+                    metrics.watch_pool(runtime.pool)
             if isinstance(settings, ObjectStoreSettings):
                 runtime.store = AsyncObjectStore(
                     ObjectStore(
@@ -120,7 +127,9 @@ async def open_runtime(
             if outbox:
                 if not isinstance(settings, DatabaseSettings):
                     raise TypeError("the outbox needs a service with a database")
-                runtime.relay = OutboxRelay(settings.database_url.get_secret_value(), js, name=service)
+                runtime.relay = OutboxRelay(settings.database_url.get_secret_value(), js, name=service, metrics=metrics)
+                if metrics is not None and runtime.pool is not None:
+                    watch_outbox(metrics, runtime.pool)
                 runtime.spawn("outbox-relay", runtime.relay.run(runtime.stop))
             try:
                 yield runtime
@@ -150,7 +159,13 @@ def runtime_lifespan(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         readiness: Readiness = app.state.readiness
         async with open_runtime(
-            service, settings, readiness, streams=streams, buckets=buckets, outbox=outbox
+            service,
+            settings,
+            readiness,
+            streams=streams,
+            buckets=buckets,
+            outbox=outbox,
+            metrics=getattr(app.state, "metrics", None),
         ) as runtime:
             app.state.runtime = runtime
             if on_start is not None:

@@ -31,6 +31,7 @@ from modelhub_common.errors import (
     error_body,
 )
 from modelhub_common.health import Readiness, health_router
+from modelhub_common.metrics import HttpMetricsMiddleware, ServiceMetrics, metrics_router
 from modelhub_common.request_boundary import RequestBoundary
 from modelhub_common.settings import ServiceSettings
 
@@ -173,14 +174,25 @@ def create_app(
     readiness: Readiness,
     description: str = "",
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    service: str | None = None,
 ) -> FastAPI:
-    """A FastAPI app with health routes and error handlers; services add their routers under ``/api/v1``."""
+    """A FastAPI app with health routes, ``/metrics`` and error handlers; services add their routers under
+    ``/api/v1``. ``service`` names it in metrics (default: the title without ``modelhub ``); its
+    :class:`ServiceMetrics` is ``app.state.metrics``."""
     app = FastAPI(title=title, version=version, description=description, lifespan=lifespan)
     app.state.readiness = readiness
+    metrics = app.state.metrics = ServiceMetrics(service or _service_name(title))
     install_error_handlers(app)
     app.add_middleware(RequestBoundary)
+    # Added last, so outermost: it also counts what the boundary refuses and what the error handlers answer.
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.include_router(health_router(readiness))
+    app.include_router(metrics_router(metrics))
     return app
+
+
+def _service_name(title: str) -> str:
+    return title.removeprefix("modelhub ").strip().replace(" ", "-") or "service"
 
 
 async def serve_http(app: FastAPI, *, host: str, port: int, grace_seconds: float) -> None:

@@ -170,7 +170,9 @@ def build_app(
                 httpx.AsyncClient(timeout=settings.registry_timeout_seconds)
             )
             runtime = await stack.enter_async_context(
-                open_runtime(SERVICE, settings, readiness, streams=streams, buckets=[settings.bucket])
+                open_runtime(
+                    SERVICE, settings, readiness, streams=streams, buckets=[settings.bucket], metrics=app.state.metrics
+                )
             )
             app.state.runtime = runtime
             store = runtime.require_store()

@@ -216,6 +216,7 @@ def build_app(settings: PullerSettings) -> FastAPI:
                 streams=streams(settings.stream_replicas),
                 buckets=[settings.bucket],
                 outbox=True,
+                metrics=app.state.metrics,
             ) as runtime,
         ):
             wiring = build(settings, runtime, http)
@@ -228,7 +229,7 @@ def build_app(settings: PullerSettings) -> FastAPI:
             spec = work_consumer_spec(ack_wait=settings.work_ack_wait_seconds, max_deliver=settings.work_max_deliver)
             handler = pull_requested_handler(wiring.worker)
             for index in range(settings.max_concurrent_pulls):
-                consumer = Consumer(runtime.js, PULLS.stream, spec, handler)
+                consumer = Consumer(runtime.js, PULLS.stream, spec, handler, metrics=runtime.metrics)
                 runtime.spawn(f"pull-worker-{index}", consumer.run(runtime.stop))
             runtime.spawn("pull-shutdown-watch", wiring.worker.watch_shutdown())
             runtime.spawn("upload-sweeper", wiring.sweeper.run(runtime.stop, settings.upload_sweep_interval_seconds))

@@ -36,6 +36,7 @@ from modelhub_rag.domain.embedding import Embedder
 from modelhub_rag.entrypoints import http_knowledge, http_retrieve
 from modelhub_rag.entrypoints.consumers import MODEL_EVENTS, file_added_handler, ingest_spec, model_events_handler
 from modelhub_rag.entrypoints.deps import Services
+from modelhub_rag.metrics import RagMetrics
 from modelhub_rag.service_layer.collections import (
     ActiveEmbedder,
     CollectionLimits,
@@ -188,6 +189,7 @@ def build_app(settings: RagSettings, *, embedder: Embedder | None = None) -> Fas
                 streams=streams(settings.stream_replicas),
                 buckets=[settings.bucket],
                 outbox=True,
+                metrics=app.state.metrics,
             ) as runtime,
             httpx.AsyncClient(timeout=settings.embedder_timeout_seconds) as http,
             search_pool(
@@ -210,14 +212,31 @@ def build_app(settings: RagSettings, *, embedder: Embedder | None = None) -> Fas
                 svc = build_services(settings, pool, search, runtime, active, sweeper, vector_types)
                 app.state.runtime = runtime
                 app.state.services = svc
+                rag_metrics = RagMetrics(app.state.metrics)
+                rag_metrics.watch_files(pool)
+                app.state.metrics.watch_pool(search, "search")
+                svc.retrieval.on_timings = rag_metrics.observe_retrieval
+                svc.ingestion.on_embedded = rag_metrics.count_embedded
                 runtime.spawn("object-sweeper", sweeper.run(runtime.stop, settings.object_sweep_seconds))
                 if settings.worker_enabled:
                     spec = ingest_spec(settings)
                     for index in range(settings.ingest_concurrency):
-                        worker = Consumer(runtime.js, KNOWLEDGE.stream, spec, file_added_handler(svc.ingestion))
+                        worker = Consumer(
+                            runtime.js,
+                            KNOWLEDGE.stream,
+                            spec,
+                            file_added_handler(svc.ingestion),
+                            metrics=runtime.metrics,
+                        )
                         runtime.spawn(f"ingest-worker-{index}", worker.run(runtime.stop))
                 if settings.consume_model_events:
-                    models = Consumer(runtime.js, MODELS.stream, MODEL_EVENTS, model_events_handler(svc.references))
+                    models = Consumer(
+                        runtime.js,
+                        MODELS.stream,
+                        MODEL_EVENTS,
+                        model_events_handler(svc.references),
+                        metrics=runtime.metrics,
+                    )
                     runtime.spawn("model-events-consumer", models.run(runtime.stop))
                 readiness.started = True
                 logger.info(

@@ -113,14 +113,22 @@ def build_app(settings: RegistrySettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with (
             open_runtime(
-                SERVICE, settings, readiness, streams=streams(settings), buckets=[settings.bucket], outbox=True
+                SERVICE,
+                settings,
+                readiness,
+                streams=streams(settings),
+                buckets=[settings.bucket],
+                outbox=True,
+                metrics=app.state.metrics,
             ) as runtime,
             httpx.AsyncClient(timeout=settings.connection_timeout_seconds, follow_redirects=False) as http,
         ):
             svc = build_services(settings, runtime, http)
             app.state.runtime = runtime
             app.state.services = svc
-            consumer = Consumer(runtime.js, PULLS.stream, PULL_EVENTS, pull_events_handler(svc.base_models))
+            consumer = Consumer(
+                runtime.js, PULLS.stream, PULL_EVENTS, pull_events_handler(svc.base_models), metrics=runtime.metrics
+            )
             runtime.spawn("pull-events-consumer", consumer.run(runtime.stop))
             if settings.connection_sync_seconds > 0:
                 runtime.spawn(

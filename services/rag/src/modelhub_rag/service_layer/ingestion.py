@@ -105,6 +105,8 @@ class IngestionService:
         self.repo = repo or KnowledgeRepository()
         self.chunks = chunks or ChunksRepository()
         self.chunker = config.chunking.signature(embedder.tokenizer.tokenizer_name)
+        # Set by the bootstrap to count embedded chunks as a metric.
+        self.on_embedded: Callable[[int], None] | None = None
 
     # ---- the steps
 
@@ -132,6 +134,8 @@ class IngestionService:
         if not parts:
             return np.zeros((0, self.embedder.dimensions), dtype=np.float32)
         vectors = np.concatenate(parts)
+        if self.on_embedded is not None:
+            self.on_embedded(len(texts))
         if vectors.shape != (len(texts), self.embedder.dimensions):
             raise EmbedderError(f"the embedder returned {vectors.shape} for {len(texts)} texts")
         return vectors

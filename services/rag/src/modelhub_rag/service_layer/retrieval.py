@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -73,6 +73,8 @@ class RetrievalService:
         """``search_pool`` is built by :func:`modelhub_rag.adapters.search_pool.search_pool`."""
         self.pool = search_pool
         self.embedder = embedder
+        # Set by the bootstrap to record each query's step timings (in milliseconds) as metrics.
+        self.on_timings: Callable[[Mapping[str, float]], None] | None = None
         self.config = config
         self.repo = repo or KnowledgeRepository()
         self.chunks = chunks or ChunksRepository()
@@ -158,6 +160,8 @@ class RetrievalService:
         scored = self._rank(mode, vector_hits, text_hits, wanted)
         rows = {c.chunk_id: c.row for c in (*vector_hits, *text_hits)}
         steps["total"] = (time.perf_counter() - started) * 1000
+        if self.on_timings is not None:
+            self.on_timings(steps)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "retrieval timings",
