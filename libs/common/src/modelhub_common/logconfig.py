@@ -6,7 +6,10 @@ import logging
 import sys
 from typing import Any
 
+from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
+
+from modelhub_common.request_ids import current_request_id
 
 _REDACTED = "[redacted]"
 _SECRET_KEYS = ("token", "secret", "password", "authorization", "access_key", "secret_key", "database_url")
@@ -22,6 +25,21 @@ class RedactSecretsFilter(logging.Filter):
         return True
 
 
+class RequestContextFilter(logging.Filter):
+    """Puts ``request_id`` (see :mod:`modelhub_common.request_ids`) and, while a trace is being recorded,
+    ``trace_id``/``span_id`` on every record, so each JSON line can be joined to its request and trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = current_request_id.get()
+        if request_id is not None and not hasattr(record, "request_id"):
+            record.request_id = request_id
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid and not hasattr(record, "trace_id"):
+            record.trace_id = format(span.trace_id, "032x")
+            record.span_id = format(span.span_id, "016x")
+        return True
+
+
 def configure_logging(service: str, level: str = "INFO", *, stream: Any = None) -> None:
     """Sends every log record as one JSON object per line to stderr, tagged with the service name."""
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -33,6 +51,7 @@ def configure_logging(service: str, level: str = "INFO", *, stream: Any = None) 
         )
     )
     handler.addFilter(RedactSecretsFilter())
+    handler.addFilter(RequestContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

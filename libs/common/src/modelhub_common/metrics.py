@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 UNMATCHED_ROUTE = "unmatched"
 """The ``route`` label of a request no route matched (so 1,000 distinct unknown paths make one series)."""
@@ -83,6 +84,7 @@ class ServiceMetrics:
             PlatformCollector(registry=self.registry)
             GCCollector(registry=self.registry)
         self._scrape_callbacks: dict[str, ScrapeCallback] = {}
+        self._extensions: dict[Callable[[ServiceMetrics], Any], Any] = {}
         r = self.registry
 
         self.http_requests = Counter(
@@ -186,6 +188,14 @@ class ServiceMetrics:
             ("service", "pool"),
             registry=r,
         )
+
+    def extension(self, factory: Callable[[ServiceMetrics], T]) -> T:
+        """The service-specific metrics ``factory`` registers (e.g. ``RagMetrics``), made once per registry:
+        an app whose lifespan runs twice (a restart in one process) must not register its series twice."""
+        found = self._extensions.get(factory)
+        if found is None:
+            found = self._extensions[factory] = factory(self)
+        return cast(T, found)
 
     # -- scrape-time gauges --------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from modelhub_common.errors import (
 from modelhub_common.health import Readiness, health_router
 from modelhub_common.metrics import HttpMetricsMiddleware, ServiceMetrics, metrics_router
 from modelhub_common.request_boundary import RequestBoundary
+from modelhub_common.request_ids import RequestIdMiddleware
 from modelhub_common.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -184,8 +185,10 @@ def create_app(
     metrics = app.state.metrics = ServiceMetrics(service or _service_name(title))
     install_error_handlers(app)
     app.add_middleware(RequestBoundary)
-    # Added last, so outermost: it also counts what the boundary refuses and what the error handlers answer.
+    # Added last, so outermost: it also counts what the boundary refuses and what the error handlers answer,
+    # and every log line of the request, error handlers' included, carries its id.
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(health_router(readiness))
     app.include_router(metrics_router(metrics))
     return app

@@ -28,6 +28,7 @@ from modelhub_chat_gateway.entrypoints.chat_servicer import ChatServicer, ImageF
 from modelhub_chat_gateway.entrypoints.grpc_server import GrpcServer
 from modelhub_chat_gateway.entrypoints.model_events import ModelEventsListener
 from modelhub_chat_gateway.entrypoints.openai_http import OpenAIApiDeps, install_openai_errors, openai_router
+from modelhub_chat_gateway.metrics import GatewayMetrics
 from modelhub_chat_gateway.service_layer.chat import ChatService, TurnLimits
 from modelhub_chat_gateway.service_layer.completions import CompletionService
 from modelhub_chat_gateway.service_layer.filter_directory import FilterDirectory
@@ -270,6 +271,7 @@ def build_app(
             app.state.selector = selector
             app.state.model_events = listener
 
+            gateway_metrics = app.state.gateway_metrics = app.state.metrics.extension(GatewayMetrics)
             grpc_server = GrpcServer(
                 host=settings.host,
                 port=settings.grpc_port,
@@ -278,7 +280,9 @@ def build_app(
                     chat,
                     catalog,
                     ImageFetcher(registry_http, settings.image_url_allowed_hosts, settings.max_image_bytes),
+                    metrics=gateway_metrics,
                 ),
+                metrics=gateway_metrics,
             )
             app.state.grpc_port = grpc_server.port
             app.state.services = holder["services"]

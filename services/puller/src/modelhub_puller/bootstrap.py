@@ -35,6 +35,7 @@ from modelhub_puller.domain.pull import LayerProgress, PullJob
 from modelhub_puller.entrypoints import http_pulls, http_store
 from modelhub_puller.entrypoints.consumers import pull_requested_handler, work_consumer_spec
 from modelhub_puller.entrypoints.deps import Services
+from modelhub_puller.metrics import PullerMetrics
 from modelhub_puller.service_layer import events
 from modelhub_puller.service_layer.importer import GgufImporter, ImportResult
 from modelhub_puller.service_layer.ollama_pull import OllamaPuller
@@ -199,6 +200,8 @@ def build(settings: PullerSettings, runtime: Runtime, http: HttpClients) -> Wiri
         bus=bus,
     )
     sweeper = UploadSweeper(pool, repo, store, spool, older_than_seconds=settings.abandoned_upload_seconds)
+    if runtime.metrics is not None:
+        runtime.metrics.extension(PullerMetrics).attach(transfer, worker)
     return Wiring(services=services, worker=worker, sweeper=sweeper)
 
 

@@ -212,7 +212,7 @@ def build_app(settings: RagSettings, *, embedder: Embedder | None = None) -> Fas
                 svc = build_services(settings, pool, search, runtime, active, sweeper, vector_types)
                 app.state.runtime = runtime
                 app.state.services = svc
-                rag_metrics = RagMetrics(app.state.metrics)
+                rag_metrics = app.state.metrics.extension(RagMetrics)
                 rag_metrics.watch_files(pool)
                 app.state.metrics.watch_pool(search, "search")
                 svc.retrieval.on_timings = rag_metrics.observe_retrieval

@@ -28,6 +28,7 @@ from modelhub_chat_gateway.errors import (
     ModelUnusableError,
     RegistryUnavailableError,
 )
+from modelhub_chat_gateway.metrics import GatewayMetrics
 from modelhub_chat_gateway.service_layer.chat import ChatService, Turn, TurnRequest
 from modelhub_chat_gateway.service_layer.model_catalog import Caller, ModelCatalog
 from modelhub_common.errors import DependencyError, ModelhubError
@@ -154,14 +155,39 @@ def event_proto(event: ev.TurnEvent) -> chat_pb2.ChatEvent:
     raise TypeError(f"unknown event {event!r}")
 
 
+def _observe(metrics: GatewayMetrics, backends: dict[str, str], event: ev.TurnEvent) -> None:
+    """Per-answer figures from the events the turn yields (AnswerDone carries them all)."""
+    match event:
+        case ev.AnswerDone(model_id, _, _, usage, ttft, total):
+            metrics.record_answer(
+                backends.get(model_id, "other"),
+                ttft=ttft,
+                total=total,
+                prompt=usage.prompt_tokens,
+                completion=usage.completion_tokens,
+            )
+        case ev.AnswerFailed(model_id, _, _, _):
+            metrics.record_failed_answer(backends.get(model_id, "other"))
+
+
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
-    def __init__(self, chat: ChatService, catalog: ModelCatalog, image_fetcher: ImageFetcher) -> None:
+    def __init__(
+        self,
+        chat: ChatService,
+        catalog: ModelCatalog,
+        image_fetcher: ImageFetcher,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         self._chat = chat
         self._catalog = catalog
         self._images = image_fetcher
+        self._metrics = metrics
 
     async def _stream(self, turn: Turn) -> AsyncIterator[chat_pb2.ChatEvent]:
+        backends: dict[str, str] = {model.id: model.location.backend for model in turn.models}
         async for event in self._chat.run(turn):
+            if self._metrics is not None:
+                _observe(self._metrics, backends, event)
             yield event_proto(event)
 
     async def Chat(  # noqa: N802 - gRPC method names are fixed by the proto

@@ -14,6 +14,8 @@ from grpc_reflection.v1alpha import reflection
 from modelhub.chat.v1 import chat_pb2, chat_pb2_grpc
 from modelhub_chat_gateway.entrypoints.auth_interceptor import BearerAuthInterceptor
 from modelhub_chat_gateway.entrypoints.chat_servicer import ChatServicer
+from modelhub_chat_gateway.entrypoints.grpc_observability import ObservabilityInterceptor
+from modelhub_chat_gateway.metrics import GatewayMetrics
 from modelhub_common.auth import VerifiedTokens
 
 CHAT_SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
@@ -23,8 +25,17 @@ HEALTH_NAMES = ("", CHAT_SERVICE_NAME)
 class GrpcServer:
     """Owns the server and its health status: SERVING only between ``start`` and ``begin_shutdown``."""
 
-    def __init__(self, *, host: str, port: int, tokens: VerifiedTokens, servicer: ChatServicer) -> None:
-        self.server = aio.server(interceptors=[BearerAuthInterceptor(tokens)])
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        tokens: VerifiedTokens,
+        servicer: ChatServicer,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        # The observability interceptor comes first: it wraps whatever handler auth chose, denials included.
+        self.server = aio.server(interceptors=[ObservabilityInterceptor(metrics), BearerAuthInterceptor(tokens)])
         self.health = health_aio.HealthServicer()
         _add_chat_service(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -65,6 +65,10 @@ class TransferLimits:
     lease_seconds: float
 
 
+def _ignore(*_: object) -> None:
+    return None
+
+
 class BlobProgress:
     """Bytes of each blob that this pull has (stored parts plus bytes of parts in flight)."""
 
@@ -97,6 +101,9 @@ class BlobTransfer:
         self._limits = limits
         self._worker = worker
         self._spool = spool
+        # Set by the bootstrap to count downloaded bytes and retries as metrics.
+        self.on_downloaded: Callable[[int], None] = _ignore
+        self.on_retry: Callable[[], None] = _ignore
 
     # ---- presence
 
@@ -302,6 +309,7 @@ class BlobTransfer:
                         if received > upload.size:
                             raise UpstreamError(f"blob {layer.digest[:19]} is longer than its {upload.size} bytes")
                         progress.add(layer.digest, len(chunk))
+                        self.on_downloaded(len(chunk))
                         buffer += chunk
                         while len(buffer) >= upload.part_size:
                             data = bytes(buffer[: upload.part_size])
@@ -358,6 +366,8 @@ class BlobTransfer:
     # ---- retries
 
     def _backoff(self, attempt: int) -> float:
+        # Every retry (of a part, a whole blob or a store call) waits this back-off first: count it here.
+        self.on_retry()
         return float(min(self._limits.backoff_seconds * 2 ** (attempt - 1), self._limits.backoff_max_seconds))
 
     async def retrying(self, action: Callable[[], Awaitable[T]], what: str) -> T:
@@ -481,6 +491,7 @@ class _RangedFetcher:
                             raise UpstreamError(f"part {number} is longer than the {part.length} bytes asked for")
                         part.add(chunk)
                         self._progress.add(self._layer.digest, size)
+                        self._transfer.on_downloaded(size)
                 if part.received != part.length:
                     raise UpstreamError(f"part {number} ended after {part.received} of {part.length} bytes")
                 return

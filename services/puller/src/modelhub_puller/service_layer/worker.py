@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -42,6 +43,10 @@ from modelhub_puller.service_layer.progress import Publish, PullTracker
 from modelhub_puller.service_layer.store_pull import StoredPull, StorePuller
 
 logger = logging.getLogger(__name__)
+
+
+def _ignore(*_: object) -> None:
+    return None
 
 
 class _StopReason(StrEnum):
@@ -89,6 +94,9 @@ class PullWorker:
         self._stop = stop
         self._running: dict[str, asyncio.Task[StoredPull | ModelDetails]] = {}
         self._reasons: dict[str, _StopReason] = {}
+        # Set by the bootstrap to count outcomes as a metric: completed, failed, retrying, cancelled,
+        # interrupted (shutdown) or lease_lost.
+        self.on_outcome: Callable[[str], None] = _ignore
 
     @property
     def running(self) -> set[str]:
@@ -246,6 +254,7 @@ class PullWorker:
                 conn, job.id, PullState.COMPLETED, status="success", manifest_digest=manifest_digest
             ):
                 await enqueue(conn, events.COMPLETED, events.completed(job, details))
+        self.on_outcome("completed")
 
     async def _failed(self, job: PullJob, tracker: PullTracker, exc: PullerError, ctx: MsgContext) -> None:
         log = {"pull_id": job.id, "model": job.model, "code": exc.code, "error": exc.message}
@@ -254,6 +263,7 @@ class PullWorker:
             logger.warning("pull failed; it will be retried", extra=log)
             async with self._pool.connection() as conn, conn.transaction():
                 await self._repo.release_job(conn, job.id, worker=self.worker, status=f"retrying: {exc.message}"[:500])
+            self.on_outcome("retrying")
             raise TransientError(exc.message, code=exc.code) from exc
         logger.warning("pull failed", extra=log)
         async with self._pool.connection() as conn, conn.transaction():
@@ -261,10 +271,12 @@ class PullWorker:
                 conn, job.id, PullState.FAILED, status="failed", error_code=exc.code, error_message=exc.message
             ):
                 await enqueue(conn, events.FAILED, events.failed(job, exc.code, exc.message))
+        self.on_outcome("failed")
         await self._abandon_uploads(job)
 
     async def _stopped(self, job: PullJob, tracker: PullTracker, reason: _StopReason) -> None:
         await tracker.flush()
+        self.on_outcome({"cancel": "cancelled", "shutdown": "interrupted"}.get(reason.value, reason.value))
         if reason is _StopReason.CANCEL:
             await self._finish_cancelled(job)
             logger.info("pull cancelled", extra={"pull_id": job.id})

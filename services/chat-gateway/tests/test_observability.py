@@ -1,0 +1,77 @@
+"""Gateway metrics and request ids: gRPC calls by method and code, per-answer figures by backend kind, the
+``x-request-id`` metadata echoed, all read from the real gateway's /metrics."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+import grpc
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from modelhub.chat.v1 import chat_pb2
+
+if TYPE_CHECKING:
+    from conftest import Gateway, OllamaDouble
+
+
+def _samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = httpx.get(f"{url}/metrics", timeout=10)
+    assert response.status_code == 200
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+def _value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_a_chat_turn_is_counted_by_method_code_and_backend(gateway: Gateway, ollama_double: OllamaDouble) -> None:
+    before = _samples(gateway.http_url)
+    result = await gateway.chat(["echo-a:latest"], f"hello {uuid.uuid4().hex[:6]}")
+    assert all(a.error is None for a in result.answers.values())
+    after = _samples(gateway.http_url)
+
+    assert _value(after, "modelhub_grpc_server_calls_total", method="Chat", code="OK") == (
+        _value(before, "modelhub_grpc_server_calls_total", method="Chat", code="OK") + 1
+    )
+    ttft = "modelhub_gateway_time_to_first_token_seconds_count"
+    assert _value(after, ttft, backend="ollama") == _value(before, ttft, backend="ollama") + 1
+    total = "modelhub_gateway_answer_duration_seconds_count"
+    assert _value(after, total, backend="ollama") == _value(before, total, backend="ollama") + 1
+    tokens_out = _value(after, "modelhub_gateway_tokens_total", backend="ollama", direction="out")
+    assert tokens_out > _value(before, "modelhub_gateway_tokens_total", backend="ollama", direction="out")
+    assert _value(after, "modelhub_gateway_active_streams") == 0
+    # No model id or name ever becomes a label value.
+    assert not any("echo-a" in value for _, labels in after for _, value in labels)
+
+
+async def test_a_call_without_a_token_counts_as_unauthenticated(gateway: Gateway) -> None:
+    before = _samples(gateway.http_url)
+    try:
+        await gateway.stub.ListConversations(chat_pb2.ListConversationsRequest(), timeout=10)
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+    else:
+        raise AssertionError("the call without a token was answered")
+    key = {"method": "ListConversations", "code": "UNAUTHENTICATED"}
+    after = _samples(gateway.http_url)
+    assert _value(after, "modelhub_grpc_server_calls_total", **key) == (
+        _value(before, "modelhub_grpc_server_calls_total", **key) + 1
+    )
+
+
+async def test_the_request_id_is_echoed_in_initial_metadata(gateway: Gateway) -> None:
+    call = gateway.stub.ListConversations(
+        chat_pb2.ListConversationsRequest(), metadata=[*gateway.metadata(), ("x-request-id", "grpc-req-7")], timeout=10
+    )
+    await call
+    assert dict(await call.initial_metadata())["x-request-id"] == "grpc-req-7"
+    fresh = gateway.stub.ListConversations(chat_pb2.ListConversationsRequest(), metadata=gateway.metadata(), timeout=10)
+    await fresh
+    made = dict(await fresh.initial_metadata())["x-request-id"]
+    assert len(made) == 32 and made != "grpc-req-7"
