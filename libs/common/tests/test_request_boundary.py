@@ -56,6 +56,18 @@ async def test_nul_and_lone_surrogates_are_refused_naming_the_field() -> None:
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_body"
 
 
+async def test_nul_in_the_path_or_the_query_is_refused_naming_where() -> None:
+    async with await _client() as client:
+        path = await client.get("/items/a%00b")
+        assert path.status_code == 422 and path.json()["error"]["details"][0]["field"] == "path"
+        query = await client.get("/crash", params={"cursor": "x\u0000"})
+        assert query.status_code == 422 and query.json()["error"]["details"][0]["field"] == "query.cursor"
+        undecodable = await client.get("/crash?cursor=%ff")
+        assert undecodable.status_code == 400 and "UTF-8" in undecodable.json()["error"]["message"]
+        fine = await client.get("/crash", params={"cursor": "é"})
+        assert fine.status_code == 500  # reached the route (which fails on purpose): nothing was refused
+
+
 async def test_outages_and_bugs_answer_in_the_shared_shape() -> None:
     async with await _client() as client:
         down = await client.get("/db")

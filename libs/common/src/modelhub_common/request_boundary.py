@@ -9,6 +9,10 @@ A JSON body is refused here, with the field that holds the bad character named:
 
 The check costs one UTF-8 decode of the body; the body is parsed here only when its text contains such an
 escape, which ordinary requests never do. The body is then handed to the route unchanged.
+
+The request target is checked the same way, for every method: a path (``/api/v1/models/%00``) or a query
+parameter holding such a character → 422 naming ``path`` or the parameter; a query string whose
+percent-escapes are not UTF-8 → 400.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -71,6 +76,9 @@ class RequestBoundary:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (refused := _check_target(scope)) is not None:
+            await refused(scope, receive, send)
+            return
         if scope["type"] != "http" or scope.get("method") not in _BODY_METHODS or not _is_json(scope):
             await self.app(scope, receive, send)
             return
@@ -97,6 +105,29 @@ class RequestBoundary:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _check_target(scope: Scope) -> JSONResponse | None:
+    problems: list[dict[str, str]] = []
+    path = scope.get("path", "")
+    if isinstance(path, str) and (problem := unstorable_text(path)):
+        problems.append({"field": "path", "message": problem})
+    query = scope.get("query_string", b"")
+    if query:
+        try:
+            pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, encoding="utf-8", errors="strict")
+        except UnicodeDecodeError:
+            message = "the query string's percent-escapes are not UTF-8; encode parameters as UTF-8"
+            return JSONResponse(error_body("invalid_request", message), status_code=400)
+        for name, value in pairs:
+            if problem := unstorable_text(name) or unstorable_text(value):
+                problems.append({"field": f"query.{name.replace(chr(0), '?')}", "message": problem})
+    if not problems:
+        return None
+    summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+    return JSONResponse(
+        error_body("invalid_request", f"{summary}; remove it and send the request again", problems), status_code=422
+    )
 
 
 def _check(body: bytes) -> JSONResponse | None:
