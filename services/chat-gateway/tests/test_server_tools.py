@@ -127,6 +127,10 @@ async def test_parallel_calls_failures_and_bad_arguments_are_results_the_model_s
     assert by_tool["echo"].ok and json.loads(by_tool["echo"].content) == "hi"  # the operation's JSON answer
     assert not by_tool["fail"].ok and by_tool["fail"].error_code == "tool_error" and "boom" in by_tool["fail"].content
     assert not by_tool["add"].ok and by_tool["add"].error_code == "invalid_arguments"
+    async with httpx.AsyncClient(base_url=tool_gateway.http_url) as http:
+        metrics = (await http.get("/metrics")).text
+    for outcome in ("ok", "error", "invalid_arguments"):
+        assert f'modelhub_gateway_tool_steps_total{{outcome="{outcome}"}} 1.0' in metrics, outcome
     assert "a" in by_tool["add"].content
     assert 'tools said: echo="hi"' in answer.text and "fail=" in answer.text
 

@@ -225,7 +225,15 @@ def build_app(
             # MCP sessions stay open between calls: a call then costs one round trip instead of three.
             sessions = McpSessionCache(tool_http)
             stack.push_async_callback(sessions.aclose)
-            runner = ToolRunner(tool_http, ToolLimits(settings.tool_max_steps, settings.tool_max_parallel), sessions)
+            gateway_metrics = app.state.gateway_metrics = app.state.metrics.extension(GatewayMetrics)
+            runner = ToolRunner(
+                tool_http,
+                ToolLimits(settings.tool_max_steps, settings.tool_max_parallel),
+                sessions,
+                on_step=lambda step: gateway_metrics.record_tool_step(
+                    "ok" if step.ok else step.error_code, step.duration_seconds
+                ),
+            )
             filters = FilterDirectory(registry, ttl=settings.filter_cache_seconds)
             filter_runner = FilterRunner(
                 tool_http, allow_private_urls=settings.allow_private_urls, max_text_chars=settings.filter_max_text_chars
@@ -271,7 +279,6 @@ def build_app(
             app.state.selector = selector
             app.state.model_events = listener
 
-            gateway_metrics = app.state.gateway_metrics = app.state.metrics.extension(GatewayMetrics)
             grpc_server = GrpcServer(
                 host=settings.host,
                 port=settings.grpc_port,

@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -110,9 +110,17 @@ def sampling_params(params: Mapping[str, object]) -> dict[str, object]:
 class ToolRunner:
     """Runs the server-side calls of one round."""
 
-    def __init__(self, http: httpx.AsyncClient, limits: ToolLimits, sessions: McpSessionCache | None = None) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        limits: ToolLimits,
+        sessions: McpSessionCache | None = None,
+        *,
+        on_step: Callable[[ToolStepRecord], None] | None = None,
+    ) -> None:
         self._http = http
         self._sessions = sessions
+        self._on_step = on_step
         self.limits = limits
         self._slots = asyncio.Semaphore(max(limits.max_parallel, 1))
 
@@ -147,6 +155,8 @@ class ToolRunner:
         record.error_code = outcome.error_code or ""
         record.truncated = outcome.truncated
         record.duration_seconds = outcome.duration_seconds or (time.monotonic() - started)
+        if self._on_step is not None:
+            self._on_step(record)
 
 
 async def stream_with_tools(
