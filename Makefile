@@ -31,11 +31,15 @@ $(STAMP): $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services
 
 install: $(STAMP) ## create .venv and install every package
 
-system-deps: ## install the Debian packages the tests use (docker-registry), when missing
+system-deps: ## install the Debian packages the tests use (docker-registry, prometheus), when missing
 	@if ! command -v docker-registry >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "==> installing docker-registry (Debian) for the pull tests"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null; \
 	  else echo "docker-registry is missing: run 'sudo apt-get install -y docker-registry'"; exit 1; fi; fi
+	@if ! command -v prometheus >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "==> installing prometheus (Debian) for the metrics tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  else echo "prometheus is missing: run 'sudo apt-get install -y prometheus'"; exit 1; fi; fi
 
 up: install ## install, then start NATS, Postgres, S3 and the four services in the background
 	$(BIN)/modelhub-dev up

@@ -33,6 +33,7 @@ from modelhub_devstack.errors import DevstackError
 from modelhub_devstack.nats import NatsServer
 from modelhub_devstack.oci_registry import OciRegistry
 from modelhub_devstack.postgres import PostgresServer
+from modelhub_devstack.prometheus import PrometheusServer
 from modelhub_devstack.seaweed import SeaweedS3
 from modelhub_devstack.tool_servers import ToolServer, ToolServerEndpoint
 
@@ -155,6 +156,15 @@ def oci_registry_url(request: pytest.FixtureRequest) -> Iterator[str]:
         root: Path = request.getfixturevalue("modelhub_devstack_dir")
         with OciRegistry(root / "oci-registry") as server:
             yield server.url
+
+
+@pytest.fixture(scope="session")
+def prometheus_server(request: pytest.FixtureRequest) -> Iterator[PrometheusServer]:
+    """A real Prometheus (Debian's ``prometheus``) on 127.0.0.1 scraping every second; point it at services
+    with ``.set_targets({...})`` and read what it scraped with ``.query(promql)`` / ``.wait_for(promql)``."""
+    root: Path = request.getfixturevalue("modelhub_devstack_dir")
+    with PrometheusServer(root / "prometheus") as server:
+        yield server
 
 
 def _tool_server(request: pytest.FixtureRequest, kind: str, *, with_token: bool) -> Iterator[ToolServerEndpoint]:
