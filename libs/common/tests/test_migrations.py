@@ -98,6 +98,7 @@ async def test_outbox_table_has_the_expected_shape(pg_url: str) -> None:
         ("headers", "jsonb", "NO"),
         ("created_at", "timestamp with time zone", "NO"),
         ("published_at", "timestamp with time zone", "YES"),
+        ("trace_context", "jsonb", "YES"),
     ]
     indexes = await fetch_all(pg_url, "SELECT indexdef FROM pg_indexes WHERE indexname = 'outbox_unpublished_idx'")
     assert len(indexes) == 1

@@ -38,6 +38,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from modelhub_common import tracing
 from modelhub_common.errors import DependencyError, ModelhubError, PermanentError, TransientError
 from modelhub_common.events import DEAD_LETTER_PREFIX, EventEnvelope, decode_envelope
 from modelhub_common.jetstream import MSG_ID_HEADER, ConsumerSpec, dead_letter_subject, ensure_consumer
@@ -248,12 +249,19 @@ class Consumer:
         if self._metrics is not None:
             self._metrics.delivered.inc()
         started = time.perf_counter()
+        with tracing.consume_span(ctx.subject, ctx.headers, ctx.consumer) as span:
+            await self._handle(msg, ctx, extra, started, span)
+
+    async def _handle(
+        self, msg: Msg, ctx: MsgContext, extra: dict[str, Any], started: float, span: tracing.Span | None
+    ) -> None:
         try:
             envelope = decode_envelope(msg.data)
             extra.update(event_id=envelope.id, event_type=envelope.type)
             await self._handler(envelope, ctx)
         except PermanentError as exc:
             logger.error("permanent failure", extra={**extra, "error_code": exc.code, "error": exc.message})
+            tracing.mark_failed(span, exc.code)
             await self._give_up(msg, ctx, exc.code, exc.message, extra)
         except asyncio.CancelledError:
             # Hard stop: hand the message back at once rather than after ack_wait.
@@ -264,6 +272,7 @@ class Consumer:
             code = exc.code if isinstance(exc, ModelhubError) else _UNEXPECTED_ERROR_CODE
             text = exc.message if isinstance(exc, ModelhubError) else f"{type(exc).__name__}: {exc}"
             failure_extra = {**extra, "error_code": code, "error": text}
+            tracing.mark_failed(span, code)
             if isinstance(exc, TransientError):
                 logger.warning("transient failure", extra=failure_extra)
             else:

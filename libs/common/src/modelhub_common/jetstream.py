@@ -25,6 +25,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 from nats.js.manager import JetStreamManager
 
+from modelhub_common import tracing
 from modelhub_common.errors import ConfigurationError, DependencyError
 from modelhub_common.events import DEAD_LETTER_PREFIX, KNOWLEDGE, MODELS, PULLS, EventEnvelope, StreamArea
 
@@ -118,11 +119,13 @@ async def connect(
     async def on_closed() -> None:
         logger.info("NATS connection closed", extra=log_extra)
 
+    # A cluster is given as its nodes' URLs (a list, or one string, comma-separated): the client fails over.
+    servers = [u.strip() for u in url.split(",") if u.strip()] if isinstance(url, str) else list(url)
     nc = Client()
     try:
         await asyncio.wait_for(
             nc.connect(
-                list(url) if not isinstance(url, str) else url,
+                servers,
                 name=name,
                 error_cb=on_error,
                 disconnected_cb=on_disconnected,
@@ -505,6 +508,7 @@ async def publish(
     if not message_id:
         raise ValueError("publish needs a msg_id or an envelope with an id")
     all_headers = {**(headers or {}), MSG_ID_HEADER: message_id}
+    tracing.inject_headers(all_headers)
     try:
         ack = await js.publish(subject, envelope.SerializeToString(), timeout=timeout, headers=all_headers)
     except (nats.errors.Error, TimeoutError) as exc:

@@ -57,6 +57,7 @@ from psycopg.rows import TupleRow, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from modelhub_common import tracing
 from modelhub_common.errors import DependencyError, ModelhubError
 from modelhub_common.events import EventEnvelope, decode_envelope
 from modelhub_common.jetstream import MSG_ID_HEADER, PubAck
@@ -122,9 +123,9 @@ async def enqueue(
             # transaction fold into one.
             await cursor.execute(
                 "WITH added AS ("
-                " INSERT INTO outbox (subject, payload, headers) VALUES (%s, %s, %s) RETURNING id)"
+                " INSERT INTO outbox (subject, payload, headers, trace_context) VALUES (%s, %s, %s, %s) RETURNING id)"
                 " SELECT id, pg_notify(%s, '') FROM added",
-                (subject, envelope.SerializeToString(), Jsonb(dict(headers or {})), NOTIFY_CHANNEL),
+                (subject, envelope.SerializeToString(), Jsonb(dict(headers or {})), _trace_context(), NOTIFY_CHANNEL),
             )
             row = await cursor.fetchone()
     except psycopg.Error as exc:
@@ -132,6 +133,11 @@ async def enqueue(
     row_id = _returned_id(row)
     logger.debug("event added to outbox", extra={"outbox_id": row_id, "subject": subject, "event_id": envelope.id})
     return row_id
+
+
+def _trace_context() -> Jsonb | None:
+    carrier = tracing.current_carrier()
+    return Jsonb(carrier) if carrier else None
 
 
 def _check_subject(subject: str) -> None:
@@ -171,8 +177,8 @@ async def enqueue_with(
         raise ValueError("parameter names starting with outbox_ are reserved")
     query = (
         f"WITH {data_queries}, outbox_row AS ("
-        " INSERT INTO outbox (subject, payload, headers)"
-        " VALUES (%(outbox_subject)s, %(outbox_payload)s, %(outbox_headers)s) RETURNING id)"
+        " INSERT INTO outbox (subject, payload, headers, trace_context)"
+        " VALUES (%(outbox_subject)s, %(outbox_payload)s, %(outbox_headers)s, %(outbox_trace)s) RETURNING id)"
         " SELECT id, pg_notify(%(outbox_channel)s, '') FROM outbox_row"
     )
     values = {
@@ -180,6 +186,7 @@ async def enqueue_with(
         "outbox_subject": subject,
         "outbox_payload": envelope.SerializeToString(),
         "outbox_headers": Jsonb(dict(headers or {})),
+        "outbox_trace": _trace_context(),
         "outbox_channel": NOTIFY_CHANNEL,
     }
     async with conn.cursor(row_factory=tuple_row) as cursor:
@@ -212,6 +219,7 @@ class _Row:
     subject: str
     payload: bytes
     headers: dict[str, str]
+    trace_context: dict[str, str] | None = None
 
     @property
     def area(self) -> str:
@@ -433,12 +441,19 @@ class OutboxRelay:
 
     async def _fetch(self, conn: Connection) -> list[_Row]:
         cursor = await conn.execute(
-            "SELECT id, subject, payload, headers FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT %s",
+            "SELECT id, subject, payload, headers, trace_context FROM outbox"
+            " WHERE published_at IS NULL ORDER BY id LIMIT %s",
             (self._batch_size,),
         )
         return [
-            _Row(id=row_id, subject=subject, payload=bytes(payload), headers=dict(headers))
-            for row_id, subject, payload, headers in await cursor.fetchall()
+            _Row(
+                id=row_id,
+                subject=subject,
+                payload=bytes(payload),
+                headers=dict(headers),
+                trace_context=dict(trace_context) if trace_context else None,
+            )
+            for row_id, subject, payload, headers, trace_context in await cursor.fetchall()
         ]
 
     async def _publish_run(self, run: list[_Row]) -> _RunResult:
@@ -461,11 +476,14 @@ class OutboxRelay:
                 break
             # Tasks start in creation order and the client queues a publish before its first wait, so the
             # rows go out in id order; were they not, the expected-last-id header makes the stream refuse.
-            sends.append(
-                asyncio.create_task(
-                    self._js.publish(row.subject, row.payload, timeout=self._publish_timeout, headers=headers)
+            # The publish belongs to the trace of the request that added the row, however late it runs.
+            with tracing.produce_span(row.subject, row.trace_context, **{"messaging.message.id": msg_id}):
+                tracing.inject_headers(headers)
+                sends.append(
+                    asyncio.create_task(
+                        self._js.publish(row.subject, row.payload, timeout=self._publish_timeout, headers=headers)
+                    )
                 )
-            )
         try:
             for index, send in enumerate(sends):
                 row = run[index]

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings
 
 from modelhub_common.errors import ModelhubError
 from modelhub_common.logconfig import configure_logging
+from modelhub_common.tracing import configure_tracing
 
 S = TypeVar("S", bound=BaseSettings)
 logger = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ def run_service(
         sys.stderr.write(_settings_error(exc, env_prefix) + "\n")
         return 2
     configure_logging(service, getattr(settings, "log_level", "INFO"))
+    if args.command == "serve":
+        configure_tracing(service)
 
     try:
         if args.command == "serve":

@@ -21,6 +21,7 @@ from psycopg import OperationalError
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from modelhub_common import tracing
 from modelhub_common.auth import Principal, VerifiedTokens, parse_authorization_header, verify_token
 from modelhub_common.errors import (
     AuthError,
@@ -191,6 +192,7 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health_router(readiness))
     app.include_router(metrics_router(metrics))
+    tracing.instrument_app(app)
     return app
 
 
