@@ -21,7 +21,9 @@ class ServiceSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to (loopback in dev).")
     port: int = Field(8080, ge=0, le=65535, description="HTTP port (0 picks a free one).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    nats_url: str = Field(description="NATS server URL, e.g. nats://127.0.0.1:4222.")
+    nats_url: str = Field(
+        description="NATS server URL, e.g. nats://127.0.0.1:4222; for a cluster, every node's URL, comma-separated."
+    )
     jwt_secret: SecretStr = Field(min_length=32, description="HS256 key for bearer tokens.")
     jwt_issuer: str = "modelhub"
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="Time in-flight work gets on SIGTERM.")

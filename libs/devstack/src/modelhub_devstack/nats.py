@@ -67,6 +67,72 @@ class NatsServer(ManagedServer):
         return http_ok(f"{self.monitor_url}/healthz?js-enabled-only=true")
 
 
+class NatsClusterNode(NatsServer):
+    """One node of a JetStream cluster: routes to its peers on loopback, a unique server name."""
+
+    def __init__(self, workdir: Path, *, name: str, cluster_port: int, routes: Sequence[int]) -> None:
+        super().__init__(workdir, name=name)
+        self.cluster_port = cluster_port
+        self.routes = [p for p in routes if p != cluster_port]
+
+    def command(self) -> list[str]:
+        return [
+            *super().command(),
+            "--server_name",
+            self.name,
+            "--cluster_name",
+            "modelhub",
+            "--cluster",
+            f"nats://{LOOPBACK}:{self.cluster_port}",
+            "--routes",
+            ",".join(f"nats://{LOOPBACK}:{p}" for p in self.routes),
+        ]
+
+    def ports(self) -> Sequence[int]:
+        return (self.port, self.monitor_port, self.cluster_port)
+
+    def is_healthy(self) -> bool:
+        # A clustered node reports healthy once JetStream has its meta leader (a quorum of the cluster).
+        return http_ok(f"{self.monitor_url}/healthz?js-enabled-only=true")
+
+
+class NatsCluster:
+    """A JetStream cluster of ``size`` nodes on loopback (a quorum survives one node down of three)."""
+
+    def __init__(self, workdir: Path, size: int = 3) -> None:
+        cluster_ports = pick_free_ports(size)
+        self.nodes = [
+            NatsClusterNode(workdir / f"n{n + 1}", name=f"n{n + 1}", cluster_port=port, routes=cluster_ports)
+            for n, port in enumerate(cluster_ports)
+        ]
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """Every node's client URL, comma-separated (what the services' ``nats_url`` setting accepts)."""
+        return ",".join(self.urls)
+
+    def start(self) -> None:
+        # Started together: each node waits for its routes, and JetStream elects a meta leader once two are up.
+        for node in self.nodes:
+            node.prepare()
+            node.log_path.parent.mkdir(parents=True, exist_ok=True)
+            node._launch()
+        for node in self.nodes:
+            if not node.wait_until_healthy(node.start_timeout * 2):
+                raise RuntimeError(f"NATS cluster node {node.name} did not become healthy; see {node.workdir}")
+
+    def node_named(self, name: str) -> NatsClusterNode:
+        return next(n for n in self.nodes if n.name == name)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
 async def drain_consumer(url: str, stream: str, durable: str) -> None:
     """Acks every message waiting for the durable pull consumer ``durable`` on ``stream`` (if it exists).
 

@@ -1,0 +1,319 @@
+"""Faults under load on a real three-node NATS JetStream cluster (loopback routes, streams at R3) with the real
+registry as separate processes: each test kills something with SIGKILL while model files are being created and
+ends with an exact accounting (every 201 has its row and exactly one ``created`` event in the stream).
+
+Each prints one line (``-s``): test, operations, acknowledged, stored, events delivered, duplicates, lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import nats.errors
+import psycopg
+import pytest
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from modelhub_common.events import MODELS, decode_envelope
+from modelhub_common.outbox import RELAY_LOCK_KEY
+from modelhub_devstack.nats import NatsCluster
+from modelhub_devstack.ports import pick_free_port
+from modelhub_registry import bootstrap
+from modelhub_registry.settings import ENV_PREFIX, RegistrySettings
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
+
+CREATES = 1000
+CONCURRENCY = 16
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    started = NatsCluster(tmp_path / "nats")
+    try:
+        started.start()
+        yield started
+    finally:
+        started.stop()
+
+
+@dataclass
+class Registries:
+    env: dict[str, str]
+    database_url: str
+    processes: list[tuple[subprocess.Popen[bytes], str]] = field(default_factory=list)
+    logs: Path = Path()
+
+    def start(self) -> tuple[subprocess.Popen[bytes], str]:
+        port = pick_free_port()
+        env = {**self.env, ENV_PREFIX + "PORT": str(port)}
+        log = open(self.logs / f"registry-{len(self.processes)}.log", "wb")  # closed when the process ends
+        process = subprocess.Popen(
+            [sys.executable, "-m", "modelhub_registry", "serve"], env=env, stdout=log, stderr=log
+        )
+        url = f"http://127.0.0.1:{port}"
+        self.processes.append((process, url))
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    return process, url
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, (self.logs / f"registry-{len(self.processes) - 1}.log").read_text()
+            time.sleep(0.1)
+        raise AssertionError("the registry did not become ready")
+
+
+@pytest.fixture
+def registries(
+    service_settings: Callable[..., Any], cluster: NatsCluster, jwt_secret: str, tmp_path: Path
+) -> Iterator[Registries]:
+    settings: RegistrySettings = service_settings(
+        RegistrySettings, nats_url=cluster.url, stream_replicas=3, connection_sync_seconds=0
+    )
+    asyncio.run(bootstrap.run_migrations(settings))
+    values = {
+        "HOST": "127.0.0.1",
+        "NATS_URL": cluster.url,
+        "STREAM_REPLICAS": "3",
+        "JWT_SECRET": jwt_secret,
+        "DATABASE_URL": settings.database_url.get_secret_value(),
+        "S3_ENDPOINT": settings.s3_endpoint,
+        "S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
+        "S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
+        "LOG_LEVEL": "WARNING",
+        "CONNECTION_SYNC_SECONDS": "0",
+        # Quick retries, so that a relay waiting out a leader election is seen to catch up within the test.
+        "SHUTDOWN_GRACE_SECONDS": "2",
+    }
+    started = Registries({**os.environ, **{ENV_PREFIX + k: v for k, v in values.items()}}, values["DATABASE_URL"])
+    started.logs = tmp_path
+    yield started
+    for process, _ in started.processes:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=15)
+
+
+@dataclass
+class Load:
+    acknowledged: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+async def _create_many(
+    urls: list[str], headers: dict[str, str], prefix: str, on_progress: Callable[[int], Any]
+) -> Load:
+    """``CREATES`` model files from ``CONCURRENCY`` clients, spread over ``urls``; a refused or failed call is
+    retried once on the next URL (a killed replica), and counted as failed if that fails too."""
+    load = Load()
+    ids = iter(range(CREATES))
+    done = 0
+
+    async def client(n: int, http: httpx.AsyncClient) -> None:
+        nonlocal done
+        for i in ids:
+            model_id = f"{prefix}-{i:04d}"
+            body = {"id": model_id, "name": model_id, "base_model_id": "llama3.1:8b"}
+            for attempt in range(2):
+                url = urls[(n + i + attempt) % len(urls)]
+                try:
+                    response = await http.post(f"{url}/api/v1/models", json=body, headers=headers)
+                except httpx.HTTPError:
+                    continue
+                if response.status_code == 201:
+                    load.acknowledged.append(model_id)
+                    break
+                if response.status_code == 409:  # the first attempt was stored after all
+                    load.acknowledged.append(model_id)
+                    break
+            else:
+                load.failed.append(model_id)
+            done += 1
+            await on_progress(done)
+
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as http:
+        await asyncio.gather(*(client(n, http) for n in range(CONCURRENCY)))
+    return load
+
+
+async def _created_events(urls: list[str], prefix: str, want: int, wait: float) -> dict[str, list[int]]:
+    """model id -> the stream sequences of its ``created`` events, once ``want`` ids are seen (or ``wait`` s)."""
+    nc = await nats.connect(urls)
+    try:
+        sub = None
+        deadline = time.monotonic() + 60
+        while sub is None:
+            try:  # right after a node is killed the stream may still be electing its new leader
+                sub = await nc.jetstream().pull_subscribe(
+                    MODELS.subject("created"),
+                    durable=None,
+                    stream=MODELS.stream,
+                    config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+                )
+            except (nats.errors.Error, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+        seen: dict[str, set[int]] = {}
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and len(seen) < want:
+            try:
+                for msg in await sub.fetch(200, timeout=1):
+                    model_id = decode_envelope(msg.data).model_changed.model_id
+                    if model_id.startswith(prefix):
+                        seen.setdefault(model_id, set()).add(msg.metadata.sequence.stream)
+                    await msg.ack()
+            except TimeoutError:
+                continue
+        # A few more seconds, so that a duplicate published late would be counted.
+        settle = time.monotonic() + 3
+        while time.monotonic() < settle:
+            try:
+                for msg in await sub.fetch(200, timeout=1):
+                    model_id = decode_envelope(msg.data).model_changed.model_id
+                    if model_id.startswith(prefix):
+                        seen.setdefault(model_id, set()).add(msg.metadata.sequence.stream)
+                    await msg.ack()
+            except TimeoutError:
+                continue
+        return {k: sorted(v) for k, v in seen.items()}
+    finally:
+        await nc.close()
+
+
+def _stored(database_url: str, prefix: str) -> set[str]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT id FROM models WHERE id LIKE %s", (f"{prefix}-%",)).fetchall()
+    return {r[0] for r in rows}
+
+
+def _account(name: str, load: Load, stored: set[str], events: dict[str, list[int]]) -> None:
+    acknowledged = set(load.acknowledged)
+    duplicates = sum(len(v) - 1 for v in events.values())
+    lost = len(acknowledged - set(events)) + len(acknowledged - stored)
+    print(  # noqa: T201 - the accounting line
+        f"{name}: operations {CREATES}, acknowledged {len(acknowledged)}, stored {len(stored)}, "
+        f"events delivered {len(events)}, duplicates {duplicates}, lost {lost}"
+    )
+    assert acknowledged <= stored, sorted(acknowledged - stored)[:5]
+    assert stored == set(events), (sorted(stored - set(events))[:5], sorted(set(events) - stored)[:5])
+    assert duplicates == 0, {k: v for k, v in events.items() if len(v) > 1}
+    assert len(acknowledged) >= CREATES * 0.95, f"{len(load.failed)} creates failed"
+
+
+def _relay_holder(database_url: str, processes: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes] | None:
+    """The process whose database connection holds the outbox relay's advisory lock: the lock's backend is
+    matched to its client port, and the port to the process owning that socket (``/proc``)."""
+    key = RELAY_LOCK_KEY & 0xFFFFFFFFFFFFFFFF
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s",
+            (key >> 32, key & 0xFFFFFFFF),
+        ).fetchone()
+    if row is None:
+        return None
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == row[0]:
+                    inodes.add(fields[9])
+    for process in processes:
+        fd_dir = Path(f"/proc/{process.pid}/fd")
+        for fd in fd_dir.iterdir() if fd_dir.exists() else []:
+            with contextlib.suppress(OSError):
+                if os.readlink(fd).removeprefix("socket:[").removesuffix("]") in inodes:
+                    return process
+    return None
+
+
+def _admin(make_token: Callable[..., str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {make_token()}"}
+
+
+async def _stream_leader(urls: list[str]) -> str:
+    nc = await nats.connect(urls)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                info = await nc.jetstream().stream_info(MODELS.stream)
+                if info.cluster is not None and info.cluster.leader:
+                    break
+            except (nats.errors.Error, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.5)
+        assert info.cluster is not None and info.cluster.leader
+        assert len(info.cluster.replicas or []) == 2, "the stream is not replicated three times"
+        return str(info.cluster.leader)
+    finally:
+        await nc.close()
+
+
+def test_killing_the_stream_leader_loses_and_duplicates_no_event(
+    cluster: NatsCluster, registries: Registries, make_token: Callable[..., str]
+) -> None:
+    _, url = registries.start()
+    headers = _admin(make_token)
+    assert httpx.post(f"{url}/api/v1/base-models", json={"id": "llama3.1:8b"}, headers=headers).status_code == 201
+    leader = asyncio.run(_stream_leader(cluster.urls))
+    prefix = f"leader-{uuid.uuid4().hex[:6]}"
+    killed: list[str] = []
+
+    async def kill_leader_once(done: int) -> None:
+        if done == CREATES // 3 and not killed:
+            pid = cluster.node_named(leader).recorded_pid()
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            killed.append(leader)
+
+    load = asyncio.run(_create_many([url], headers, prefix, kill_leader_once))
+    assert killed == [leader]
+    survivors = [n.url for n in cluster.nodes if n.name != leader]
+    events = asyncio.run(_created_events(survivors, prefix, len(load.acknowledged), wait=90))
+    _account("kill -9 the stream leader", load, _stored(registries.database_url, prefix), events)
+    assert asyncio.run(_stream_leader(survivors)) != leader  # a new leader was elected among the survivors
+
+
+def test_killing_the_relaying_registry_replica_hands_its_outbox_over(
+    cluster: NatsCluster, registries: Registries, make_token: Callable[..., str]
+) -> None:
+    replicas = [registries.start(), registries.start()]
+    urls = [url for _, url in replicas]
+    headers = _admin(make_token)
+    assert httpx.post(f"{urls[0]}/api/v1/base-models", json={"id": "llama3.1:8b"}, headers=headers).status_code == 201
+    processes = [process for process, _ in replicas]
+    first = _relay_holder(registries.database_url, processes)
+    assert first is not None, "one replica relays the outbox"
+    prefix = f"relay-{uuid.uuid4().hex[:6]}"
+    killed: list[int] = []
+
+    async def kill_first_once(done: int) -> None:
+        if done == CREATES // 3 and not killed:
+            os.kill(first.pid, signal.SIGKILL)
+            killed.append(first.pid)
+
+    load = asyncio.run(_create_many(urls, headers, prefix, kill_first_once))
+    assert killed and first.wait(timeout=10) == -signal.SIGKILL
+    events = asyncio.run(_created_events(cluster.urls, prefix, len(load.acknowledged), wait=90))
+    survivor = next(p for p in processes if p is not first)
+    assert _relay_holder(registries.database_url, processes) is survivor  # the lock was handed over
+    _account("kill -9 the relaying registry replica", load, _stored(registries.database_url, prefix), events)
