@@ -27,6 +27,7 @@ class FakeChatService(chat_pb2_grpc.ChatServiceServicer):
     selected: list[str] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
     messages: dict[str, list[chat_pb2.Message]] = field(default_factory=dict)
+    actions: list[tuple[str, str]] = field(default_factory=list)
 
     def Chat(self, request: chat_pb2.ChatRequest, context: Any) -> Iterator[chat_pb2.ChatEvent]:  # noqa: N802
         self.requests.append(request)
@@ -44,6 +45,11 @@ class FakeChatService(chat_pb2_grpc.ChatServiceServicer):
             if model == "broken":
                 yield E(model_id=model, answer_error=E.AnswerError(code="backend_error", message="it broke"))
                 continue
+            if model == "agent":
+                call = chat_pb2.ToolCall(id="c1", tool="add", arguments='{"a": 2, "b": 3}', server_id="calc", step=1)
+                yield E(model_id=model, tool_call=call)
+                result = chat_pb2.ToolResult(id="c1", ok=True, content="5", duration_seconds=0.004)
+                yield E(model_id=model, tool_result=result)
             for word in f"{model} says: {request.message.text}".split(" "):
                 yield E(model_id=model, delta=E.Delta(text=word + " "))
             yield E(
@@ -60,6 +66,16 @@ class FakeChatService(chat_pb2_grpc.ChatServiceServicer):
                 )
             )
         yield E(turn_done=E.TurnDone())
+
+    def RunAction(self, request: chat_pb2.RunActionRequest, context: Any) -> chat_pb2.Message:  # noqa: N802
+        self.actions.append((request.message_id, request.action_id))
+        if request.action_id != "calc/echo":
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"invalid_request: action_id: '{request.action_id}' is no action"
+            )
+        return chat_pb2.Message(
+            id="act-1", parent_id=request.message_id, role="action", status="done", content="echoed"
+        )
 
     def SelectAnswer(self, request: chat_pb2.SelectAnswerRequest, context: Any) -> chat_pb2.Conversation:  # noqa: N802
         self.selected.append(request.message_id)
@@ -142,3 +158,18 @@ def test_no_model_means_the_default_one(
     monkeypatch.setenv("MODELHUB_DEFAULT_MODEL", "house-model")
     assert run(target, "hi", tmp=tmp_path).exit_code == 0
     assert list(service.requests[-1].models) == ["house-model"]
+
+
+def test_tool_steps_are_shown_inline_and_actions_run_on_the_last_answer(
+    fake_gateway: tuple[str, FakeChatService], tmp_path: Path
+) -> None:
+    target, service = fake_gateway
+    one_shot = run(target, "-m", "agent", "what is 2 + 3?", tmp=tmp_path)
+    assert one_shot.exit_code == 0, one_shot.output
+    assert '→ add({"a": 2, "b": 3}) on calc' in one_shot.output and "← add: 5 (4 ms)" in one_shot.output
+
+    script = "\n".join(["hello", "/action calc/echo", "/action nope", "/quit"]) + "\n"
+    interactive = run(target, "-m", "agent", input=script, tmp=tmp_path)
+    assert interactive.exit_code == 0, interactive.output
+    assert service.actions == [("agent-2", "calc/echo"), ("agent-2", "nope")]
+    assert "echoed" in interactive.output and "is no action" in interactive.output
