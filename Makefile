@@ -41,8 +41,8 @@ system-deps: ## install the Debian packages the tests use (docker-registry, prom
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	  else echo "prometheus is missing: run 'sudo apt-get install -y prometheus'"; exit 1; fi; fi
 
-up: install ## install, then start NATS, Postgres, S3 and the four services in the background
-	$(BIN)/modelhub-dev up
+up: install ## install, then start NATS, Postgres, S3 and the four services in the background (MONITORING=1: and Prometheus)
+	$(BIN)/modelhub-dev up $(if $(MONITORING),--monitoring)
 
 down: ## stop what `make up` started (data is kept in .modelhub/)
 	@if [ -x $(BIN)/modelhub-dev ]; then $(BIN)/modelhub-dev down; else echo "nothing to stop: no .venv"; fi

@@ -211,3 +211,30 @@ def test_the_puller_spools_parts_under_its_own_state_directory(tmp_path: Path) -
     env = service_environment(puller, ports=ports, infra=infra, workdir=tmp_path / "puller")
     assert env["MODELHUB_PULLER_SPOOL_DIR"] == str(tmp_path / "puller" / "spool")
     assert "MODELHUB_PULLER_SPOOL_DIR" not in service_environment(puller, ports=ports, infra=infra)
+
+
+def test_up_with_monitoring_starts_a_prometheus_scraping_the_services(
+    modelhub_devstack_dir: Path, fake_service_path: Path
+) -> None:
+    from modelhub_devstack.prometheus import PrometheusServer
+
+    home = modelhub_devstack_dir / "stack-home-monitoring"
+    stack = Stack(home, services=(FAKE_SERVICE,), monitoring=True)
+    try:
+        states = _states(stack.up())
+        assert states["prometheus"] == ComponentState.STARTED
+        paths = StackPaths(home)
+        endpoints = read_endpoints_env(paths.endpoints_file)
+        port = load_ports(paths)["prometheus"]
+        assert endpoints["MODELHUB_PROMETHEUS_URL"] == f"http://127.0.0.1:{port}"
+        prometheus = PrometheusServer(home / "prometheus", port=port)
+        # The fake service answers 404 on /metrics, so the target is down, but it is the stack's service.
+        (target,) = prometheus.wait_for('up{service_instance="fake_echo"}')
+        assert target["metric"]["instance"] == f"127.0.0.1:{load_ports(paths)['fake_echo']}"
+        assert _states(stack.up())["prometheus"] == ComponentState.RUNNING
+        assert _states(stack.status())["prometheus"] == ComponentState.RUNNING
+        stopped = stack.down()
+        assert [s.name for s in stopped][0] == "prometheus"
+        assert "prometheus" not in _states(stack.status())
+    finally:
+        Stack(home, services=(FAKE_SERVICE,)).clean()

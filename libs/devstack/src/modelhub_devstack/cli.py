@@ -112,6 +112,9 @@ def up(
     log_level: Annotated[
         LogLevel, typer.Option("--log-level", help="Log level the services run with.", case_sensitive=False)
     ] = LogLevel.INFO,
+    monitoring: Annotated[
+        bool, typer.Option("--monitoring", help="Also start a Prometheus that scrapes the services' /metrics.")
+    ] = False,
 ) -> None:
     """Start everything that is not running yet, then write the endpoints file.
 
@@ -120,7 +123,7 @@ def up(
     again: healthy components are left alone, stopped ones are started on the same ports with the same
     data. Writes `.modelhub/endpoints.env` (URLs and an admin token, mode 600) for `source`.
     """
-    stack = Stack(progress=_progress, log_level=log_level.value)
+    stack = Stack(progress=_progress, log_level=log_level.value, monitoring=monitoring)
     try:
         statuses = stack.up()
     except DevstackError as exc:

@@ -93,6 +93,7 @@ class PrometheusServer(ManagedServer):
         """Scrape these ``{service name: "host:port"}`` targets (replacing the previous set); each series
         gets a ``service_instance`` label with the name."""
         groups = [{"targets": [address], "labels": {"service_instance": name}} for name, address in targets.items()]
+        self.workdir.mkdir(parents=True, exist_ok=True)
         staged = self.targets_path.with_suffix(".tmp")
         staged.write_text(json.dumps(groups) + "\n")
         staged.replace(self.targets_path)  # atomic: Prometheus never reads half a file

@@ -24,6 +24,7 @@ from modelhub_devstack.endpoints_file import write_endpoints_env
 from modelhub_devstack.errors import DevstackError
 from modelhub_devstack.nats import NatsServer
 from modelhub_devstack.postgres import PostgresServer
+from modelhub_devstack.prometheus import PrometheusServer
 from modelhub_devstack.seaweed import SeaweedPorts, SeaweedS3
 from modelhub_devstack.server import ManagedServer
 from modelhub_devstack.services import (
@@ -138,6 +139,7 @@ class _Components:
     postgres: PostgresServer
     s3: SeaweedS3
     services: tuple[ServiceProcess, ...]
+    prometheus: PrometheusServer
 
     @property
     def infra(self) -> tuple[tuple[ManagedServer, str, str], ...]:
@@ -168,8 +170,11 @@ class Stack:
         services: Sequence[ServiceSpec] = DEFAULT_SERVICES,
         progress: Progress | None = None,
         log_level: str = "INFO",
+        monitoring: bool = False,
     ) -> None:
+        """``monitoring`` also starts a Prometheus scraping the services (``make up MONITORING=1``)."""
         self.paths = StackPaths(home if home is not None else default_home())
+        self.monitoring = monitoring
         self.services = tuple(services)
         names = {spec.name for spec in self.services}
         for spec in self.services:
@@ -200,8 +205,12 @@ class Stack:
                 statuses += list(pool.map(self._bring_up_service, components.services))
 
             self._seed_embedded_models(components)
+            if self.monitoring:
+                statuses.append(self._bring_up_prometheus(components))
 
             variables = self._endpoint_variables(components, ports, secrets)
+            if self.monitoring:
+                variables["MODELHUB_PROMETHEUS_URL"] = components.prometheus.url
             write_endpoints_env(self.paths.endpoints_file, variables)
             return statuses
 
@@ -212,6 +221,8 @@ class Stack:
         with self._locked():
             components = self._components(load_ports(self.paths), self._secrets_or_placeholder())
             statuses = []
+            if components.prometheus.running_pid() is not None:
+                statuses.append(self._stop(components.prometheus, "Prometheus", components.prometheus.url))
             for service in reversed(components.services):
                 statuses.append(self._stop(service, service.name, service.url))
             for server, label, shown in reversed(components.infra):
@@ -245,6 +256,9 @@ class Stack:
             state = ComponentState.RUNNING if service.is_healthy() else ComponentState.NOT_RUNNING
             shown = self._service_endpoint(service)
             rows.append(ComponentStatus(service.name, shown, state, service.log_path))
+        prometheus = components.prometheus
+        if prometheus.is_healthy():
+            rows.append(ComponentStatus(prometheus.name, prometheus.url, ComponentState.RUNNING, prometheus.log_path))
         return rows
 
     def log_files(self) -> dict[str, Path]:
@@ -343,6 +357,20 @@ class Stack:
             return status(ComponentState.FAILED, exc.message)
         return status(ComponentState.STARTED)
 
+    def _bring_up_prometheus(self, components: _Components) -> ComponentStatus:
+        prometheus = components.prometheus
+        # Written before the start, and again on every `up`: the services' ports are the stack's own.
+        prometheus.set_targets({s.name: s.url.removeprefix("http://") for s in components.services})
+        self._progress("Starting Prometheus …")
+        try:
+            started = prometheus.ensure_started()
+        except DevstackError as exc:
+            return ComponentStatus(
+                prometheus.name, prometheus.url, ComponentState.FAILED, prometheus.log_path, exc.message
+            )
+        state = ComponentState.STARTED if started else ComponentState.RUNNING
+        return ComponentStatus(prometheus.name, prometheus.url, state, prometheus.log_path)
+
     def _stop(self, server: ManagedServer, label: str, shown: str) -> ComponentStatus:
         if server.running_pid() is not None:
             self._progress(f"Stopping {label} …")
@@ -358,6 +386,7 @@ class Stack:
             PortRequest(("postgres",)),
             seaweed_port_request(),
             *(PortRequest(spec.port_names) for spec in self.services),
+            PortRequest(("prometheus",)),
         ]
 
     def _components(self, ports: Mapping[str, int], secrets: StackSecrets) -> _Components:
@@ -408,7 +437,10 @@ class Stack:
             )
             for spec in self.services
         )
-        return _Components(nats=nats, postgres=postgres, s3=s3, services=services)
+        prometheus = PrometheusServer(
+            self.paths.component_dir("prometheus"), port=port("prometheus"), scrape_interval="5s"
+        )
+        return _Components(nats=nats, postgres=postgres, s3=s3, services=services, prometheus=prometheus)
 
     def _service_endpoint(self, service: ServiceProcess) -> str:
         if service.spec.grpc_variable:
