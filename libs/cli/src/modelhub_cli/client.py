@@ -235,6 +235,12 @@ class RegistryClient:
     def base_models(self, *, include_unavailable: bool = False) -> list[JsonObject]:
         return self._items("/api/v1/base-models", params={"include_unavailable": include_unavailable})
 
+    def audit(self, **filters: Any) -> JsonObject:
+        """One page of the audit log (admins only); ``filters``: actor, action, target, since, until, limit,
+        cursor."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self._object("GET", "/api/v1/audit", params=params)
+
     def connections(self) -> list[JsonObject]:
         return self._items("/api/v1/connections")
 

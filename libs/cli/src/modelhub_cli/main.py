@@ -11,6 +11,7 @@ from rich.table import Table
 
 from modelhub_cli import (
     admin_cmd,
+    audit_cmd,
     chat_cmd,
     connections_cmd,
     filters_cmd,
@@ -40,6 +41,7 @@ app.add_typer(pull_cmd.app)
 app.add_typer(knowledge_cmd.app, name="knowledge")
 app.add_typer(tools_cmd.app, name="tools")
 app.add_typer(filters_cmd.app, name="filters")
+app.add_typer(audit_cmd.app, name="audit")
 app.command("chat", help="Chat with one or two models through the gateway.")(chat_cmd.chat)
 
 

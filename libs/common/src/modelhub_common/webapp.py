@@ -145,6 +145,11 @@ def principal_dependency(secret: Callable[[], str], issuer: str = "modelhub") ->
     return current_principal
 
 
+#: Where :func:`request_principal` leaves the verified caller in the ASGI scope, for middleware that runs
+#: after the route (an audit trail).
+PRINCIPAL_SCOPE_KEY = "modelhub.principal"
+
+
 async def request_principal(request: Request) -> Principal:
     """The FastAPI dependency every service uses: verifies the bearer token against the settings the app
     was built with (``app.state.settings``, a :class:`ServiceSettings`)."""
@@ -155,7 +160,9 @@ async def request_principal(request: Request) -> Principal:
         tokens = request.app.state.verified_tokens = VerifiedTokens(
             settings.jwt_secret.get_secret_value, settings.jwt_issuer
         )
-    return tokens.verify(token)
+    principal = tokens.verify(token)
+    request.scope[PRINCIPAL_SCOPE_KEY] = principal
+    return principal
 
 
 async def admin_principal(principal: Annotated[Principal, Depends(request_principal)]) -> Principal:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import httpx
 from fastapi import FastAPI
@@ -19,9 +20,11 @@ from modelhub_common.runtime import Runtime, open_runtime
 from modelhub_common.webapp import create_app, serve_http
 from modelhub_registry import __version__
 from modelhub_registry.adapters.knowledge_client import KnowledgeClient
-from modelhub_registry.entrypoints import http_admin, http_filters, http_models, http_tools
+from modelhub_registry.entrypoints import http_admin, http_audit, http_filters, http_models, http_tools
 from modelhub_registry.entrypoints.consumers import PULL_EVENTS, pull_events_handler
 from modelhub_registry.entrypoints.deps import Services
+from modelhub_registry.entrypoints.http_audit import AuditMiddleware
+from modelhub_registry.service_layer.audit import AuditLog
 from modelhub_registry.service_layer.base_models import BaseModelService
 from modelhub_registry.service_layer.directory import DirectoryService
 from modelhub_registry.service_layer.filters import FilterService
@@ -96,6 +99,18 @@ async def _refresh_tool_servers(tool_servers: ToolServerService, interval: float
             logger.warning("tool server refresh round failed", extra={"error": repr(exc)})
 
 
+async def _sweep_audit_log(audit: AuditLog, stop: asyncio.Event, interval: float = 3600.0) -> None:
+    while not stop.is_set():
+        try:
+            deleted = await audit.sweep(datetime.now(UTC))
+            if deleted:
+                logger.info("audit log rows past their retention deleted", extra={"deleted": deleted})
+        except Exception as exc:  # the loop must outlive one bad round; the error is logged
+            logger.warning("audit log sweep failed", extra={"error": repr(exc)})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
 async def _sync_connections(base_models: BaseModelService, interval: float, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
@@ -126,6 +141,9 @@ def build_app(settings: RegistrySettings) -> FastAPI:
             svc = build_services(settings, runtime, http)
             app.state.runtime = runtime
             app.state.services = svc
+            app.state.audit = audit = AuditLog(runtime.require_pool(), retention_days=settings.audit_retention_days)
+            if settings.audit_retention_days > 0:
+                runtime.spawn("audit-retention", _sweep_audit_log(audit, runtime.stop))
             consumer = Consumer(
                 runtime.js, PULLS.stream, PULL_EVENTS, pull_events_handler(svc.base_models), metrics=runtime.metrics
             )
@@ -156,6 +174,9 @@ def build_app(settings: RegistrySettings) -> FastAPI:
     app.include_router(http_admin.router)
     app.include_router(http_tools.router)
     app.include_router(http_filters.router)
+    app.include_router(http_audit.router)
+    # Outermost, so that it sees every answer, including the boundary's refusals and authentication errors.
+    app.add_middleware(AuditMiddleware)
     return app
 
 

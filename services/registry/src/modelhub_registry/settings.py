@@ -54,6 +54,9 @@ class RegistrySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
     tool_refresh_seconds: float = Field(
         600, ge=0, description="How often every tool server's tools are listed again (0: only on demand)."
     )
+    audit_retention_days: int = Field(
+        365, ge=0, description="Audit log rows older than this many days are deleted (0: kept for ever)."
+    )
     tool_server_allowed_hosts: tuple[str, ...] = Field(
         (),
         description="Hosts tool servers may be registered on (host, host:port or *.domain); empty: any host the "
