@@ -103,6 +103,28 @@ def test_a_model_create_and_the_rag_consumer_share_one_trace(
     )
     assert publish.kind is SpanKind.PRODUCER and consume.kind is SpanKind.CONSUMER
     assert consume.parent is not None and consume.parent.span_id == publish.context.span_id
+    # With psycopg instrumented, the heavier database paths still work: RAG's ingest (binary COPY of
+    # vectors) and the registry's export (a server-side cursor).
+    with httpx.Client(base_url=rag_consuming_model_events, headers=admin, timeout=60) as rag:
+        kid = rag.post("/api/v1/knowledge", json={"name": "traced"}).json()["id"]
+        text = b"Traces join a request to the consumers of its events.\n" * 30
+        assert (
+            rag.post(f"/api/v1/knowledge/{kid}/files", files={"file": ("t.txt", text, "text/plain")}).status_code == 202
+        )
+        deadline = time.monotonic() + WAIT
+        while (status := rag.get(f"/api/v1/knowledge/{kid}/files").json()["items"][0]["status"]) not in (
+            "indexed",
+            "failed",
+        ):
+            assert time.monotonic() < deadline, "the file was never indexed"
+            time.sleep(0.2)
+        assert status == "indexed"
+        query = rag.post(f"/api/v1/knowledge/{kid}/query", json={"query": "what joins a request?"})
+        assert query.status_code == 200 and query.json()["results"], query.text
+    with httpx.Client(base_url=registry_service, headers=admin, timeout=30) as registry:
+        exported = registry.get("/api/v1/models/export")
+        assert exported.status_code == 200 and model_id in exported.text
+
     # The database work of the request is in the trace too (psycopg instrumentation).
     assert any(
         s.context.trace_id == trace_id and s.attributes and "db.system" in str(dict(s.attributes))
