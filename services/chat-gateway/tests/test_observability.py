@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import httpx
@@ -75,3 +75,32 @@ async def test_the_request_id_is_echoed_in_initial_metadata(gateway: Gateway) ->
     await fresh
     made = dict(await fresh.initial_metadata())["x-request-id"]
     assert len(made) == 32 and made != "grpc-req-7"
+
+
+async def test_grpc_calls_are_traced_when_tracing_is_on(gateway_factory: Any) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from modelhub_common import tracing
+
+    exporter = InMemorySpanExporter()
+    tracing.install(TracerProvider(), SimpleSpanProcessor(exporter))
+    try:
+        gateway = await gateway_factory()  # built while tracing is on: its gRPC server is instrumented
+        call = gateway.stub.ListConversations(
+            chat_pb2.ListConversationsRequest(), metadata=[*gateway.metadata(), ("x-request-id", "traced-1")]
+        )
+        await call
+        assert dict(await call.initial_metadata())["x-request-id"] == "traced-1"
+    finally:
+        tracing.uninstall()
+    servers = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER and "ListConversations" in s.name]
+    assert servers, [s.name for s in exporter.get_finished_spans()]
+    # The call's SQL ran inside it, in the same trace.
+    trace_id = servers[0].context.trace_id
+    assert any(
+        s.context.trace_id == trace_id and s.kind is SpanKind.CLIENT and "db.system" in str(dict(s.attributes or {}))
+        for s in exporter.get_finished_spans()
+    )
