@@ -195,6 +195,7 @@ def test_service_environment_for_the_gateway() -> None:
         "MODELHUB_GATEWAY_LOG_LEVEL": "DEBUG",
         "MODELHUB_GATEWAY_REGISTRY_URL": "http://127.0.0.1:1001",
         "MODELHUB_GATEWAY_RAG_URL": "http://127.0.0.1:1003",
+        "MODELHUB_GATEWAY_ALLOW_PRIVATE_URLS": "true",
     }
     assert "pw" not in repr(infra)
 
