@@ -26,7 +26,6 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 
-from conftest import JWT_SECRET
 from modelhub_common.auth import issue_token
 from modelhub_devstack.asgi import serve_in_thread
 from modelhub_devstack.databases import create_database, database_url, drop_database
@@ -34,15 +33,19 @@ from modelhub_devstack.ports import pick_free_port
 
 #: Examples per operation: enough to reach every validator of a route, few enough for CI.
 EXAMPLES = 20
-ADMIN = {"Authorization": f"Bearer {issue_token(JWT_SECRET, subject='fuzz-admin', role='admin', ttl_seconds=3600)}"}
 
 
-def _values(nats_url: str, s3: Any, db_url: str) -> dict[str, Any]:
+def _admin(jwt_secret: str) -> dict[str, str]:
+    token = issue_token(jwt_secret, subject="fuzz-admin", role="admin", ttl_seconds=3600)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _values(nats_url: str, s3: Any, db_url: str, jwt_secret: str) -> dict[str, Any]:
     return {
         "host": "127.0.0.1",
         "port": pick_free_port(),
         "nats_url": nats_url,
-        "jwt_secret": JWT_SECRET,
+        "jwt_secret": jwt_secret,
         "database_url": db_url,
         "s3_endpoint": s3.endpoint,
         "s3_access_key": s3.access_key,
@@ -63,7 +66,7 @@ def _wait_ready(url: str, seconds: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def _gateway(nats_url: str, s3: Any, postgres_admin_url: str, registry_url: str) -> Iterator[Any]:
+def _gateway(nats_url: str, s3: Any, postgres_admin_url: str, registry_url: str, jwt_secret: str) -> Iterator[Any]:
     """The chat gateway's HTTP surface (its OpenAI-compatible API), with a real registry behind it."""
     from modelhub_chat_gateway import bootstrap as gateway_bootstrap
     from modelhub_chat_gateway.settings import ChatGatewaySettings
@@ -71,7 +74,7 @@ def _gateway(nats_url: str, s3: Any, postgres_admin_url: str, registry_url: str)
     name = f"fuzz_gateway_{uuid.uuid4().hex[:10]}"
     create_database(postgres_admin_url, name, ("vector",))
     try:
-        values = _values(nats_url, s3, database_url(postgres_admin_url, name))
+        values = _values(nats_url, s3, database_url(postgres_admin_url, name), jwt_secret)
         settings = ChatGatewaySettings(
             **values, grpc_port=pick_free_port(), registry_url=registry_url, rag_url="http://127.0.0.1:9"
         )
@@ -86,13 +89,13 @@ def _gateway(nats_url: str, s3: Any, postgres_admin_url: str, registry_url: str)
 
 
 @contextlib.contextmanager
-def _served(kind: str, nats_url: str, s3: Any, postgres_admin_url: str, **extra: Any) -> Iterator[Any]:
+def _served(kind: str, nats_url: str, s3: Any, postgres_admin_url: str, jwt_secret: str, **extra: Any) -> Iterator[Any]:
     """One service (``registry``, ``rag``, ``puller``) on a database of its own; yields its OpenAPI schema and
     its base URL."""
     name = f"fuzz_{kind}_{uuid.uuid4().hex[:10]}"
     create_database(postgres_admin_url, name, ("vector",))
     try:
-        values = _values(nats_url, s3, database_url(postgres_admin_url, name))
+        values = _values(nats_url, s3, database_url(postgres_admin_url, name), jwt_secret)
         embedder = extra.pop("embedder", None)
         if kind == "registry":
             from modelhub_registry import bootstrap as registry_bootstrap
@@ -161,27 +164,33 @@ def fuzz(schema: Any, headers: dict[str, str], examples: int = EXAMPLES) -> tupl
 
 @pytest.mark.parametrize("kind", ["registry", "rag", "puller"])
 def test_no_request_gets_a_server_error(
-    kind: str, nats_url: str, s3: Any, postgres_admin_url: str, tmp_path: Path, request: pytest.FixtureRequest
+    kind: str,
+    nats_url: str,
+    s3: Any,
+    postgres_admin_url: str,
+    jwt_secret: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     extra: dict[str, Any] = {}
     if kind == "rag":
         extra["embedder"] = request.getfixturevalue("onnx_embedder")
     if kind == "puller":
         extra["spool_dir"] = tmp_path / "spool"
-    with _served(kind, nats_url, s3, postgres_admin_url, **extra) as (schema, _):
-        sent, problems = fuzz(schema, ADMIN)
+    with _served(kind, nats_url, s3, postgres_admin_url, jwt_secret, **extra) as (schema, _):
+        sent, problems = fuzz(schema, _admin(jwt_secret))
     print(f"{kind}: {sent} requests, {len(problems)} server errors")  # noqa: T201 - shown with -s
     assert sent > 50
     assert not problems, "\n".join(dict.fromkeys(problems))
 
 
 def test_the_gateways_openai_surface_never_answers_a_server_error(
-    nats_url: str, s3: Any, postgres_admin_url: str
+    nats_url: str, s3: Any, postgres_admin_url: str, jwt_secret: str
 ) -> None:
-    with _served("registry", nats_url, s3, postgres_admin_url) as (_, registry_url):
-        with _gateway(nats_url, s3, postgres_admin_url, registry_url) as schema:
+    with _served("registry", nats_url, s3, postgres_admin_url, jwt_secret) as (_, registry_url):
+        with _gateway(nats_url, s3, postgres_admin_url, registry_url, jwt_secret) as schema:
             paths = sorted(schema.raw_schema["paths"])
-            sent, problems = fuzz(schema, ADMIN, examples=60)
+            sent, problems = fuzz(schema, _admin(jwt_secret), examples=60)
     assert "/v1/chat/completions" in paths, paths
     print(f"gateway: {sent} requests, {len(problems)} server errors")  # noqa: T201 - shown with -s
     assert sent > 20
