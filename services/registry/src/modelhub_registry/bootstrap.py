@@ -20,7 +20,7 @@ from modelhub_common.runtime import Runtime, open_runtime
 from modelhub_common.webapp import create_app, serve_http
 from modelhub_registry import __version__
 from modelhub_registry.adapters.knowledge_client import KnowledgeClient
-from modelhub_registry.entrypoints import http_admin, http_audit, http_filters, http_models, http_tools
+from modelhub_registry.entrypoints import http_admin, http_audit, http_auth, http_filters, http_models, http_tools
 from modelhub_registry.entrypoints.consumers import PULL_EVENTS, pull_events_handler
 from modelhub_registry.entrypoints.deps import Services
 from modelhub_registry.entrypoints.http_audit import AuditMiddleware
@@ -29,6 +29,7 @@ from modelhub_registry.service_layer.base_models import BaseModelService
 from modelhub_registry.service_layer.directory import DirectoryService
 from modelhub_registry.service_layer.filters import FilterService
 from modelhub_registry.service_layer.models import ModelService
+from modelhub_registry.service_layer.passwords import PasswordService
 from modelhub_registry.service_layer.tool_servers import ToolServerService
 from modelhub_registry.service_layer.transfer import TransferService
 from modelhub_registry.settings import RegistrySettings
@@ -69,7 +70,14 @@ def build_services(settings: RegistrySettings, runtime: Runtime, http: httpx.Asy
     filters = FilterService(
         runtime.require_pool(), limits=settings.filter_limits(), allow_private_urls=settings.allow_private_urls
     )
+    directory = DirectoryService(
+        runtime.require_pool(),
+        secret=settings.jwt_secret.get_secret_value(),
+        issuer=settings.jwt_issuer,
+        max_token_ttl=settings.max_token_ttl_seconds,
+    )
     return Services(
+        passwords=PasswordService(runtime.require_pool(), directory, settings.login_policy()),
         tool_servers=tool_servers,
         filters=filters,
         settings=settings,
@@ -78,12 +86,7 @@ def build_services(settings: RegistrySettings, runtime: Runtime, http: httpx.Asy
             models, knowledge=_knowledge_client(settings, http), tool_servers=tool_servers, filters=filters
         ),
         base_models=BaseModelService(runtime.require_pool(), http, allow_private_urls=settings.allow_private_urls),
-        directory=DirectoryService(
-            runtime.require_pool(),
-            secret=settings.jwt_secret.get_secret_value(),
-            issuer=settings.jwt_issuer,
-            max_token_ttl=settings.max_token_ttl_seconds,
-        ),
+        directory=directory,
     )
 
 
@@ -175,6 +178,7 @@ def build_app(settings: RegistrySettings) -> FastAPI:
     app.include_router(http_tools.router)
     app.include_router(http_filters.router)
     app.include_router(http_audit.router)
+    app.include_router(http_auth.router)
     # Outermost, so that it sees every answer, including the boundary's refusals and authentication errors.
     app.add_middleware(AuditMiddleware)
     return app

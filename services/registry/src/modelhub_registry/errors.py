@@ -53,3 +53,21 @@ class UpstreamError(RegistryError):
 
     code = "upstream_error"
     http_status = 502
+
+
+class BadCredentialsError(RegistryError):
+    """A sign-in with a username and password that do not match (which of the two is never said)."""
+
+    code = "bad_credentials"
+    http_status = 401
+
+
+class TooManyAttemptsError(RegistryError):
+    """Sign-in refused for a while: too many attempts from one address, or the account is locked out."""
+
+    code = "too_many_attempts"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after_seconds: int, code: str | None = None) -> None:
+        super().__init__(message, code=code, details={"retry_after_seconds": retry_after_seconds})
+        self.retry_after_seconds = retry_after_seconds

@@ -8,6 +8,7 @@ from pydantic_settings import SettingsConfigDict
 from modelhub_common.settings import DatabaseSettings, ObjectStoreSettings, ServiceSettings
 from modelhub_registry.domain.filter import FilterLimits
 from modelhub_registry.domain.limits import Limits
+from modelhub_registry.domain.login import LoginPolicy
 from modelhub_registry.domain.tool_server import ToolServerLimits
 
 ENV_PREFIX = "MODELHUB_REGISTRY_"
@@ -71,6 +72,18 @@ class RegistrySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
         4_194_304, ge=1, description="Largest OpenAPI document or MCP tool list discovery reads."
     )
 
+    login_max_failures: int = Field(
+        5, ge=1, description="Failed password sign-ins in a row after which an account is locked out."
+    )
+    login_lockout_seconds: int = Field(900, ge=1, description="How long a locked-out account refuses sign-ins.")
+    login_attempts_per_minute: int = Field(
+        20, ge=1, description="Password sign-ins one source address may try per minute (per process)."
+    )
+    login_token_ttl_seconds: int = Field(
+        12 * 3600, ge=60, description="Lifetime of the token a password sign-in returns (capped by max_token_ttl)."
+    )
+    min_password_length: int = Field(12, ge=8, description="Shortest password an admin may set.")
+
     max_filters: int = Field(200, ge=0, description="Most filters admins may configure.")
     max_filter_patterns: int = Field(32, ge=1, description="Most patterns one redact or block filter may hold.")
     max_filter_pattern_chars: int = Field(
@@ -103,6 +116,15 @@ class RegistrySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
             max_result_bytes=self.max_tool_result_bytes,
             max_document_bytes=self.max_tool_document_bytes,
             allowed_hosts=self.tool_server_allowed_hosts,
+        )
+
+    def login_policy(self) -> LoginPolicy:
+        return LoginPolicy(
+            max_failures=self.login_max_failures,
+            lockout_seconds=self.login_lockout_seconds,
+            attempts_per_minute=self.login_attempts_per_minute,
+            token_ttl_seconds=self.login_token_ttl_seconds,
+            min_password_length=self.min_password_length,
         )
 
     def limits(self) -> Limits:

@@ -10,6 +10,7 @@ from modelhub_registry.service_layer.base_models import BaseModelService
 from modelhub_registry.service_layer.directory import DirectoryService
 from modelhub_registry.service_layer.filters import FilterService
 from modelhub_registry.service_layer.models import ModelService
+from modelhub_registry.service_layer.passwords import PasswordService
 from modelhub_registry.service_layer.tool_servers import ToolServerService
 from modelhub_registry.service_layer.transfer import TransferService
 from modelhub_registry.settings import RegistrySettings
@@ -24,6 +25,7 @@ class Services:
     directory: DirectoryService
     tool_servers: ToolServerService | None = None
     filters: FilterService | None = None
+    passwords: PasswordService | None = None
 
 
 def services(request: Request) -> Services:
