@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -83,6 +84,14 @@ class ServiceMetrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
             GCCollector(registry=self.registry)
+            # A service running several worker processes answers each scrape from one of them, with that
+            # worker's own counts: this series says which one it was.
+            Gauge(
+                "modelhub_worker_info",
+                "Always 1; pid is the worker process that answered this scrape (each worker keeps its own counts).",
+                ("service", "pid"),
+                registry=self.registry,
+            ).labels(service, str(os.getpid())).set(1)
         self._scrape_callbacks: dict[str, ScrapeCallback] = {}
         self._extensions: dict[Callable[[ServiceMetrics], Any], Any] = {}
         r = self.registry

@@ -14,7 +14,9 @@ from pydantic_settings import BaseSettings
 
 from modelhub_common.errors import ModelhubError
 from modelhub_common.logconfig import configure_logging
+from modelhub_common.settings import ServiceSettings, WorkerSettings
 from modelhub_common.tracing import configure_tracing
+from modelhub_common.workers import serve_workers
 
 S = TypeVar("S", bound=BaseSettings)
 logger = logging.getLogger(__name__)
@@ -38,9 +40,13 @@ def run_service(
     migrate: Callable[[S], Coroutine[Any, Any, list[str]]] | None = None,
     argv: Sequence[str] | None = None,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    app_factory: str | None = None,
 ) -> int:
     """Parses the command line, loads settings, configures logging and runs the chosen command on an event
-    loop from ``loop_factory`` (asyncio's own by default; e.g. ``uvloop.new_event_loop``)."""
+    loop from ``loop_factory`` (asyncio's own by default; e.g. ``uvloop.new_event_loop``).
+
+    ``app_factory`` (``module:function``) lets ``serve`` run several worker processes when the settings are
+    :class:`WorkerSettings` with ``workers`` above 1 (see :mod:`modelhub_common.workers`)."""
     parser = argparse.ArgumentParser(prog=f"python -m modelhub_{service}", description=description)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", help="run the service until SIGTERM/SIGINT")
@@ -58,8 +64,12 @@ def run_service(
     if args.command == "serve":
         configure_tracing(service)
 
+    workers = settings.workers if isinstance(settings, WorkerSettings) else 1
     try:
-        if args.command == "serve":
+        if args.command == "serve" and app_factory is not None and workers > 1:
+            assert isinstance(settings, ServiceSettings)
+            serve_workers(app_factory, settings, workers)
+        elif args.command == "serve":
             with asyncio.Runner(loop_factory=loop_factory) as runner:
                 runner.run(serve(settings))
         elif args.command == "migrate":

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modelhub_common.cpus import available_cpus
+
 
 class ServiceSettings(BaseSettings):
     """Settings every service has. Subclasses set ``model_config`` with their env prefix."""
@@ -36,8 +38,13 @@ class DatabaseSettings(BaseSettings):
     """Mixin for services that own a PostgreSQL database."""
 
     database_url: SecretStr = Field(description="postgresql://user:password@host:port/dbname")
-    database_pool_min: int = Field(1, ge=0)
-    database_pool_max: int = Field(10, ge=1)
+    database_pool_min: int = Field(1, ge=0, description="Connections each pool keeps open, per worker process.")
+    database_pool_max: int = Field(
+        10,
+        ge=1,
+        description="Most connections each pool may hold, per worker process: a replica with several workers "
+        "holds up to workers x this (RAG has two pools, so twice that).",
+    )
 
 
 class ObjectStoreSettings(BaseSettings):
@@ -48,3 +55,16 @@ class ObjectStoreSettings(BaseSettings):
     s3_secret_key: SecretStr
     s3_secure: bool = Field(False, description="Use https to reach the S3 API.")
     s3_region: str = "us-east-1"
+
+
+class WorkerSettings(BaseSettings):
+    """Mixin for HTTP services that can run several worker processes on one port."""
+
+    workers: int = Field(
+        default_factory=available_cpus,
+        ge=1,
+        le=64,
+        description="Worker processes serving the HTTP port, each with its own event loop, database pools and "
+        "NATS connection (default: the CPUs available to the process, from its affinity and cgroup quota). "
+        "1 runs the service in the serving process itself.",
+    )

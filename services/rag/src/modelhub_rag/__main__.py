@@ -56,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve=bootstrap.serve,
         migrate=bootstrap.run_migrations,
         argv=args,
+        app_factory=bootstrap.WORKER_APP,
     )
 
 

@@ -20,6 +20,7 @@ from modelhub_common.health import Readiness
 from modelhub_common.migrations import COMMON_MIGRATIONS, MigrationSource, migrate
 from modelhub_common.runtime import Runtime, open_runtime
 from modelhub_common.webapp import create_app, serve_http
+from modelhub_common.workers import worker_process_app
 from modelhub_rag import __version__
 from modelhub_rag.adapters.chunks_repository import vector_index_name, vector_index_sql
 from modelhub_rag.adapters.embedders import (
@@ -75,7 +76,7 @@ def active_embedder(settings: RagSettings) -> ActiveEmbedder:
 
 def build_embedder(settings: RagSettings, http: httpx.AsyncClient) -> Embedder:
     if settings.embedder == "onnx-minilm":
-        return OnnxMiniLMEmbedder(threads=settings.embed_threads)
+        return OnnxMiniLMEmbedder(threads=settings.onnx_threads())
     assert settings.embedder_url and settings.embedder_model and settings.embedder_dimensions
     tokenizer = WordPieceTokenizer()
     if settings.embedder == "ollama":
@@ -269,6 +270,15 @@ async def serve(settings: RagSettings) -> None:
         port=settings.port,
         grace_seconds=settings.shutdown_grace_seconds,
     )
+
+
+#: What each worker process imports when ``MODELHUB_RAG_WORKERS`` is above 1.
+WORKER_APP = "modelhub_rag.bootstrap:worker_app"
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process, with settings read from the environment the supervisor passed on."""
+    return worker_process_app(SERVICE, lambda: RagSettings(), build_app)
 
 
 async def ensure_vector_index(database_url: str, dimensions: int) -> bool:

@@ -12,7 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from modelhub_common.settings import DatabaseSettings, ObjectStoreSettings, ServiceSettings
+from modelhub_common.cpus import available_cpus
+from modelhub_common.settings import DatabaseSettings, ObjectStoreSettings, ServiceSettings, WorkerSettings
 from modelhub_rag.domain.chunking import ChunkingPolicy
 
 ENV_PREFIX = "MODELHUB_RAG_"
@@ -20,7 +21,7 @@ ENV_PREFIX = "MODELHUB_RAG_"
 EmbedderKind = Literal["onnx-minilm", "ollama", "openai"]
 
 
-class RagSettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
+class RagSettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings, WorkerSettings):
     """Embeds knowledge files into PostgreSQL + pgvector and serves retrieval with citations."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
@@ -51,7 +52,12 @@ class RagSettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
     # ---- embedding
     embedder: EmbedderKind = Field("onnx-minilm", description="onnx-minilm (local, default), ollama or openai.")
     embed_batch_size: int = Field(32, ge=1, le=2048, description="Texts per embedder call.")
-    embed_threads: int = Field(0, ge=0, description="ONNX intra-op threads (0: one per core).")
+    embed_threads: int = Field(
+        0,
+        ge=0,
+        description="ONNX intra-op threads of each worker process (0: the available cores shared out among "
+        "the workers).",
+    )
     embedder_url: str | None = Field(None, description="Ollama or OpenAI-compatible base URL.")
     embedder_model: str | None = Field(None, description="Model name for ollama / openai embedders.")
     embedder_api_key: SecretStr | None = Field(None, description="Bearer key for an OpenAI-compatible server.")
@@ -73,6 +79,14 @@ class RagSettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
     # ---- events in
     consume_model_events: bool = Field(True, description="Record which models use which collections.")
     object_sweep_seconds: float = Field(30, gt=0, description="How often deleted files' objects are removed.")
+
+    def onnx_threads(self) -> int:
+        """ONNX intra-op threads for this worker: the setting, else (0) the cores divided among the workers so
+        that several workers embedding at once do not oversubscribe them (0 again for one worker: ONNX's own
+        choice, one per core)."""
+        if self.embed_threads or self.workers == 1:
+            return self.embed_threads
+        return max(1, available_cpus() // self.workers)
 
     @model_validator(mode="after")
     def _check(self) -> RagSettings:

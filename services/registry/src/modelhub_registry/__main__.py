@@ -17,6 +17,7 @@ def main() -> int:
         env_prefix=ENV_PREFIX,
         serve=bootstrap.serve,
         migrate=bootstrap.run_migrations,
+        app_factory=bootstrap.WORKER_APP,
     )
 
 

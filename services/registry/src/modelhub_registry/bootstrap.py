@@ -18,6 +18,7 @@ from modelhub_common.health import Readiness
 from modelhub_common.migrations import COMMON_MIGRATIONS, MigrationSource, migrate
 from modelhub_common.runtime import Runtime, open_runtime
 from modelhub_common.webapp import create_app, serve_http
+from modelhub_common.workers import worker_process_app
 from modelhub_registry import __version__
 from modelhub_registry.adapters.knowledge_client import KnowledgeClient
 from modelhub_registry.entrypoints import http_admin, http_audit, http_auth, http_filters, http_models, http_tools
@@ -188,6 +189,15 @@ async def serve(settings: RegistrySettings) -> None:
     await serve_http(
         build_app(settings), host=settings.host, port=settings.port, grace_seconds=settings.shutdown_grace_seconds
     )
+
+
+#: What each worker process imports when ``MODELHUB_REGISTRY_WORKERS`` is above 1.
+WORKER_APP = "modelhub_registry.bootstrap:worker_app"
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process, with settings read from the environment the supervisor passed on."""
+    return worker_process_app(SERVICE, lambda: RegistrySettings(), build_app)
 
 
 async def run_migrations(settings: RegistrySettings) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from modelhub_common.settings import DatabaseSettings, ObjectStoreSettings, ServiceSettings
+from modelhub_common.settings import DatabaseSettings, ObjectStoreSettings, ServiceSettings, WorkerSettings
 from modelhub_registry.domain.filter import FilterLimits
 from modelhub_registry.domain.limits import Limits
 from modelhub_registry.domain.login import LoginPolicy
@@ -14,7 +14,7 @@ from modelhub_registry.domain.tool_server import ToolServerLimits
 ENV_PREFIX = "MODELHUB_REGISTRY_"
 
 
-class RegistrySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
+class RegistrySettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings, WorkerSettings):
     """Owns model files, base models, users and access; emits model events through a transactional outbox."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)

@@ -1,0 +1,80 @@
+"""Several worker processes of one HTTP service, under uvicorn's own multiprocess supervisor.
+
+The serving process binds the port once and starts ``workers`` child processes that share the listening
+socket (the kernel hands each new connection to one of them). Each child imports the service's app factory
+(``modelhub_<name>.bootstrap:worker_app``), which reads the same settings from the environment and builds the
+app as the single-process ``serve`` does, so every worker has its own event loop, database pools, NATS
+connection and background tasks. That is safe by construction: the outbox relay is elected by a PostgreSQL
+advisory lock, consumers are durable pull consumers shared by name, sweeps take rows with ``SKIP LOCKED``.
+Migrations are not run by ``serve`` at all (``migrate`` is a command of its own).
+
+On SIGTERM/SIGINT the supervisor sends SIGTERM to every worker and waits for them; each worker stops
+accepting, finishes in-flight requests within the grace period and drains NATS, as a single process does.
+A worker that dies is replaced; one that fails during startup stops the whole service (exit code 1).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import uvicorn
+from fastapi import FastAPI
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
+
+from modelhub_common.errors import DependencyError
+from modelhub_common.logconfig import configure_logging
+from modelhub_common.settings import ServiceSettings
+from modelhub_common.tracing import configure_tracing
+
+__all__ = ["serve_workers", "worker_process_app"]
+
+logger = logging.getLogger(__name__)
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def serve_workers(app_factory: str, settings: ServiceSettings, workers: int) -> None:
+    """Runs ``workers`` processes serving ``app_factory`` (``module:function``, called with no arguments)
+    on ``settings.host:settings.port`` until SIGTERM/SIGINT. Blocks; call it on the main thread, outside any
+    event loop."""
+    config = uvicorn.Config(
+        app_factory,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        # The same loop the single-process service runs on, so one worker behaves as the service did.
+        loop="asyncio",
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds)),
+    )
+    sock = config.bind_socket()
+    logger.info(
+        "serving with worker processes",
+        extra={"workers": workers, "host": settings.host, "port": sock.getsockname()[1]},
+    )
+    supervisor = Multiprocess(config, sockets=[sock])
+    try:
+        supervisor.run()
+    finally:
+        sock.close()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        raise DependencyError("a worker process failed to start; its log lines above say why")
+
+
+def worker_process_app(service: str, load_settings: Callable[[], S], build_app: Callable[[S], FastAPI]) -> FastAPI:
+    """What a service's ``worker_app`` factory returns in each worker process: settings from the
+    environment, logging and tracing configured for this process, the app built as ``serve`` builds it."""
+    settings = load_settings()
+    configure_logging(service, settings.log_level)
+    configure_tracing(service)
+    app = build_app(settings)
+    # As in the single-process serve: what lives as long as the process is kept out of full collections.
+    gc.collect()
+    gc.freeze()
+    return app
