@@ -1,0 +1,197 @@
+"""What the cluster fault tests share: service replicas as separate OS processes (so SIGKILL is real), and the
+accounting line every test ends with."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import nats.errors
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings
+
+from modelhub_common.events import decode_envelope
+from modelhub_devstack.ports import pick_free_port
+
+READY_SECONDS = 120  # generous: both cores may be busy with the other replicas loading models
+
+
+@dataclass
+class Replica:
+    process: subprocess.Popen[bytes]
+    url: str
+    port: int
+    log: Path
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye: no nak, no lease release, no drain."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+
+@dataclass
+class Replicas:
+    """Replicas of one service, each ``python -m <module> serve`` (or ``argv``) with its own port.
+
+    ``env`` holds the service's settings (already prefixed); ``port_variable`` names its port setting.
+    Every process still running is stopped by :meth:`stop_all` (the fixtures call it even on failure).
+    """
+
+    name: str
+    env: Mapping[str, str]
+    port_variable: str
+    logs: Path
+    argv: list[str]
+    ready_path: str = "/readyz"
+    started: list[Replica] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, module: str, env: Mapping[str, str], port_variable: str, logs: Path) -> Replicas:
+        return cls(module, {**os.environ, **env}, port_variable, logs, [sys.executable, "-m", module, "serve"])
+
+    def start(self, *, port: int | None = None, wait: bool = True, **extra_env: str) -> Replica:
+        port = port or pick_free_port()
+        log = self.logs / f"{self.name}-{len(self.started)}.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                self.argv,
+                env={**self.env, self.port_variable: str(port), **extra_env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        replica = Replica(process, f"http://127.0.0.1:{port}", port, log)
+        self.started.append(replica)
+        if wait:
+            self.wait_ready(replica)
+        return replica
+
+    def wait_ready(self, replica: Replica) -> None:
+        deadline = time.monotonic() + READY_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{replica.url}{self.ready_path}", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert replica.process.poll() is None, replica.log_tail()
+            time.sleep(0.1)
+        raise AssertionError(f"{replica.url} did not become ready: {replica.log_tail()}")
+
+    def stop_all(self) -> None:
+        for replica in self.started:
+            if replica.process.poll() is None:
+                replica.process.terminate()
+        for replica in self.started:
+            try:
+                replica.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                replica.process.kill()
+                replica.process.wait(timeout=15)
+
+
+@dataclass
+class Accounting:
+    """One fault test's ledger: ids the client sent, the ones acknowledged, what the store holds and the
+    delivered events (id -> how many times); ``lost`` is acknowledged but not stored or not delivered."""
+
+    name: str
+    operations: int
+    acknowledged: set[str]
+    stored: set[str]
+    delivered: Mapping[str, int]
+
+    @property
+    def duplicates(self) -> int:
+        return sum(n - 1 for n in self.delivered.values() if n > 1)
+
+    @property
+    def lost(self) -> int:
+        return len(self.acknowledged - self.stored) + len(self.acknowledged - set(self.delivered))
+
+    def report(self, *, min_acknowledged: int | None = None) -> None:
+        """Prints the accounting line and asserts zero lost and zero duplicated effects."""
+        print(  # noqa: T201 - the accounting line
+            f"{self.name}: operations {self.operations}, acknowledged {len(self.acknowledged)}, "
+            f"stored {len(self.stored)}, events delivered {len(self.delivered)}, "
+            f"duplicates {self.duplicates}, lost {self.lost}"
+        )
+        assert self.acknowledged <= self.stored, sorted(self.acknowledged - self.stored)[:5]
+        assert self.stored == set(self.delivered), (
+            sorted(self.stored - set(self.delivered))[:5],
+            sorted(set(self.delivered) - self.stored)[:5],
+        )
+        assert self.duplicates == 0, {k: n for k, n in self.delivered.items() if n > 1}
+        want = self.operations if min_acknowledged is None else min_acknowledged
+        assert len(self.acknowledged) >= want, f"only {len(self.acknowledged)} of {self.operations} acknowledged"
+
+
+def settings_environment(settings: BaseSettings, prefix: str) -> dict[str, str]:
+    """A service's settings object as the environment its ``serve`` process reads (lists and maps as JSON)."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, list | dict):
+            text = json.dumps(value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        env[prefix + name.upper()] = text
+    return env
+
+
+async def delivered_events(
+    urls: list[str], stream: str, subject: str, key: Callable[[Any], str | None], want: int, wait: float
+) -> dict[str, int]:
+    """Reads ``subject`` on ``stream`` from its start with an ephemeral consumer: key -> how many messages,
+    once ``want`` keys are seen (or after ``wait`` s), and a few seconds more so a late duplicate counts too.
+    ``key`` maps a decoded envelope to the id it is about (None: not this test's)."""
+    nc = await nats.connect(urls)
+    try:
+        sub = None
+        deadline = time.monotonic() + 60
+        while sub is None:
+            try:  # right after a node is killed the stream may still be electing its new leader
+                sub = await nc.jetstream().pull_subscribe(
+                    subject, durable=None, stream=stream, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+                )
+            except (nats.errors.Error, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+        seen: dict[str, set[int]] = {}
+
+        async def read_until(deadline: float, enough: Callable[[], bool]) -> None:
+            while time.monotonic() < deadline and not enough():
+                try:
+                    for msg in await sub.fetch(200, timeout=1):
+                        name = key(decode_envelope(msg.data))
+                        if name is not None:
+                            seen.setdefault(name, set()).add(msg.metadata.sequence.stream)
+                        await msg.ack()
+                except TimeoutError:
+                    continue
+
+        await read_until(time.monotonic() + wait, lambda: len(seen) >= want)
+        await read_until(time.monotonic() + 3, lambda: False)
+        return {name: len(sequences) for name, sequences in seen.items()}
+    finally:
+        await nc.close()
