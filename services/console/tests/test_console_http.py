@@ -1,0 +1,123 @@
+"""The console over plain HTTP against the real registry and gateway: sign-in and its cookie, CSRF refusals,
+access rules that stay the registry's, and no token where it could leak."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import httpx
+import pytest
+from console_kit import PASSWORD, Stack, token, unique
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def _signin_form(client: httpx.Client) -> str:
+    page = client.get("/signin")
+    assert page.status_code == 200
+    match = CSRF_RE.search(page.text)
+    assert match
+    return match.group(1)
+
+
+def signed_in(stack: Stack, *, username: str = "", password: str = "", bearer: str = "") -> httpx.Client:
+    client = httpx.Client(base_url=stack.console_url, timeout=60)
+    csrf = _signin_form(client)
+    form = {"csrf_token": csrf, "username": username, "password": password, "token": bearer}
+    response = client.post("/signin", data=form)
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/models"
+    return client
+
+
+def page_csrf(client: httpx.Client, path: str = "/models") -> str:
+    match = CSRF_RE.search(client.get(path).text)
+    assert match
+    return match.group(1)
+
+
+def test_password_sign_in_sets_an_http_only_same_site_cookie_and_shows_the_workspace(stack: Stack) -> None:
+    client = httpx.Client(base_url=stack.console_url, timeout=60)
+    csrf = _signin_form(client)
+    response = client.post("/signin", data={"csrf_token": csrf, "username": "alice", "password": PASSWORD})
+    assert response.status_code == 303
+    cookie = next(v for k, v in response.headers.multi_items() if k == "set-cookie" and "modelhub_session=" in v)
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
+    assert "Secure" not in cookie  # not prod
+    workspace = client.get("/models")
+    assert workspace.status_code == 200 and "alice" in workspace.text
+
+
+def test_wrong_password_is_shown_on_the_sign_in_page(stack: Stack) -> None:
+    client = httpx.Client(base_url=stack.console_url, timeout=60)
+    csrf = _signin_form(client)
+    response = client.post("/signin", data={"csrf_token": csrf, "username": "alice", "password": "not it"})
+    assert response.status_code == 401
+    assert "wrong username or password" in response.text
+    assert client.get("/models").status_code == 303  # still signed out
+
+
+def test_sign_in_without_its_csrf_token_is_refused(stack: Stack) -> None:
+    client = httpx.Client(base_url=stack.console_url, timeout=60)
+    _signin_form(client)
+    response = client.post("/signin", data={"username": "alice", "password": PASSWORD})
+    assert response.status_code == 403
+
+
+def test_state_changing_requests_without_the_csrf_token_are_refused(stack: Stack) -> None:
+    model = stack.create_model("alice", id=unique("csrf"), name="CSRF target")
+    client = signed_in(stack, username="alice", password=PASSWORD)
+    for data in ({"id": model["id"], "action": "delete"}, {"id": model["id"], "action": "delete", "csrf_token": "x"}):
+        refused = client.post("/models/action", data=data)
+        assert refused.status_code == 403
+        assert "security token" in refused.text
+    stream = client.post("/chat/stream", json={"models": ["smollm2:135m"], "text": "hi"})
+    assert stream.status_code == 403
+    still_there = stack.http.get(
+        f"{stack.registry_url}/api/v1/models/{model['id']}", headers={"Authorization": f"Bearer {token()}"}
+    )
+    assert still_there.status_code == 200
+    accepted = client.post(
+        "/models/action", data={"id": model["id"], "action": "delete", "csrf_token": page_csrf(client)}
+    )
+    assert accepted.status_code == 303
+
+
+def test_another_users_private_model_is_neither_listed_nor_editable(stack: Stack) -> None:
+    private = stack.create_model("alice", id=unique("alice-private"), name="Alice private")
+    bob = signed_in(stack, bearer=token("bob", "user"))
+    grid = bob.get("/models", params={"q": "alice-private", "show_hidden": "true"})
+    assert grid.status_code == 200 and private["id"] not in grid.text
+    edit = bob.get("/models/edit", params={"id": private["id"]})
+    assert edit.status_code == 404
+    refused = bob.post("/models/action", data={"id": private["id"], "action": "hide", "csrf_token": page_csrf(bob)})
+    assert refused.status_code == 303
+    assert "does not exist" in bob.get("/models").text or "not found" in bob.get("/models").text.lower()
+
+
+def test_the_token_never_reaches_a_page_a_url_or_a_log_line(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    bearer = token("bob", "user")
+    caplog.set_level(logging.DEBUG)
+    client = signed_in(stack, bearer=bearer)
+    for path in ("/models", "/models/new", "/chat", "/base-models", "/models/import"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert bearer not in response.text
+        assert bearer not in str(response.url)
+    assert all(bearer not in record.getMessage() and bearer not in str(record.__dict__) for record in caplog.records)
+
+
+def test_a_token_the_registry_refuses_is_not_a_session(stack: Stack) -> None:
+    client = httpx.Client(base_url=stack.console_url, timeout=60)
+    csrf = _signin_form(client)
+    forged = token("mallory", "admin")[:-4] + "AAAA"
+    response = client.post("/signin", data={"csrf_token": csrf, "token": forged})
+    assert response.status_code == 401
+    assert "does not accept" in response.text
+
+
+def test_sign_out_ends_the_session(stack: Stack) -> None:
+    client = signed_in(stack, bearer=token("bob", "user"))
+    assert client.post("/signout", data={"csrf_token": page_csrf(client)}).status_code == 303
+    assert client.get("/models").status_code == 303
