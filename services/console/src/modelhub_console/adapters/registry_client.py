@@ -84,8 +84,7 @@ class RegistryClient:
             "PUT",
             f"/api/v1/models/{_id(model_id)}/avatar",
             token,
-            content=data,
-            headers={"Content-Type": content_type},
+            files={"file": ("avatar", data, content_type)},
         )
 
     async def avatar(self, token: str, model_id: str) -> httpx.Response:

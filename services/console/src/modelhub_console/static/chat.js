@@ -107,7 +107,7 @@
     if (this.use) this.use.addEventListener("click", function () { self.select(); });
   }
   Column.prototype.add = function (messageId) {
-    this.answers.push({ id: messageId, text: "", status: "streaming", note: "" });
+    this.answers.push({ id: messageId, text: "", status: "streaming", note: "", deltas: 0 });
     this.show(this.answers.length - 1, false);
     return this.answers[this.answers.length - 1];
   };
@@ -125,6 +125,7 @@
     this.note.textContent = answer.note;
     this.node.dataset.messageId = answer.id;
     this.node.dataset.status = answer.status;
+    this.node.dataset.deltas = String(answer.deltas);
     this.count.textContent = (this.index + 1) + "/" + this.answers.length;
     this.prev.disabled = this.index === 0 || busy;
     this.next.disabled = this.index === this.answers.length - 1 || busy;
@@ -157,6 +158,7 @@
       column.add(event.message_id);
     } else if (event.type === "delta" && column && column.current()) {
       column.current().text += event.text || "";
+      column.current().deltas += 1;
       column.render();
     } else if (event.type === "warning" && column && column.current()) {
       column.current().note += (column.current().note ? " " : "") + event.message;
