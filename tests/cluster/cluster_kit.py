@@ -148,7 +148,7 @@ def settings_environment(settings: BaseSettings, prefix: str) -> dict[str, str]:
             continue
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
-        if isinstance(value, list | dict):
+        if isinstance(value, list | tuple | dict):
             text = json.dumps(value)
         elif isinstance(value, bool):
             text = "true" if value else "false"

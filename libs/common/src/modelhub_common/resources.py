@@ -21,6 +21,8 @@ async def database_pool(settings: DatabaseSettings, readiness: Readiness) -> Asy
         settings.database_url.get_secret_value(),
         min_size=settings.database_pool_min,
         max_size=settings.database_pool_max,
+        # A request waiting longer than this for a connection (PostgreSQL down) gets PoolTimeout: a 503.
+        timeout=settings.database_pool_timeout_seconds,
         open=False,
         kwargs={"autocommit": False},
     )

@@ -45,6 +45,13 @@ class DatabaseSettings(BaseSettings):
         description="Most connections each pool may hold, per worker process: a replica with several workers "
         "holds up to workers x this (RAG has two pools, so twice that).",
     )
+    database_pool_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="Longest a request waits for a database connection before it is answered 503 with "
+        "Retry-After: while PostgreSQL is down requests fail this fast instead of hanging, and come back by "
+        "themselves once it is up.",
+    )
 
 
 class ObjectStoreSettings(BaseSettings):
