@@ -108,6 +108,21 @@ class BenchStack:
         create_database(self.postgres.admin_url, name, extensions)
         return database_url(self.postgres.admin_url, name)
 
+    def service_values(self, database_url: str, jwt_secret: str) -> dict[str, object]:
+        """The settings every benchmarked service gets (loopback, this stack's servers, warnings only), as
+        ``{"key": value}`` for :func:`service_env`; callers add the port and their own."""
+        s3 = self.s3_endpoint
+        return {
+            "host": LOOPBACK,
+            "log_level": "WARNING",
+            "nats_url": self.nats.url,
+            "jwt_secret": jwt_secret,
+            "database_url": database_url,
+            "s3_endpoint": s3.endpoint,
+            "s3_access_key": s3.access_key,
+            "s3_secret_key": s3.secret_key,
+        }
+
     def processes(self) -> dict[str, int]:
         """PIDs of the running servers by name, for :class:`CpuMeter`."""
         found = {server.name: server.running_pid() for server in (self.nats, self.postgres, self.s3)}

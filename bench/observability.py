@@ -190,18 +190,12 @@ def main() -> None:
         stack.start(log)
         db = stack.database("modelhub_registry")
         secret = secrets.token_urlsafe(48)
-        s3 = stack.s3_endpoint
         sink = cleanup.enter_context(otlp_sink())
         base: dict[str, object] = {
-            "host": "127.0.0.1",
-            "log_level": "WARNING",
-            "nats_url": stack.nats.url,
-            "jwt_secret": secret,
-            "database_url": db,
-            "s3_endpoint": s3.endpoint,
-            "s3_access_key": s3.access_key,
-            "s3_secret_key": s3.secret_key,
+            **stack.service_values(db, secret),
             "connection_sync_seconds": 0,
+            # One process each: the figures compare tracing on and off, not worker counts.
+            "workers": 1,
         }
         settings = RegistrySettings(**{**base, "port": pick_free_port()})  # type: ignore[arg-type]
         asyncio.run(bootstrap.run_migrations(settings))

@@ -392,18 +392,13 @@ def main() -> None:
         stack.start(log)
         db = stack.database("modelhub_rag")
         secret = secrets.token_urlsafe(48)
-        s3 = stack.s3_endpoint
         values: dict[str, object] = {
-            "host": "127.0.0.1",
+            **stack.service_values(db, secret),
             "port": pick_free_port(),
             "log_level": os.environ.get("RAG_BENCH_LOG_LEVEL", "WARNING"),
-            "nats_url": stack.nats.url,
-            "jwt_secret": secret,
-            "database_url": db,
-            "s3_endpoint": s3.endpoint,
-            "s3_access_key": s3.access_key,
-            "s3_secret_key": s3.secret_key,
             "consume_model_events": False,
+            # One process: the ingestion and retrieval figures are per worker.
+            "workers": 1,
         }
         settings = RagSettings(**values)  # type: ignore[arg-type]
         applied = asyncio.run(bootstrap.run_migrations(settings))

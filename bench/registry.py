@@ -854,18 +854,12 @@ def main() -> None:
         stack.start(log)
         db = stack.database("modelhub_registry")
         secret = secrets.token_urlsafe(48)
-        s3 = stack.s3_endpoint
         values: dict[str, object] = {
-            "host": "127.0.0.1",
+            **stack.service_values(db, secret),
             "port": pick_free_port(),
-            "log_level": "WARNING",
-            "nats_url": stack.nats.url,
-            "jwt_secret": secret,
-            "database_url": db,
-            "s3_endpoint": s3.endpoint,
-            "s3_access_key": s3.access_key,
-            "s3_secret_key": s3.secret_key,
             "connection_sync_seconds": 0,
+            # One process, as every figure here was measured (bench/burst.py compares worker counts).
+            "workers": 1,
         }
         settings = RegistrySettings(**values)  # type: ignore[arg-type]
         applied = asyncio.run(bootstrap.run_migrations(settings))
