@@ -65,6 +65,10 @@ AUTOSCALED = ("chat-gateway", "rag", "puller")
 DATA_STORES = {"nats": (), "postgres": ("migration",), "minio": ()}
 # superuser_reserved_connections' default in PostgreSQL.
 POSTGRES_RESERVED_CONNECTIONS = 3
+# Database pools each process of a service opens, each up to DATABASE_POOL_MAX (rag's search pool is sized
+# like its main one), and the services whose processes also run an outbox relay.
+POOLS_PER_PROCESS = {"rag": 2}
+OUTBOX_SERVICES = ("registry", "puller", "rag")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -678,7 +682,11 @@ def test_postgres_accepts_every_pool_at_full_scale(target: str, monkeypatch: pyt
     for service in SERVICES:
         container = _workload(objs, "Deployment", service.name).container(service.name)
         settings = _load_settings(monkeypatch, service, _container_environment(objs, container))
-        needed += _max_replicas(objs, service.name) * settings.database_pool_max
+        # Pools are per worker process; a service with an outbox holds one more connection per process for
+        # its relay (the advisory lock and LISTEN).
+        per_process = POOLS_PER_PROCESS.get(service.name, 1) * settings.database_pool_max
+        per_process += 1 if service.name in OUTBOX_SERVICES else 0
+        needed += _max_replicas(objs, service.name) * getattr(settings, "workers", 1) * per_process
     assert int(setting.group(1)) >= needed
 
 
