@@ -31,7 +31,7 @@ $(STAMP): $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services
 
 install: $(STAMP) ## create .venv and install every package
 
-system-deps: ## install the Debian packages the tests use (docker-registry, prometheus), when missing
+system-deps: ## install the Debian packages the tests use (docker-registry, prometheus, chromium), when missing
 	@if ! command -v docker-registry >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "==> installing docker-registry (Debian) for the pull tests"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null; \
@@ -40,6 +40,10 @@ system-deps: ## install the Debian packages the tests use (docker-registry, prom
 	  if [ "$$(id -u)" = 0 ]; then echo "==> installing prometheus (Debian) for the metrics tests"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	  else echo "prometheus is missing: run 'sudo apt-get install -y prometheus'"; exit 1; fi; fi
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "==> installing chromium and chromium-driver (Debian) for the console's browser tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "chromium is missing: run 'sudo apt-get install -y chromium chromium-driver'"; exit 1; fi; fi
 
 up: install ## install, then start NATS, Postgres, S3 and the four services in the background (MONITORING=1: and Prometheus)
 	$(BIN)/modelhub-dev up $(if $(MONITORING),--monitoring)
@@ -75,9 +79,9 @@ typecheck: install
 	$(BIN)/mypy libs/common/src libs/devstack/src libs/cli/src services/*/src
 
 images: ## how to build the container images (needs a Docker engine)
-	@for s in registry puller rag chat-gateway; do echo "docker build -f services/$$s/Dockerfile -t modelhub/$$s:0.1.0 ."; done
+	@for s in registry puller rag chat-gateway console; do echo "docker build -f services/$$s/Dockerfile -t modelhub/$$s:0.1.0 ."; done
 	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then \
-	  for s in registry puller rag chat-gateway; do docker build -f services/$$s/Dockerfile -t modelhub/$$s:0.1.0 . || exit 1; done; \
+	  for s in registry puller rag chat-gateway console; do docker build -f services/$$s/Dockerfile -t modelhub/$$s:0.1.0 . || exit 1; done; \
 	else echo "(no Docker engine here: the commands above are what to run where one exists)"; fi
 
 test: install system-deps lint typecheck proto-check ## install everything, lint, type-check, check generated code, run all tests

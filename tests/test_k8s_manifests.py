@@ -1020,3 +1020,22 @@ def test_the_ingress_never_routes_metrics_or_probes(target: str) -> None:
             for path in rule["http"]["paths"]:
                 for private in ("/metrics", "/healthz", "/readyz"):
                     assert not private.startswith(path["path"]), f"{target}: {path['path']} routes {private}"
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_console_settings_load_and_it_reaches_no_data_store(target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    objs = _objects(target)
+    workload = _workload(objs, "Deployment", "console")
+    container = workload.container("console")
+    console = Service("console", "modelhub_console", "ConsoleSettings", "MODELHUB_CONSOLE_")
+    settings = _load_settings(monkeypatch, console, _container_environment(objs, container))
+    assert settings.prod, "session cookies are Secure in a cluster"
+    assert settings.port in [p["containerPort"] for p in container["ports"]]
+    gateway = _workload(objs, "Deployment", GATEWAY.name)
+    grpc_port = gateway.port(gateway.container(GATEWAY.name), "grpc")
+    assert settings.gateway_grpc == f"{GATEWAY.name}:{grpc_port}"
+    assert settings.registry_url == "http://registry:8081"
+    assert "modelhub.io/tier" not in workload.labels, "the data stores' network policies must not admit it"
+    assert _get(objs, "Service", "console")["spec"]["sessionAffinity"] == "ClientIP"  # sessions are per process
+    version = importlib.import_module("modelhub_console").__version__
+    assert container["image"] == f"modelhub/console:{version}"

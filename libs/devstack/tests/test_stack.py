@@ -239,3 +239,21 @@ def test_up_with_monitoring_starts_a_prometheus_scraping_the_services(
         assert "prometheus" not in _states(stack.status())
     finally:
         Stack(home, services=(FAKE_SERVICE,)).clean()
+
+
+def test_service_environment_for_the_console_has_no_database_and_the_gateways_grpc_address() -> None:
+    console = next(spec for spec in DEFAULT_SERVICES if spec.name == "console")
+    infra = InfraEndpoints(
+        nats_url="nats://127.0.0.1:4222",
+        postgres_admin_url="postgresql://postgres:pw@127.0.0.1:5432/postgres",
+        s3=S3Endpoint("127.0.0.1:9000", "ak", "sk"),
+        jwt_secret="x" * 40,
+    )
+    ports = {"registry": 1001, "puller": 1002, "chat_gateway": 1004, "chat_gateway_grpc": 1005, "console": 1006}
+    env = service_environment(console, ports=ports, infra=infra)
+    assert env["MODELHUB_CONSOLE_PORT"] == "1006"
+    assert env["MODELHUB_CONSOLE_REGISTRY_URL"] == "http://127.0.0.1:1001"
+    assert env["MODELHUB_CONSOLE_PULLER_URL"] == "http://127.0.0.1:1002"
+    assert env["MODELHUB_CONSOLE_GATEWAY_GRPC"] == "127.0.0.1:1005"
+    assert "MODELHUB_CONSOLE_DATABASE_URL" not in env
+    assert not console.migrates and console.url_variable == "MODELHUB_CONSOLE_URL"

@@ -27,7 +27,7 @@ class ServiceSpec:
     name: str
     #: Prefix of every setting the service reads, e.g. ``MODELHUB_REGISTRY_``.
     env_prefix: str
-    #: The service's own PostgreSQL database.
+    #: The service's own PostgreSQL database; empty for a service that owns no data (the console).
     database: str
     #: Variable in ``endpoints.env`` holding the service's HTTP base URL.
     url_variable: str
@@ -41,6 +41,10 @@ class ServiceSpec:
     local_dirs: tuple[tuple[str, str], ...] = ()
     #: Settings the dev stack always gives it, as ``(setting, value)``.
     dev_settings: tuple[tuple[str, str], ...] = ()
+    #: gRPC services it calls, as ``(setting, peer)``: the setting gets the peer's gRPC ``host:port``.
+    grpc_peers: tuple[tuple[str, str], ...] = ()
+    #: False for a service with no ``migrate`` command (it has no database).
+    migrates: bool = True
 
     @property
     def module(self) -> str:
@@ -87,6 +91,16 @@ DEFAULT_SERVICES: tuple[ServiceSpec, ...] = (
         # Tool servers and filter webhooks of the dev stack run on loopback.
         dev_settings=(("ALLOW_PRIVATE_URLS", "true"),),
     ),
+    # The web console owns no data: it calls the others with the signed-in user's token.
+    ServiceSpec(
+        "console",
+        "MODELHUB_CONSOLE_",
+        "",
+        "MODELHUB_CONSOLE_URL",
+        peers=("registry", "puller"),
+        grpc_peers=(("GATEWAY_GRPC", "chat_gateway"),),
+        migrates=False,
+    ),
 )
 
 
@@ -127,15 +141,18 @@ def service_environment(
         f"{prefix}PORT": str(ports[spec.name]),
         f"{prefix}NATS_URL": infra.nats_url,
         f"{prefix}JWT_SECRET": infra.jwt_secret,
-        f"{prefix}DATABASE_URL": infra.database_url(spec.database),
         f"{prefix}S3_ENDPOINT": infra.s3.endpoint,
         f"{prefix}S3_ACCESS_KEY": infra.s3.access_key,
         f"{prefix}S3_SECRET_KEY": infra.s3.secret_key,
         f"{prefix}S3_SECURE": "true" if infra.s3.secure else "false",
         f"{prefix}LOG_LEVEL": log_level,
     }
+    if spec.database:
+        env[f"{prefix}DATABASE_URL"] = infra.database_url(spec.database)
     if spec.grpc_variable:
         env[f"{prefix}GRPC_PORT"] = str(ports[f"{spec.name}_grpc"])
+    for setting, peer in spec.grpc_peers:
+        env[f"{prefix}{setting}"] = f"{LOOPBACK}:{ports[f'{peer}_grpc']}"
     env.update({f"{prefix}{setting}": value for setting, value in spec.dev_settings})
     for peer, variable in spec.peer_env_names.items():
         env[variable] = service_url(ports[peer])
@@ -199,6 +216,8 @@ class ServiceProcess(ManagedServer):
 
     def migrate(self) -> None:
         """Run ``python -m modelhub_<name> migrate`` to completion, output appended to the service log."""
+        if not self.spec.migrates:
+            return
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:

@@ -178,7 +178,7 @@ class Stack:
         self.services = tuple(services)
         names = {spec.name for spec in self.services}
         for spec in self.services:
-            for peer in spec.peers:
+            for peer in (*spec.peers, *(peer for _, peer in spec.grpc_peers)):
                 if peer not in names:
                     raise DevstackError(f"service {spec.name} calls {peer}, which is not part of this stack")
         self._progress = progress or _no_progress
@@ -200,7 +200,8 @@ class Stack:
 
                 self._progress("Creating databases (if missing) …")
                 for spec in self.services:
-                    components.postgres.create_database(spec.database, extensions=("vector",))
+                    if spec.database:
+                        components.postgres.create_database(spec.database, extensions=("vector",))
 
                 statuses += list(pool.map(self._bring_up_service, components.services))
 
@@ -349,8 +350,9 @@ class Stack:
             if service.wait_until_healthy(_RECOVERY_GRACE_SECONDS):
                 return status(ComponentState.RUNNING)
         try:
-            self._progress(f"Migrating {service.name} (database {service.spec.database}) …")
-            service.migrate()
+            if service.spec.migrates:
+                self._progress(f"Migrating {service.name} (database {service.spec.database}) …")
+                service.migrate()
             self._progress(f"Starting {service.name} on {shown} …")
             service.start()
         except DevstackError as exc:
