@@ -128,7 +128,8 @@ def test_create_event_survives_sigkill(
         first.wait(timeout=10)
         with psycopg.connect(pg_url) as conn:
             pending = conn.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()
-        assert pending is not None and pending[0] == 2, "both events were committed and none published yet"
+        # Each change committed its event and its audit record together; none is published yet.
+        assert pending is not None and pending[0] == 4, "both events were committed and none published yet"
         assert asyncio.run(_created_events(nats_url, since, "survivor", wait=2)) == []
 
     start_registry()

@@ -41,6 +41,7 @@ class StreamArea:
 MODELS = StreamArea("models", "MODELHUB_MODELS")
 PULLS = StreamArea("pulls", "MODELHUB_PULLS")
 KNOWLEDGE = StreamArea("knowledge", "MODELHUB_KNOWLEDGE")
+AUDIT = StreamArea("audit", "MODELHUB_AUDIT")
 
 
 def new_envelope(

@@ -38,6 +38,7 @@ The ``outbox`` table is created by :data:`modelhub_common.migrations.COMMON_MIGR
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -57,7 +58,7 @@ from psycopg.rows import TupleRow, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from modelhub_common import tracing
+from modelhub_common import audit, tracing
 from modelhub_common.errors import DependencyError, ModelhubError
 from modelhub_common.events import EventEnvelope, decode_envelope
 from modelhub_common.jetstream import MSG_ID_HEADER, PubAck
@@ -132,6 +133,7 @@ async def enqueue(
         raise OutboxError(f"cannot add event to the outbox: {exc.__class__.__name__}: {exc}") from exc
     row_id = _returned_id(row)
     logger.debug("event added to outbox", extra={"outbox_id": row_id, "subject": subject, "event_id": envelope.id})
+    await audit.record_in(conn)
     return row_id
 
 
@@ -189,10 +191,17 @@ async def enqueue_with(
         "outbox_trace": _trace_context(),
         "outbox_channel": NOTIFY_CHANNEL,
     }
-    async with conn.cursor(row_factory=tuple_row) as cursor:
-        # Errors of the caller's queries (a unique violation, say) are the caller's to translate.
-        await cursor.execute(query, values)
-        row_id = _returned_id(await cursor.fetchone())
+    trail = audit.current_trail.get()
+    async with contextlib.AsyncExitStack() as stack:
+        if trail is not None and not trail.recorded:
+            # The request is audited: its record joins the statement's transaction (one of its own in
+            # autocommit mode, a savepoint inside the caller's).
+            await stack.enter_async_context(conn.transaction())
+        async with conn.cursor(row_factory=tuple_row) as cursor:
+            # Errors of the caller's queries (a unique violation, say) are the caller's to translate.
+            await cursor.execute(query, values)
+            row_id = _returned_id(await cursor.fetchone())
+        await audit.record_in(conn)
     logger.debug("event added to outbox", extra={"outbox_id": row_id, "subject": subject, "event_id": envelope.id})
     return row_id
 

@@ -15,9 +15,10 @@ from minio import Minio
 from psycopg_pool import AsyncConnectionPool
 
 from modelhub_common import jetstream
+from modelhub_common.audit import audit_app
 from modelhub_common.consumer import Consumer
 from modelhub_common.errors import ModelhubError
-from modelhub_common.events import PULLS
+from modelhub_common.events import AUDIT, PULLS
 from modelhub_common.health import Readiness
 from modelhub_common.migrations import COMMON_MIGRATIONS, MigrationSource, migrate
 from modelhub_common.objectstore import AsyncObjectStore, ObjectStore
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 def streams(replicas: int = 1) -> list[jetstream.StreamSpec]:
     return [
         jetstream.service_stream_spec(PULLS, replicas=replicas),
+        jetstream.service_stream_spec(AUDIT, replicas=replicas),
         jetstream.dead_letter_stream_spec(replicas=replicas),
     ]
 
@@ -254,6 +256,8 @@ def build_app(settings: PullerSettings) -> FastAPI:
     app.state.settings = settings
     app.include_router(http_pulls.router)
     app.include_router(http_store.router)
+    # Outermost: records changes (in their own transactions) and every refused attempt.
+    audit_app(app, SERVICE)
     return app
 
 

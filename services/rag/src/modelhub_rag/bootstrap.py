@@ -13,9 +13,10 @@ from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
 from modelhub_common import jetstream
+from modelhub_common.audit import audit_app
 from modelhub_common.consumer import Consumer
 from modelhub_common.errors import ConfigurationError
-from modelhub_common.events import KNOWLEDGE, MODELS
+from modelhub_common.events import AUDIT, KNOWLEDGE, MODELS
 from modelhub_common.health import Readiness
 from modelhub_common.migrations import COMMON_MIGRATIONS, MigrationSource, migrate
 from modelhub_common.runtime import Runtime, open_runtime
@@ -62,6 +63,7 @@ def streams(replicas: int = 1) -> list[jetstream.StreamSpec]:
     return [
         jetstream.service_stream_spec(KNOWLEDGE, replicas=replicas),
         jetstream.service_stream_spec(MODELS, replicas=replicas),
+        jetstream.service_stream_spec(AUDIT, replicas=replicas),
         jetstream.dead_letter_stream_spec(replicas=replicas),
     ]
 
@@ -260,6 +262,8 @@ def build_app(settings: RagSettings, *, embedder: Embedder | None = None) -> Fas
     app.state.settings = settings
     app.include_router(http_knowledge.router)
     app.include_router(http_retrieve.router)
+    # Outermost: records changes (in their own transactions) and every refused attempt.
+    audit_app(app, SERVICE)
     return app
 
 

@@ -12,8 +12,9 @@ import httpx
 from fastapi import FastAPI
 
 from modelhub_common import jetstream
+from modelhub_common.audit import audit_app
 from modelhub_common.consumer import Consumer
-from modelhub_common.events import MODELS, PULLS
+from modelhub_common.events import AUDIT, MODELS, PULLS
 from modelhub_common.health import Readiness
 from modelhub_common.migrations import COMMON_MIGRATIONS, MigrationSource, migrate
 from modelhub_common.runtime import Runtime, open_runtime
@@ -22,9 +23,9 @@ from modelhub_common.workers import worker_process_app
 from modelhub_registry import __version__
 from modelhub_registry.adapters.knowledge_client import KnowledgeClient
 from modelhub_registry.entrypoints import http_admin, http_audit, http_auth, http_filters, http_models, http_tools
-from modelhub_registry.entrypoints.consumers import PULL_EVENTS, pull_events_handler
+from modelhub_registry.entrypoints.consumers import AUDIT_EVENTS, PULL_EVENTS, audit_events_handler, pull_events_handler
 from modelhub_registry.entrypoints.deps import Services
-from modelhub_registry.entrypoints.http_audit import AuditMiddleware
+from modelhub_registry.entrypoints.http_audit import SENSITIVE_READS
 from modelhub_registry.service_layer.audit import AuditLog
 from modelhub_registry.service_layer.base_models import BaseModelService
 from modelhub_registry.service_layer.directory import DirectoryService
@@ -46,6 +47,7 @@ def streams(settings: RegistrySettings) -> list[jetstream.StreamSpec]:
     return [
         jetstream.service_stream_spec(MODELS, replicas=replicas),
         jetstream.service_stream_spec(PULLS, replicas=replicas),
+        jetstream.service_stream_spec(AUDIT, replicas=replicas),
         jetstream.dead_letter_stream_spec(replicas=replicas),
     ]
 
@@ -148,6 +150,10 @@ def build_app(settings: RegistrySettings) -> FastAPI:
             app.state.audit = audit = AuditLog(runtime.require_pool(), retention_days=settings.audit_retention_days)
             if settings.audit_retention_days > 0:
                 runtime.spawn("audit-retention", _sweep_audit_log(audit, runtime.stop))
+            audit_consumer = Consumer(
+                runtime.js, AUDIT.stream, AUDIT_EVENTS, audit_events_handler(audit, SERVICE), metrics=runtime.metrics
+            )
+            runtime.spawn("audit-events-consumer", audit_consumer.run(runtime.stop))
             consumer = Consumer(
                 runtime.js, PULLS.stream, PULL_EVENTS, pull_events_handler(svc.base_models), metrics=runtime.metrics
             )
@@ -181,7 +187,7 @@ def build_app(settings: RegistrySettings) -> FastAPI:
     app.include_router(http_audit.router)
     app.include_router(http_auth.router)
     # Outermost, so that it sees every answer, including the boundary's refusals and authentication errors.
-    app.add_middleware(AuditMiddleware)
+    audit_app(app, SERVICE, keeps_rows=True, sensitive_reads=SENSITIVE_READS)
     return app
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 
 from modelhub.events.v1 import events_pb2
+from modelhub_common.audit import RECORDED_SUBJECT
 from modelhub_common.consumer import Handler, MsgContext
 from modelhub_common.errors import PermanentError
 from modelhub_common.events import PULLS, EventEnvelope
 from modelhub_common.jetstream import ConsumerSpec
+from modelhub_registry.service_layer.audit import AuditLog
 from modelhub_registry.service_layer.base_models import BaseModelService
 
 logger = logging.getLogger(__name__)
@@ -21,6 +23,27 @@ PULL_EVENTS = ConsumerSpec(
     backoff=(1, 5, 30, 120),
     description="keeps base models in step with the models stored by the puller",
 )
+
+AUDIT_EVENTS = ConsumerSpec(
+    durable="registry-audit",
+    filter_subjects=(RECORDED_SUBJECT,),
+    ack_wait=30,
+    max_deliver=8,
+    backoff=(1, 5, 30, 120),
+    description="keeps the audit records of every service in the registry's audit log",
+)
+
+
+def audit_events_handler(audit: AuditLog, own_source: str) -> Handler:
+    async def handle(envelope: EventEnvelope, context: MsgContext) -> None:
+        if envelope.WhichOneof("payload") != "audit_recorded":
+            raise PermanentError(f"unexpected payload on {context.subject}")
+        if envelope.source == own_source:
+            return  # written with the change or the answer it records
+        if not await audit.store_event(envelope):
+            logger.debug("audit record already stored", extra={"event_id": envelope.id})
+
+    return handle
 
 
 def pull_events_handler(base_models: BaseModelService) -> Handler:

@@ -1,42 +1,27 @@
-"""The audit log: who did what to which target, from where, and how it ended.
-
-Every API request that changes something, and every security-relevant read (exports, credentials, filter
-secrets, the audit log itself), leaves one row once its answer is known: ``ok`` for 2xx/3xx, ``denied`` for
-401/403/404 on a target the caller may not see, ``failed`` for the rest. A change that rolled back answers
-with an error, so its row says ``failed`` (or ``denied``): an ``ok`` row is never written for a change that
-was not committed. The row is written after the change's own transaction; a registry killed between the two
-loses that row (the change's event in the outbox is still there).
+"""The registry's audit log: every service's audit records (see :mod:`modelhub_common.audit` for what is
+recorded and when), kept in ``audit_log``, read by admins, and swept after the retention period. The
+registry writes its own rows with its changes; other services' rows arrive as ``AuditRecorded`` events.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from modelhub_common.audit import entry_from_event, insert_row
 from modelhub_common.errors import DependencyError
+from modelhub_common.events import EventEnvelope
 from modelhub_registry.errors import InvalidModelError
 
 logger = logging.getLogger(__name__)
 
-_COLUMNS = "id, at, actor, actor_role, action, target, outcome, status, source_address, request_id"
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    actor: str
-    actor_role: str
-    action: str
-    target: str
-    outcome: str
-    status: int
-    source_address: str = ""
-    request_id: str = ""
+_COLUMNS = "id, at, actor, actor_role, action, target, outcome, status, source_address, request_id, source"
 
 
 @dataclass(frozen=True)
@@ -44,18 +29,11 @@ class AuditQuery:
     actor: str | None = None
     action: str | None = None
     target: str | None = None
+    source: str | None = None
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 100
     cursor: str | None = None
-
-
-def outcome_of(status: int) -> str:
-    if status < 400:
-        return "ok"
-    if status in (401, 403):
-        return "denied"
-    return "failed"
 
 
 def _cursor(row: dict[str, Any]) -> str:
@@ -67,31 +45,22 @@ class AuditLog:
         self._pool = pool
         self._retention = retention_days
 
-    async def record(self, entry: AuditEntry) -> None:
-        """Never raises: a request must not fail because its audit row could not be written (it is logged)."""
-        try:
-            async with self._pool.connection() as conn:
-                await conn.execute(
-                    "INSERT INTO audit_log (actor, actor_role, action, target, outcome, status, source_address,"
-                    " request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        entry.actor,
-                        entry.actor_role,
-                        entry.action,
-                        entry.target,
-                        entry.outcome,
-                        entry.status,
-                        entry.source_address,
-                        entry.request_id,
-                    ),
-                )
-        except (psycopg.Error, OSError) as exc:
-            logger.error("could not write an audit row", extra={"action": entry.action, "error": repr(exc)})
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        return self._pool
+
+    async def store_event(self, envelope: EventEnvelope) -> bool:
+        """Stores another service's record; ``False`` when it was stored before (a redelivery)."""
+        occurred = envelope.occurred_at.ToDatetime(tzinfo=UTC)
+        async with self._pool.connection() as conn:
+            return await insert_row(
+                conn, entry_from_event(envelope), source=envelope.source, event_id=envelope.id, at=occurred
+            )
 
     async def query(self, q: AuditQuery) -> tuple[list[dict[str, Any]], str | None]:
         where: list[str] = []
         params: list[Any] = []
-        for column, value in (("actor", q.actor), ("action", q.action), ("target", q.target)):
+        for column, value in (("actor", q.actor), ("action", q.action), ("target", q.target), ("source", q.source)):
             if value:
                 where.append(f"{column} = %s")
                 params.append(value)

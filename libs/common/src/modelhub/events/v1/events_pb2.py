@@ -26,53 +26,55 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmodelhub/events/v1/events.proto\x12\x12modelhub.events.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"&\n\x05\x41\x63tor\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"\x9a\x01\n\nSubjectIds\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07pull_id\x18\x02 \x01(\t\x12\x14\n\x0cknowledge_id\x18\x03 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x04 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x05 \x01(\t\x12\x16\n\x0etool_server_id\x18\x06 \x01(\t\x12\x11\n\tfilter_id\x18\x07 \x01(\t\"\xd0\t\n\rEventEnvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05\x61\x63tor\x18\x04 \x01(\x0b\x32\x19.modelhub.events.v1.Actor\x12\x33\n\x0bsubject_ids\x18\x05 \x01(\x0b\x32\x1e.modelhub.events.v1.SubjectIds\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x39\n\rmodel_changed\x18\x14 \x01(\x0b\x32 .modelhub.events.v1.ModelChangedH\x00\x12\x39\n\rmodel_deleted\x18\x15 \x01(\x0b\x32 .modelhub.events.v1.ModelDeletedH\x00\x12\x44\n\x13tool_server_changed\x18\x16 \x01(\x0b\x32%.modelhub.events.v1.ToolServerChangedH\x00\x12;\n\x0e\x66ilter_changed\x18\x17 \x01(\x0b\x32!.modelhub.events.v1.FilterChangedH\x00\x12;\n\x0epull_requested\x18\x1e \x01(\x0b\x32!.modelhub.events.v1.PullRequestedH\x00\x12\x39\n\rpull_progress\x18\x1f \x01(\x0b\x32 .modelhub.events.v1.PullProgressH\x00\x12;\n\x0epull_completed\x18  \x01(\x0b\x32!.modelhub.events.v1.PullCompletedH\x00\x12\x35\n\x0bpull_failed\x18! \x01(\x0b\x32\x1e.modelhub.events.v1.PullFailedH\x00\x12;\n\x0epull_cancelled\x18\" \x01(\x0b\x32!.modelhub.events.v1.PullCancelledH\x00\x12H\n\x15pull_cancel_requested\x18# \x01(\x0b\x32\'.modelhub.events.v1.PullCancelRequestedH\x00\x12\x46\n\x14stored_model_deleted\x18$ \x01(\x0b\x32&.modelhub.events.v1.StoredModelDeletedH\x00\x12\x46\n\x14knowledge_file_added\x18( \x01(\x0b\x32&.modelhub.events.v1.KnowledgeFileAddedH\x00\x12J\n\x16knowledge_file_indexed\x18) \x01(\x0b\x32(.modelhub.events.v1.KnowledgeFileIndexedH\x00\x12H\n\x15knowledge_file_failed\x18* \x01(\x0b\x32\'.modelhub.events.v1.KnowledgeFileFailedH\x00\x12V\n\x1cknowledge_collection_deleted\x18+ \x01(\x0b\x32..modelhub.events.v1.KnowledgeCollectionDeletedH\x00\x42\t\n\x07payload\"\xa9\x01\n\x0cModelChanged\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rbase_model_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x16\n\x0e\x63hanged_fields\x18\x04 \x03(\t\x12\x0e\n\x06hidden\x18\x05 \x01(\x08\x12\x0f\n\x07\x65nabled\x18\x06 \x01(\x08\x12\x0f\n\x07is_base\x18\x07 \x01(\x08\x12\x15\n\rknowledge_ids\x18\x08 \x03(\t\"6\n\x0cModelDeleted\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x14\n\x0clast_version\x18\x02 \x01(\x03\"O\n\x11ToolServerChanged\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x04 \x01(\x08\"=\n\rFilterChanged\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0f\n\x07\x64\x65leted\x18\x03 \x01(\x08\"_\n\rPullRequested\x12\x0f\n\x07pull_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12.\n\x06target\x18\x03 \x01(\x0e\x32\x1e.modelhub.events.v1.PullTarget\"a\n\rLayerProgress\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x03\x12\x17\n\x0f\x63ompleted_bytes\x18\x04 \x01(\x03\"\xb9\x01\n\x0cPullProgress\x12\x0f\n\x07pull_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x03\x12\x17\n\x0f\x63ompleted_bytes\x18\x05 \x01(\x03\x12\x18\n\x10\x62ytes_per_second\x18\x06 \x01(\x01\x12\x31\n\x06layers\x18\x07 \x03(\x0b\x32!.modelhub.events.v1.LayerProgress\"\x87\x03\n\x10\x42\x61seModelDetails\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\t\x12\x10\n\x08\x66\x61milies\x18\x03 \x03(\t\x12\x16\n\x0eparameter_size\x18\x04 \x01(\t\x12\x1a\n\x12quantization_level\x18\x05 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x06 \x01(\t\x12\x10\n\x08template\x18\x07 \x01(\t\x12\x0e\n\x06system\x18\x08 \x01(\t\x12\'\n\x06params\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08licenses\x18\n \x03(\t\x12\x0e\n\x06vision\x18\x0b \x01(\x08\x12\x12\n\nsize_bytes\x18\x0c \x01(\x03\x12\x17\n\x0fmanifest_digest\x18\r \x01(\t\x12\x14\n\x0cmodel_digest\x18\x0e \x01(\t\x12\x19\n\x11projector_digests\x18\x0f \x03(\t\x12\x14\n\x0cstore_bucket\x18\x10 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x11 \x01(\x03\"\x96\x01\n\rPullCompleted\x12\x0f\n\x07pull_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12.\n\x06target\x18\x03 \x01(\x0e\x32\x1e.modelhub.events.v1.PullTarget\x12\x35\n\x07\x64\x65tails\x18\x04 \x01(\x0b\x32$.modelhub.events.v1.BaseModelDetails\"K\n\nPullFailed\x12\x0f\n\x07pull_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"/\n\rPullCancelled\x12\x0f\n\x07pull_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"5\n\x13PullCancelRequested\x12\x0f\n\x07pull_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"l\n\x12StoredModelDeleted\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rbase_model_id\x18\x02 \x01(\t\x12\x17\n\x0fmanifest_digest\x18\x03 \x01(\t\x12\x17\n\x0fremoved_digests\x18\x04 \x03(\t\"\x9b\x01\n\x12KnowledgeFileAdded\x12\x14\n\x0cknowledge_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x12\n\nobject_key\x18\x05 \x01(\t\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\"_\n\x14KnowledgeFileIndexed\x12\x14\n\x0cknowledge_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x02 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x03 \x01(\x03\x12\x10\n\x08\x65mbedder\x18\x04 \x01(\t\"[\n\x13KnowledgeFileFailed\x12\x14\n\x0cknowledge_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"2\n\x1aKnowledgeCollectionDeleted\x12\x14\n\x0cknowledge_id\x18\x01 \x01(\t*X\n\nPullTarget\x12\x1b\n\x17PULL_TARGET_UNSPECIFIED\x10\x00\x12\x15\n\x11PULL_TARGET_STORE\x10\x01\x12\x16\n\x12PULL_TARGET_OLLAMA\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmodelhub/events/v1/events.proto\x12\x12modelhub.events.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"&\n\x05\x41\x63tor\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"\x9a\x01\n\nSubjectIds\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07pull_id\x18\x02 \x01(\t\x12\x14\n\x0cknowledge_id\x18\x03 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x04 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x05 \x01(\t\x12\x16\n\x0etool_server_id\x18\x06 \x01(\t\x12\x11\n\tfilter_id\x18\x07 \x01(\t\"\x8d\n\n\rEventEnvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05\x61\x63tor\x18\x04 \x01(\x0b\x32\x19.modelhub.events.v1.Actor\x12\x33\n\x0bsubject_ids\x18\x05 \x01(\x0b\x32\x1e.modelhub.events.v1.SubjectIds\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x39\n\rmodel_changed\x18\x14 \x01(\x0b\x32 .modelhub.events.v1.ModelChangedH\x00\x12\x39\n\rmodel_deleted\x18\x15 \x01(\x0b\x32 .modelhub.events.v1.ModelDeletedH\x00\x12\x44\n\x13tool_server_changed\x18\x16 \x01(\x0b\x32%.modelhub.events.v1.ToolServerChangedH\x00\x12;\n\x0e\x66ilter_changed\x18\x17 \x01(\x0b\x32!.modelhub.events.v1.FilterChangedH\x00\x12;\n\x0e\x61udit_recorded\x18\x18 \x01(\x0b\x32!.modelhub.events.v1.AuditRecordedH\x00\x12;\n\x0epull_requested\x18\x1e \x01(\x0b\x32!.modelhub.events.v1.PullRequestedH\x00\x12\x39\n\rpull_progress\x18\x1f \x01(\x0b\x32 .modelhub.events.v1.PullProgressH\x00\x12;\n\x0epull_completed\x18  \x01(\x0b\x32!.modelhub.events.v1.PullCompletedH\x00\x12\x35\n\x0bpull_failed\x18! \x01(\x0b\x32\x1e.modelhub.events.v1.PullFailedH\x00\x12;\n\x0epull_cancelled\x18\" \x01(\x0b\x32!.modelhub.events.v1.PullCancelledH\x00\x12H\n\x15pull_cancel_requested\x18# \x01(\x0b\x32\'.modelhub.events.v1.PullCancelRequestedH\x00\x12\x46\n\x14stored_model_deleted\x18$ \x01(\x0b\x32&.modelhub.events.v1.StoredModelDeletedH\x00\x12\x46\n\x14knowledge_file_added\x18( \x01(\x0b\x32&.modelhub.events.v1.KnowledgeFileAddedH\x00\x12J\n\x16knowledge_file_indexed\x18) \x01(\x0b\x32(.modelhub.events.v1.KnowledgeFileIndexedH\x00\x12H\n\x15knowledge_file_failed\x18* \x01(\x0b\x32\'.modelhub.events.v1.KnowledgeFileFailedH\x00\x12V\n\x1cknowledge_collection_deleted\x18+ \x01(\x0b\x32..modelhub.events.v1.KnowledgeCollectionDeletedH\x00\x42\t\n\x07payload\"\xa9\x01\n\x0cModelChanged\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rbase_model_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x16\n\x0e\x63hanged_fields\x18\x04 \x03(\t\x12\x0e\n\x06hidden\x18\x05 \x01(\x08\x12\x0f\n\x07\x65nabled\x18\x06 \x01(\x08\x12\x0f\n\x07is_base\x18\x07 \x01(\x08\x12\x15\n\rknowledge_ids\x18\x08 \x03(\t\"6\n\x0cModelDeleted\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x14\n\x0clast_version\x18\x02 \x01(\x03\"O\n\x11ToolServerChanged\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x04 \x01(\x08\"\x9f\x01\n\rAuditRecorded\x12\r\n\x05\x61\x63tor\x18\x01 \x01(\t\x12\x12\n\nactor_role\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\x05\x12\x16\n\x0esource_address\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"=\n\rFilterChanged\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0f\n\x07\x64\x65leted\x18\x03 \x01(\x08\"_\n\rPullRequested\x12\x0f\n\x07pull_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12.\n\x06target\x18\x03 \x01(\x0e\x32\x1e.modelhub.events.v1.PullTarget\"a\n\rLayerProgress\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x03\x12\x17\n\x0f\x63ompleted_bytes\x18\x04 \x01(\x03\"\xb9\x01\n\x0cPullProgress\x12\x0f\n\x07pull_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x03\x12\x17\n\x0f\x63ompleted_bytes\x18\x05 \x01(\x03\x12\x18\n\x10\x62ytes_per_second\x18\x06 \x01(\x01\x12\x31\n\x06layers\x18\x07 \x03(\x0b\x32!.modelhub.events.v1.LayerProgress\"\x87\x03\n\x10\x42\x61seModelDetails\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\t\x12\x10\n\x08\x66\x61milies\x18\x03 \x03(\t\x12\x16\n\x0eparameter_size\x18\x04 \x01(\t\x12\x1a\n\x12quantization_level\x18\x05 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x06 \x01(\t\x12\x10\n\x08template\x18\x07 \x01(\t\x12\x0e\n\x06system\x18\x08 \x01(\t\x12\'\n\x06params\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08licenses\x18\n \x03(\t\x12\x0e\n\x06vision\x18\x0b \x01(\x08\x12\x12\n\nsize_bytes\x18\x0c \x01(\x03\x12\x17\n\x0fmanifest_digest\x18\r \x01(\t\x12\x14\n\x0cmodel_digest\x18\x0e \x01(\t\x12\x19\n\x11projector_digests\x18\x0f \x03(\t\x12\x14\n\x0cstore_bucket\x18\x10 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x11 \x01(\x03\"\x96\x01\n\rPullCompleted\x12\x0f\n\x07pull_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12.\n\x06target\x18\x03 \x01(\x0e\x32\x1e.modelhub.events.v1.PullTarget\x12\x35\n\x07\x64\x65tails\x18\x04 \x01(\x0b\x32$.modelhub.events.v1.BaseModelDetails\"K\n\nPullFailed\x12\x0f\n\x07pull_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"/\n\rPullCancelled\x12\x0f\n\x07pull_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"5\n\x13PullCancelRequested\x12\x0f\n\x07pull_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"l\n\x12StoredModelDeleted\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rbase_model_id\x18\x02 \x01(\t\x12\x17\n\x0fmanifest_digest\x18\x03 \x01(\t\x12\x17\n\x0fremoved_digests\x18\x04 \x03(\t\"\x9b\x01\n\x12KnowledgeFileAdded\x12\x14\n\x0cknowledge_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x12\n\nobject_key\x18\x05 \x01(\t\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\"_\n\x14KnowledgeFileIndexed\x12\x14\n\x0cknowledge_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x02 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x03 \x01(\x03\x12\x10\n\x08\x65mbedder\x18\x04 \x01(\t\"[\n\x13KnowledgeFileFailed\x12\x14\n\x0cknowledge_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"2\n\x1aKnowledgeCollectionDeleted\x12\x14\n\x0cknowledge_id\x18\x01 \x01(\t*X\n\nPullTarget\x12\x1b\n\x17PULL_TARGET_UNSPECIFIED\x10\x00\x12\x15\n\x11PULL_TARGET_STORE\x10\x01\x12\x16\n\x12PULL_TARGET_OLLAMA\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'modelhub.events.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PULLTARGET']._serialized_start=3544
-  _globals['_PULLTARGET']._serialized_end=3632
+  _globals['_PULLTARGET']._serialized_start=3767
+  _globals['_PULLTARGET']._serialized_end=3855
   _globals['_ACTOR']._serialized_start=118
   _globals['_ACTOR']._serialized_end=156
   _globals['_SUBJECTIDS']._serialized_start=159
   _globals['_SUBJECTIDS']._serialized_end=313
   _globals['_EVENTENVELOPE']._serialized_start=316
-  _globals['_EVENTENVELOPE']._serialized_end=1548
-  _globals['_MODELCHANGED']._serialized_start=1551
-  _globals['_MODELCHANGED']._serialized_end=1720
-  _globals['_MODELDELETED']._serialized_start=1722
-  _globals['_MODELDELETED']._serialized_end=1776
-  _globals['_TOOLSERVERCHANGED']._serialized_start=1778
-  _globals['_TOOLSERVERCHANGED']._serialized_end=1857
-  _globals['_FILTERCHANGED']._serialized_start=1859
-  _globals['_FILTERCHANGED']._serialized_end=1920
-  _globals['_PULLREQUESTED']._serialized_start=1922
-  _globals['_PULLREQUESTED']._serialized_end=2017
-  _globals['_LAYERPROGRESS']._serialized_start=2019
-  _globals['_LAYERPROGRESS']._serialized_end=2116
-  _globals['_PULLPROGRESS']._serialized_start=2119
-  _globals['_PULLPROGRESS']._serialized_end=2304
-  _globals['_BASEMODELDETAILS']._serialized_start=2307
-  _globals['_BASEMODELDETAILS']._serialized_end=2698
-  _globals['_PULLCOMPLETED']._serialized_start=2701
-  _globals['_PULLCOMPLETED']._serialized_end=2851
-  _globals['_PULLFAILED']._serialized_start=2853
-  _globals['_PULLFAILED']._serialized_end=2928
-  _globals['_PULLCANCELLED']._serialized_start=2930
-  _globals['_PULLCANCELLED']._serialized_end=2977
-  _globals['_PULLCANCELREQUESTED']._serialized_start=2979
-  _globals['_PULLCANCELREQUESTED']._serialized_end=3032
-  _globals['_STOREDMODELDELETED']._serialized_start=3034
-  _globals['_STOREDMODELDELETED']._serialized_end=3142
-  _globals['_KNOWLEDGEFILEADDED']._serialized_start=3145
-  _globals['_KNOWLEDGEFILEADDED']._serialized_end=3300
-  _globals['_KNOWLEDGEFILEINDEXED']._serialized_start=3302
-  _globals['_KNOWLEDGEFILEINDEXED']._serialized_end=3397
-  _globals['_KNOWLEDGEFILEFAILED']._serialized_start=3399
-  _globals['_KNOWLEDGEFILEFAILED']._serialized_end=3490
-  _globals['_KNOWLEDGECOLLECTIONDELETED']._serialized_start=3492
-  _globals['_KNOWLEDGECOLLECTIONDELETED']._serialized_end=3542
+  _globals['_EVENTENVELOPE']._serialized_end=1609
+  _globals['_MODELCHANGED']._serialized_start=1612
+  _globals['_MODELCHANGED']._serialized_end=1781
+  _globals['_MODELDELETED']._serialized_start=1783
+  _globals['_MODELDELETED']._serialized_end=1837
+  _globals['_TOOLSERVERCHANGED']._serialized_start=1839
+  _globals['_TOOLSERVERCHANGED']._serialized_end=1918
+  _globals['_AUDITRECORDED']._serialized_start=1921
+  _globals['_AUDITRECORDED']._serialized_end=2080
+  _globals['_FILTERCHANGED']._serialized_start=2082
+  _globals['_FILTERCHANGED']._serialized_end=2143
+  _globals['_PULLREQUESTED']._serialized_start=2145
+  _globals['_PULLREQUESTED']._serialized_end=2240
+  _globals['_LAYERPROGRESS']._serialized_start=2242
+  _globals['_LAYERPROGRESS']._serialized_end=2339
+  _globals['_PULLPROGRESS']._serialized_start=2342
+  _globals['_PULLPROGRESS']._serialized_end=2527
+  _globals['_BASEMODELDETAILS']._serialized_start=2530
+  _globals['_BASEMODELDETAILS']._serialized_end=2921
+  _globals['_PULLCOMPLETED']._serialized_start=2924
+  _globals['_PULLCOMPLETED']._serialized_end=3074
+  _globals['_PULLFAILED']._serialized_start=3076
+  _globals['_PULLFAILED']._serialized_end=3151
+  _globals['_PULLCANCELLED']._serialized_start=3153
+  _globals['_PULLCANCELLED']._serialized_end=3200
+  _globals['_PULLCANCELREQUESTED']._serialized_start=3202
+  _globals['_PULLCANCELREQUESTED']._serialized_end=3255
+  _globals['_STOREDMODELDELETED']._serialized_start=3257
+  _globals['_STOREDMODELDELETED']._serialized_end=3365
+  _globals['_KNOWLEDGEFILEADDED']._serialized_start=3368
+  _globals['_KNOWLEDGEFILEADDED']._serialized_end=3523
+  _globals['_KNOWLEDGEFILEINDEXED']._serialized_start=3525
+  _globals['_KNOWLEDGEFILEINDEXED']._serialized_end=3620
+  _globals['_KNOWLEDGEFILEFAILED']._serialized_start=3622
+  _globals['_KNOWLEDGEFILEFAILED']._serialized_end=3713
+  _globals['_KNOWLEDGECOLLECTIONDELETED']._serialized_start=3715
+  _globals['_KNOWLEDGECOLLECTIONDELETED']._serialized_end=3765
 # @@protoc_insertion_point(module_scope)

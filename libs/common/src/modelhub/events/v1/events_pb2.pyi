@@ -47,7 +47,7 @@ class SubjectIds(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., pull_id: _Optional[str] = ..., knowledge_id: _Optional[str] = ..., file_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., tool_server_id: _Optional[str] = ..., filter_id: _Optional[str] = ...) -> None: ...
 
 class EventEnvelope(_message.Message):
-    __slots__ = ("id", "type", "occurred_at", "actor", "subject_ids", "trace_id", "source", "model_changed", "model_deleted", "tool_server_changed", "filter_changed", "pull_requested", "pull_progress", "pull_completed", "pull_failed", "pull_cancelled", "pull_cancel_requested", "stored_model_deleted", "knowledge_file_added", "knowledge_file_indexed", "knowledge_file_failed", "knowledge_collection_deleted")
+    __slots__ = ("id", "type", "occurred_at", "actor", "subject_ids", "trace_id", "source", "model_changed", "model_deleted", "tool_server_changed", "filter_changed", "audit_recorded", "pull_requested", "pull_progress", "pull_completed", "pull_failed", "pull_cancelled", "pull_cancel_requested", "stored_model_deleted", "knowledge_file_added", "knowledge_file_indexed", "knowledge_file_failed", "knowledge_collection_deleted")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,7 @@ class EventEnvelope(_message.Message):
     MODEL_DELETED_FIELD_NUMBER: _ClassVar[int]
     TOOL_SERVER_CHANGED_FIELD_NUMBER: _ClassVar[int]
     FILTER_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_RECORDED_FIELD_NUMBER: _ClassVar[int]
     PULL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     PULL_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     PULL_COMPLETED_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +82,7 @@ class EventEnvelope(_message.Message):
     model_deleted: ModelDeleted
     tool_server_changed: ToolServerChanged
     filter_changed: FilterChanged
+    audit_recorded: AuditRecorded
     pull_requested: PullRequested
     pull_progress: PullProgress
     pull_completed: PullCompleted
@@ -92,7 +94,7 @@ class EventEnvelope(_message.Message):
     knowledge_file_indexed: KnowledgeFileIndexed
     knowledge_file_failed: KnowledgeFileFailed
     knowledge_collection_deleted: KnowledgeCollectionDeleted
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[_Union[Actor, _Mapping]] = ..., subject_ids: _Optional[_Union[SubjectIds, _Mapping]] = ..., trace_id: _Optional[str] = ..., source: _Optional[str] = ..., model_changed: _Optional[_Union[ModelChanged, _Mapping]] = ..., model_deleted: _Optional[_Union[ModelDeleted, _Mapping]] = ..., tool_server_changed: _Optional[_Union[ToolServerChanged, _Mapping]] = ..., filter_changed: _Optional[_Union[FilterChanged, _Mapping]] = ..., pull_requested: _Optional[_Union[PullRequested, _Mapping]] = ..., pull_progress: _Optional[_Union[PullProgress, _Mapping]] = ..., pull_completed: _Optional[_Union[PullCompleted, _Mapping]] = ..., pull_failed: _Optional[_Union[PullFailed, _Mapping]] = ..., pull_cancelled: _Optional[_Union[PullCancelled, _Mapping]] = ..., pull_cancel_requested: _Optional[_Union[PullCancelRequested, _Mapping]] = ..., stored_model_deleted: _Optional[_Union[StoredModelDeleted, _Mapping]] = ..., knowledge_file_added: _Optional[_Union[KnowledgeFileAdded, _Mapping]] = ..., knowledge_file_indexed: _Optional[_Union[KnowledgeFileIndexed, _Mapping]] = ..., knowledge_file_failed: _Optional[_Union[KnowledgeFileFailed, _Mapping]] = ..., knowledge_collection_deleted: _Optional[_Union[KnowledgeCollectionDeleted, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[_Union[Actor, _Mapping]] = ..., subject_ids: _Optional[_Union[SubjectIds, _Mapping]] = ..., trace_id: _Optional[str] = ..., source: _Optional[str] = ..., model_changed: _Optional[_Union[ModelChanged, _Mapping]] = ..., model_deleted: _Optional[_Union[ModelDeleted, _Mapping]] = ..., tool_server_changed: _Optional[_Union[ToolServerChanged, _Mapping]] = ..., filter_changed: _Optional[_Union[FilterChanged, _Mapping]] = ..., audit_recorded: _Optional[_Union[AuditRecorded, _Mapping]] = ..., pull_requested: _Optional[_Union[PullRequested, _Mapping]] = ..., pull_progress: _Optional[_Union[PullProgress, _Mapping]] = ..., pull_completed: _Optional[_Union[PullCompleted, _Mapping]] = ..., pull_failed: _Optional[_Union[PullFailed, _Mapping]] = ..., pull_cancelled: _Optional[_Union[PullCancelled, _Mapping]] = ..., pull_cancel_requested: _Optional[_Union[PullCancelRequested, _Mapping]] = ..., stored_model_deleted: _Optional[_Union[StoredModelDeleted, _Mapping]] = ..., knowledge_file_added: _Optional[_Union[KnowledgeFileAdded, _Mapping]] = ..., knowledge_file_indexed: _Optional[_Union[KnowledgeFileIndexed, _Mapping]] = ..., knowledge_file_failed: _Optional[_Union[KnowledgeFileFailed, _Mapping]] = ..., knowledge_collection_deleted: _Optional[_Union[KnowledgeCollectionDeleted, _Mapping]] = ...) -> None: ...
 
 class ModelChanged(_message.Message):
     __slots__ = ("model_id", "base_model_id", "version", "changed_fields", "hidden", "enabled", "is_base", "knowledge_ids")
@@ -133,6 +135,26 @@ class ToolServerChanged(_message.Message):
     kind: str
     deleted: bool
     def __init__(self, id: _Optional[str] = ..., version: _Optional[int] = ..., kind: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...
+
+class AuditRecorded(_message.Message):
+    __slots__ = ("actor", "actor_role", "action", "target", "outcome", "status", "source_address", "request_id")
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ROLE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    actor: str
+    actor_role: str
+    action: str
+    target: str
+    outcome: str
+    status: int
+    source_address: str
+    request_id: str
+    def __init__(self, actor: _Optional[str] = ..., actor_role: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., outcome: _Optional[str] = ..., status: _Optional[int] = ..., source_address: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class FilterChanged(_message.Message):
     __slots__ = ("id", "version", "deleted")
