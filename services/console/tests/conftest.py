@@ -29,6 +29,8 @@ from modelhub_console.settings import ConsoleSettings
 from modelhub_devstack.asgi import serve_in_thread
 from modelhub_devstack.databases import create_database, database_url, drop_database
 from modelhub_devstack.nats import NatsServer
+from modelhub_puller import bootstrap as puller_bootstrap
+from modelhub_puller.settings import PullerSettings
 from modelhub_registry import bootstrap as registry_bootstrap
 from modelhub_registry.settings import RegistrySettings
 
@@ -52,18 +54,22 @@ def _serve(app: Any, name: str) -> Any:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, s3: Any, postgres_admin_url: str) -> Iterator[Stack]:
-    """Registry, gateway and console, once per session. NATS is the stack's own: the registry's outbox ids start
-    at 1 in a fresh database and would collide with other tests' on a shared server."""
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, s3: Any, postgres_admin_url: str, oci_registry_url: str
+) -> Iterator[Stack]:
+    """Registry, gateway, puller (pulling from the session's OCI registry) and console, once per session. NATS
+    is the stack's own: the registry's outbox ids start at 1 in a fresh database and would collide with other
+    tests' on a shared server."""
     path, digest = _smollm2()
     store = ObjectStore(s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key, secure=s3.secure)
     store.ensure_bucket(MODELS_BUCKET)
     if not store.exists(MODELS_BUCKET, f"blobs/sha256/{digest}"):
         with path.open("rb") as f:
             store.put_stream(MODELS_BUCKET, f"blobs/sha256/{digest}", f, length=path.stat().st_size)
-    registry_db, gateway_db = f"console_registry_{uuid.uuid4().hex[:10]}", f"console_gateway_{uuid.uuid4().hex[:10]}"
-    create_database(postgres_admin_url, registry_db, ("vector",))
-    create_database(postgres_admin_url, gateway_db, ("vector",))
+    databases = {name: f"console_{name}_{uuid.uuid4().hex[:10]}" for name in ("registry", "gateway", "puller")}
+    for database in databases.values():
+        create_database(postgres_admin_url, database, ("vector",))
+    registry_db, gateway_db = databases["registry"], databases["gateway"]
     common = {
         "host": "127.0.0.1",
         "port": 0,
@@ -105,16 +111,38 @@ def stack(tmp_path_factory: pytest.TempPathFactory, s3: Any, postgres_admin_url:
                 )
                 asyncio.run(gateway_bootstrap.run_migrations(gateway_settings))
                 gateway_app = gateway_bootstrap.build_app(gateway_settings)
-                with _serve(gateway_app, "console-test-gateway"):
+                oci_host = oci_registry_url.removeprefix("http://").rstrip("/")
+                puller_settings = PullerSettings(
+                    **common,
+                    nats_url=nats.url,
+                    database_url=database_url(postgres_admin_url, databases["puller"]),
+                    bucket=MODELS_BUCKET,
+                    allowed_hosts=[oci_host],
+                    insecure_hosts=[oci_host],
+                    part_size_bytes=5 * 1024 * 1024,
+                    progress_interval_seconds=0.1,
+                    progress_persist_seconds=0.2,
+                )
+                asyncio.run(puller_bootstrap.run_migrations(puller_settings))
+                with psycopg.connect(puller_settings.database_url.get_secret_value(), autocommit=True) as conn:
+                    conn.execute("SELECT setval('outbox_id_seq', %s)", (random.randrange(10**15, 10**16),))
+                with (
+                    _serve(gateway_app, "console-test-gateway"),
+                    _serve(puller_bootstrap.build_app(puller_settings), "console-test-puller") as puller_url,
+                ):
                     grpc_target = f"127.0.0.1:{gateway_app.state.grpc_port}"
                     console_settings = ConsoleSettings(
-                        registry_url=registry_url, gateway_grpc=grpc_target, port=0, page_size=12
+                        registry_url=registry_url,
+                        gateway_grpc=grpc_target,
+                        puller_url=puller_url,
+                        port=0,
+                        page_size=12,
                     )
                     with _serve(console_bootstrap.build_app(console_settings), "console-test-console") as url:
-                        yield Stack(registry_url, grpc_target, url, http)
+                        yield Stack(registry_url, grpc_target, url, http, oci_registry_url)
     finally:
-        drop_database(postgres_admin_url, registry_db)
-        drop_database(postgres_admin_url, gateway_db)
+        for database in databases.values():
+            drop_database(postgres_admin_url, database)
 
 
 def _seed_registry(http: httpx.Client, url: str, digest: str) -> None:
@@ -135,6 +163,11 @@ def _seed_registry(http: httpx.Client, url: str, digest: str) -> None:
         )
         assert response.status_code == 201, response.text
     response = http.put(f"{url}/api/v1/users/alice/password", json={"password": PASSWORD}, headers=admin_headers())
+    assert response.status_code == 204, response.text
+    # The puller lets members of "pullers" pull.
+    response = http.post(f"{url}/api/v1/groups", json={"id": "pullers", "name": "Pullers"}, headers=admin_headers())
+    assert response.status_code == 201, response.text
+    response = http.put(f"{url}/api/v1/groups/pullers/members/alice", headers=admin_headers())
     assert response.status_code == 204, response.text
 
 

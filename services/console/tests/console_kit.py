@@ -44,6 +44,7 @@ class Stack:
     gateway_grpc: str
     console_url: str
     http: httpx.Client
+    oci_registry_url: str
 
     def create_model(self, owner: str, **body: Any) -> dict[str, Any]:
         response = self.http.post(

@@ -15,27 +15,42 @@
 
   function pct(done, total) { return total > 0 ? Math.floor((100 * done) / total) : 0; }
 
-  function show(state) {
-    var done = state.bytes_done || state.completed || 0;
-    var total = state.bytes_total || state.total || 0;
-    var value = state.state === "completed" ? 100 : pct(done, total);
+  // Once the pull is done the registry lists the base model (it learns of the pull from an event): refresh the
+  // table until the row is there.
+  async function showNewBaseModel(baseModelId, tries) {
+    var response = await fetch("/base-models", { credentials: "same-origin" });
+    var page = new DOMParser().parseFromString(await response.text(), "text/html");
+    var rows = page.querySelector("table tbody");
+    if (rows) document.querySelector("table tbody").replaceWith(rows);
+    var found = Array.prototype.some.call(document.querySelectorAll("table tbody td:first-child"), function (td) {
+      return td.textContent === baseModelId;
+    });
+    if (!found && tries > 0) setTimeout(function () { showNewBaseModel(baseModelId, tries - 1); }, 1000);
+  }
+
+  // item: a snapshot or final event ({type, pull}) or a progress event (the numbers themselves).
+  function show(item) {
+    var state = item.pull || item;
+    var kind = item.pull ? state.state : "running";
+    var value = kind === "completed" ? 100 : pct(state.completed_bytes || 0, state.total_bytes || 0);
     bar.value = value;
     percent.textContent = value + " %";
-    box.dataset.state = state.state || "";
-    label.textContent = (state.model || "") + ": " + (state.state || "");
-    if (Array.isArray(state.layers)) {
-      layers.textContent = "";
-      state.layers.forEach(function (layer) {
-        var item = document.createElement("li");
-        var lp = pct(layer.bytes_done || 0, layer.bytes_total || layer.size || 0);
-        item.textContent = (layer.media_type || layer.digest || "layer") + ": " + lp + " %";
-        layers.appendChild(item);
-      });
-    }
-    if (["completed", "failed", "cancelled"].indexOf(state.state) >= 0 && source) {
-      source.close();
-      source = null;
-      if (state.error) label.textContent += " (" + (state.error.message || state.error) + ")";
+    box.dataset.state = kind;
+    label.textContent = (state.model || document.getElementById("pull-name").value) + ": " + kind;
+    layers.textContent = "";
+    (state.layers || []).forEach(function (layer) {
+      var item = document.createElement("li");
+      var done = layer.state === "completed" ? 100 : pct(layer.completed_bytes || 0, layer.total_bytes || 0);
+      var kind = /container\.image|config/.test(layer.media_type || "") ? "config" : (layer.media_type || "").split(".").pop();
+      item.textContent = kind + " " + (layer.digest || "").slice(7, 19) +
+        ": " + done + " %";
+      layers.appendChild(item);
+    });
+    if (["completed", "failed", "cancelled"].indexOf(kind) >= 0) {
+      if (source) { source.close(); source = null; }
+      if (state.error) label.textContent += " (" + state.error.message + ")";
+      cancel.disabled = true;
+      if (kind === "completed" && state.base_model_id) showNewBaseModel(state.base_model_id, 60);
     }
   }
 
@@ -51,13 +66,14 @@
     });
     var body = await response.json();
     box.hidden = false;
+    cancel.disabled = false;
     if (!response.ok) { label.textContent = (body.error && body.error.message) || "the pull was refused"; return; }
     pullId = body.id;
     box.dataset.pullId = pullId;
     source = new EventSource("/pulls/events?id=" + encodeURIComponent(pullId));
-    source.onmessage = function (message) { show(JSON.parse(message.data)); };
-    source.addEventListener("progress", function (message) { show(JSON.parse(message.data)); });
-    source.addEventListener("done", function (message) { show(JSON.parse(message.data)); });
+    ["snapshot", "progress", "completed", "failed", "cancelled"].forEach(function (name) {
+      source.addEventListener(name, function (message) { show(JSON.parse(message.data)); });
+    });
     source.onerror = function () { if (source) { source.close(); source = null; } };
   });
 

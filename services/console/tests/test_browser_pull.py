@@ -1,0 +1,66 @@
+""" "Pull X" in a real browser: a model pushed to the session's OCI registry (Ollama-style layers) is pulled by the
+real puller, its progress bar reaches 100 % from the puller's server-sent events, and the base model appears."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from console_kit import PASSWORD, Stack
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "puller" / "tests"))
+from puller_testkit import OLLAMA, OciPusher, make_gguf  # noqa: E402
+
+WAIT_SECONDS = 180
+
+
+@pytest.fixture
+def pushed_model(stack: Stack, tmp_path: Path) -> str:
+    """A 12 MiB GGUF with a template and params, pushed under a unique name; returns its pull name."""
+    oci = OciPusher(stack.oci_registry_url)
+    repository = f"library/console{uuid.uuid4().hex[:8]}"
+    layers = [
+        (OLLAMA + "model", make_gguf(tmp_path / "m.gguf", megabytes=12, seed=7)),
+        (OLLAMA + "template", b"{{ .System }} {{ .Prompt }}"),
+        (OLLAMA + "params", json.dumps({"temperature": 0.5}).encode()),
+    ]
+    config = {"model_format": "gguf", "model_family": "llama", "file_type": "Q4_K_M", "os": "linux"}
+    oci.push_manifest(repository, "latest", config, layers)
+    return f"{oci.host}/{repository}:latest"
+
+
+def test_pull_shows_progress_to_100_percent_and_the_base_model_appears(
+    stack: Stack, browser: WebDriver, pushed_model: str, artefacts: Path
+) -> None:
+    browser.delete_all_cookies()
+    browser.get(stack.console_url + "/signin")
+    wait = WebDriverWait(browser, WAIT_SECONDS)
+    wait.until(ec.presence_of_element_located((By.ID, "username"))).send_keys("alice")
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "signin-password").click()
+    wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Models"))
+    browser.get(stack.console_url + "/base-models")
+    wait.until(ec.presence_of_element_located((By.ID, "pull-name"))).send_keys(pushed_model)
+    browser.find_element(By.ID, "pull-start").click()
+    box = wait.until(ec.visibility_of_element_located((By.ID, "pull-progress")))
+    wait.until(lambda d: box.get_attribute("data-state") in ("completed", "failed", "cancelled"))
+    assert box.get_attribute("data-state") == "completed", browser.find_element(By.ID, "pull-label").text
+    assert browser.find_element(By.ID, "pull-bar").get_attribute("value") == "100"
+    assert browser.find_element(By.ID, "pull-percent").text == "100 %"
+    layers = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#pull-layers li")]
+    assert layers and all(text.endswith("100 %") for text in layers)
+    base_model_id = pushed_model.rsplit("/", 1)[-1]
+    wait.until(
+        lambda d: any(
+            base_model_id in td.text or pushed_model in td.text
+            for td in d.find_elements(By.CSS_SELECTOR, "table tbody td:first-child")
+        )
+    )
+    browser.save_screenshot(str(artefacts / "pull.png"))
