@@ -121,3 +121,37 @@ def test_sign_out_ends_the_session(stack: Stack) -> None:
     client = signed_in(stack, bearer=token("bob", "user"))
     assert client.post("/signout", data={"csrf_token": page_csrf(client)}).status_code == 303
     assert client.get("/models").status_code == 303
+
+
+def test_the_grid_pages_through_the_registrys_cursor_and_filters_by_tag(stack: Stack) -> None:
+    owner = unique("carol")
+    ids = [f"{owner}-m{n:02d}" for n in range(15)]
+    for n, model_id in enumerate(ids):
+        stack.create_model(owner, id=model_id, name=f"Paged {n}", meta={"tags": ["even" if n % 2 == 0 else "odd"]})
+    client = signed_in(stack, bearer=token(owner, "user"))
+    first = client.get("/models")
+    shown = re.findall(r'data-model-id="([^"]+)"', first.text)
+    assert len(shown) == 12  # the console's page size
+    next_url = re.search(r'href="(/models\?[^"]*cursor=[^"]+)" id="next-page"', first.text)
+    assert next_url
+    second = client.get(next_url.group(1).replace("&amp;", "&"))
+    rest = re.findall(r'data-model-id="([^"]+)"', second.text)
+    assert sorted(shown + rest) == sorted(ids) and 'id="next-page"' not in second.text
+    odd = re.findall(r'data-model-id="([^"]+)"', client.get("/models", params={"tag": "odd"}).text)
+    assert sorted(odd) == ids[1::2]
+    # htmx asks for the grid alone
+    partial = client.get("/models", params={"q": "Paged 3"}, headers={"HX-Request": "true", "HX-Target": "grid"})
+    assert partial.text.lstrip().startswith('<section id="grid"')
+    assert re.findall(r'data-model-id="([^"]+)"', partial.text) == [ids[3]]
+
+
+def test_deleting_a_model_others_build_on_shows_the_registrys_refusal(stack: Stack) -> None:
+    base = stack.create_model("bob", id=unique("bob-base"), name="Bob base")
+    stack.create_model("bob", id=unique("bob-derived"), name="Bob derived", base_model_id=base["id"])
+    client = signed_in(stack, bearer=token("bob", "user"))
+    response = client.post(
+        "/models/action", data={"id": base["id"], "action": "delete", "csrf_token": page_csrf(client)}
+    )
+    assert response.status_code == 303
+    page = client.get("/models")
+    assert "is the base of" in page.text and base["id"] in page.text
