@@ -160,6 +160,67 @@ def test_index_lists_what_may_read_and_the_base_chain_allow() -> None:
         assert as_json["object"] == "list"
 
 
+def test_index_answers_kept_for_a_caller_follow_every_change() -> None:
+    """Encoded answers are reused while nothing changes; every kind of change is seen by the next answer."""
+    bases = [
+        {"id": "base-0", "source": "ollama", "available": True},
+        {"id": "base-1", "source": "hf", "available": True},
+    ]
+
+    def raw(model_id: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "id": model_id,
+            "name": model_id,
+            "base_model_id": "base-0",
+            "owner_id": "u0",
+            "access": {
+                "public_read": False,
+                "grants": [{"principal_type": "group", "principal_id": "g0", "permission": "read"}],
+            },
+            "hidden": False,
+            "enabled": True,
+            "version": 1,
+            "meta": {},
+            **extra,
+        }
+
+    index = SelectorIndex()
+    index.set_bases(bases)
+    for n in range(5):
+        index.put_file(raw(f"m{n}"))
+    admin, member, other = (
+        Principal("root", "admin"),
+        Principal("u1", "user", frozenset({"g0"})),
+        Principal("u1", "user"),
+    )
+
+    def ids(who: Principal) -> list[str]:
+        listed = chat_pb2.ListModelsResponse.FromString(
+            index.protobuf(who, include_hidden=False, include_disabled=False)
+        )
+        from_json = [m["id"] for m in json.loads(index.json(who))["data"]]
+        assert [m.id for m in listed.models] == from_json
+        return from_json
+
+    everything = ["m0", "m1", "m2", "m3", "m4", "base-0", "base-1"]
+    assert ids(admin) == ids(member) == everything
+    assert index.protobuf(admin, include_hidden=False, include_disabled=False) is index.protobuf(
+        admin, include_hidden=False, include_disabled=False
+    ), "asked again with nothing changed: the same bytes"
+    assert ids(other) == ["base-0", "base-1"], "the same subject in other groups is another caller"
+
+    index.put_file(raw("m1", hidden=True, version=2))
+    assert "m1" not in ids(admin) and "m1" not in ids(member)
+    assert index.remove_file("m2")
+    assert ids(admin) == ["m0", "m3", "m4", "base-0", "base-1"]
+    index.put_file(raw("m5", access={"public_read": True, "grants": []}))
+    assert ids(other) == ["m5", "base-0", "base-1"]
+    index.set_bases([bases[0]])
+    assert ids(member) == ["m0", "m3", "m4", "m5", "base-0"]
+    listed = chat_pb2.ListModelsResponse.FromString(index.protobuf(member, include_hidden=True, include_disabled=True))
+    assert [m.id for m in listed.models] == ["m0", "m1", "m3", "m4", "m5", "base-0"]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The catalog's rules, against a small fake of our registry client
 

@@ -29,7 +29,7 @@ import json
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +54,10 @@ _JSON_TAIL = b"]}"
 _MAX_TOMBSTONES = 10_000
 # The deepest base chain walked when checking that a caller may read every link (the registry allows 8).
 _MAX_CHAIN = 64
+# Bytes of encoded answers an index keeps for callers who ask again (an admin's answer at 10,000 files is 2 MB).
+_ANSWER_CACHE_BYTES = 64 * 2**20
+
+_AnswerKey = tuple[str, bool, bool, object]
 
 
 def _varint(value: int) -> bytes:
@@ -208,6 +212,10 @@ class SelectorIndex:
     available base models no listed file overrides (a model file with a base model's id), in id order, as
     the registry-backed listing always did. ``source`` of a file is the one of the base model it names, when
     that is an available base model.
+
+    Encoded answers are kept per access (an admin, or a subject with its groups: all a listing depends on),
+    format and flags until the next change to the index, which drops them all; so a selector asked again
+    with nothing changed, the common case, costs a dictionary lookup rather than a walk of every file.
     """
 
     def __init__(self) -> None:
@@ -225,6 +233,9 @@ class SelectorIndex:
         self._dependents: dict[str, set[str]] = {}
         # files whose base is another model file: their chain needs checking per caller
         self._chained: set[str] = set()
+        # encoded answers since the last change, least recently used first
+        self._answers: OrderedDict[_AnswerKey, bytes] = OrderedDict()
+        self._answer_bytes = 0
 
     # ---- size and lookups
 
@@ -246,8 +257,13 @@ class SelectorIndex:
         base = self._bases.get(base_id)
         return base.source if base is not None and base.available else ""
 
+    def _changed(self) -> None:
+        self._answers.clear()
+        self._answer_bytes = 0
+
     def put_file(self, raw: dict[str, Any]) -> None:
         """Adds or replaces a model file from its REST representation."""
+        self._changed()
         base_key = str(raw.get("base_model_id") or raw.get("id"))
         entry = _parse_file(raw, self._source_of(base_key))
         old = self._files.get(entry.id)
@@ -264,6 +280,7 @@ class SelectorIndex:
         old = self._files.pop(model_id, None)
         if old is None:
             return False
+        self._changed()
         self._unindex(old)
         position = bisect.bisect_left(self._order, model_id)
         del self._order[position]
@@ -298,6 +315,7 @@ class SelectorIndex:
 
     def set_bases(self, raws: Iterable[dict[str, Any]]) -> None:
         """Replaces every base model; files naming one whose source shows differently now are re-encoded."""
+        self._changed()
         before = {base_id: self._source_of(base_id) for base_id in self._bases}
         self._bases = {base.id: base for base in (_parse_base(raw) for raw in raws)}
         self._base_order = sorted(self._bases)
@@ -350,15 +368,41 @@ class SelectorIndex:
         bases = [b for i in self._base_order if (b := self._bases[i]).available and i not in shown]
         return files, bases
 
+    def _answer(self, key: _AnswerKey, encode: Callable[[], bytes]) -> bytes:
+        found = self._answers.get(key)
+        if found is not None:
+            self._answers.move_to_end(key)
+            return found
+        body = encode()
+        self._answers[key] = body
+        self._answer_bytes += len(body)
+        while self._answer_bytes > _ANSWER_CACHE_BYTES and len(self._answers) > 1:
+            _, dropped = self._answers.popitem(last=False)
+            self._answer_bytes -= len(dropped)
+        return body
+
+    @staticmethod
+    def _access(principal: Principal) -> object:
+        """What a caller's listing depends on."""
+        return True if principal.is_admin else (principal.subject, frozenset(principal.groups))
+
     def protobuf(self, principal: Principal, *, include_hidden: bool, include_disabled: bool) -> bytes:
         """The caller's selector as a serialized ``ListModelsResponse``."""
-        files, bases = self._selected(principal, include_hidden=include_hidden, include_disabled=include_disabled)
-        return b"".join([f.protobuf for f in files] + [b.protobuf for b in bases])
+
+        def encode() -> bytes:
+            files, bases = self._selected(principal, include_hidden=include_hidden, include_disabled=include_disabled)
+            return b"".join([f.protobuf for f in files] + [b.protobuf for b in bases])
+
+        return self._answer(("protobuf", include_hidden, include_disabled, self._access(principal)), encode)
 
     def json(self, principal: Principal) -> bytes:
         """The caller's selector (hidden and disabled files left out) as OpenAI's model list."""
-        files, bases = self._selected(principal, include_hidden=False, include_disabled=False)
-        return _JSON_HEAD + b",".join([f.json for f in files] + [b.json for b in bases]) + _JSON_TAIL
+
+        def encode() -> bytes:
+            files, bases = self._selected(principal, include_hidden=False, include_disabled=False)
+            return _JSON_HEAD + b",".join([f.json for f in files] + [b.json for b in bases]) + _JSON_TAIL
+
+        return self._answer(("json", False, False, self._access(principal)), encode)
 
     def listings(self, principal: Principal, *, include_hidden: bool, include_disabled: bool) -> list[ModelListing]:
         files, bases = self._selected(principal, include_hidden=include_hidden, include_disabled=include_disabled)
