@@ -45,8 +45,8 @@ system-deps: ## install the Debian packages the tests use (docker-registry, prom
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else echo "chromium is missing: run 'sudo apt-get install -y chromium chromium-driver'"; exit 1; fi; fi
 
-up: install ## install, then start NATS, Postgres, S3 and the four services in the background (MONITORING=1: and Prometheus)
-	$(BIN)/modelhub-dev up $(if $(MONITORING),--monitoring)
+up: install ## install, then start NATS, Postgres, S3 and the four services in the background (MONITORING=1: and Prometheus; CLUSTER=1: three NATS nodes, two replicas of each service)
+	$(BIN)/modelhub-dev up $(if $(MONITORING),--monitoring) $(if $(CLUSTER),--cluster)
 
 down: ## stop what `make up` started (data is kept in .modelhub/)
 	@if [ -x $(BIN)/modelhub-dev ]; then $(BIN)/modelhub-dev down; else echo "nothing to stop: no .venv"; fi

@@ -14,6 +14,7 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import jwt
 import psycopg
 import pytest
@@ -257,3 +258,41 @@ def test_service_environment_for_the_console_has_no_database_and_the_gateways_gr
     assert env["MODELHUB_CONSOLE_GATEWAY_GRPC"] == "127.0.0.1:1005"
     assert "MODELHUB_CONSOLE_DATABASE_URL" not in env
     assert not console.migrates and console.url_variable == "MODELHUB_CONSOLE_URL"
+
+
+def test_up_as_a_cluster_runs_three_nats_nodes_and_two_replicas_of_each_service(
+    modelhub_devstack_dir: Path, fake_service_path: Path
+) -> None:
+    home = modelhub_devstack_dir / "cluster-home"
+    stack = Stack(home, services=(FAKE_SERVICE,), cluster=True)
+    try:
+        assert _states(stack.up()) == {
+            **dict.fromkeys(("n1", "n2", "n3"), ComponentState.STARTED),
+            "postgres": ComponentState.STARTED,
+            "s3": ComponentState.STARTED,
+            "fake_echo": ComponentState.STARTED,
+            "fake_echo-2": ComponentState.STARTED,
+        }
+        ports = load_ports(StackPaths(home))
+        nats_urls = [f"nats://127.0.0.1:{ports[f'nats_n{n}']}" for n in (1, 2, 3)]
+        # One JetStream cluster: every node routes to the two others and sees a meta group of three.
+        for n in (1, 2, 3):
+            monitor = f"http://127.0.0.1:{ports[f'nats_n{n}_monitor']}"
+            assert httpx.get(f"{monitor}/routez", timeout=5).json()["num_routes"] >= 2
+            assert httpx.get(f"{monitor}/jsz", timeout=5).json()["meta_cluster"]["cluster_size"] == 3
+
+        endpoints = read_endpoints_env(StackPaths(home).endpoints_file)
+        assert endpoints["NATS_URL"] == ",".join(nats_urls)
+        replica_urls = [f"http://127.0.0.1:{ports['fake_echo']}", f"http://127.0.0.1:{ports['fake_echo_r2']}"]
+        assert endpoints["MODELHUB_FAKE_ECHO_URLS"] == ",".join(replica_urls)
+        assert endpoints["MODELHUB_FAKE_ECHO_URL"] == replica_urls[0]
+        for name, port in (("fake_echo", ports["fake_echo"]), ("fake_echo-2", ports["fake_echo_r2"])):
+            settings = json.loads((home / "services" / name / "settings.json").read_text())
+            assert settings["MODELHUB_FAKE_ECHO_PORT"] == str(port)
+            assert settings["MODELHUB_FAKE_ECHO_NATS_URL"] == ",".join(nats_urls)
+            assert settings["MODELHUB_FAKE_ECHO_STREAM_REPLICAS"] == "3"
+            assert settings["MODELHUB_FAKE_ECHO_DATABASE_URL"].endswith("/modelhub_fake_echo")  # one database
+    finally:
+        # Without cluster=True: the persisted ports say it is a cluster, so every node and replica stops.
+        stopped = Stack(home, services=(FAKE_SERVICE,)).clean()
+        assert [status.name for status in stopped] == ["fake_echo-2", "fake_echo", "s3", "postgres", "n3", "n2", "n1"]

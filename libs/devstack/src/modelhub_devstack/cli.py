@@ -115,6 +115,14 @@ def up(
     monitoring: Annotated[
         bool, typer.Option("--monitoring", help="Also start a Prometheus that scrapes the services' /metrics.")
     ] = False,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="Three NATS JetStream nodes (streams at R3) and two replicas of each service, each on its own "
+            "port; endpoints.env lists every NATS URL and replica. The stack stays a cluster until `clean`.",
+        ),
+    ] = False,
 ) -> None:
     """Start everything that is not running yet, then write the endpoints file.
 
@@ -123,7 +131,7 @@ def up(
     again: healthy components are left alone, stopped ones are started on the same ports with the same
     data. Writes `.modelhub/endpoints.env` (URLs and an admin token, mode 600) for `source`.
     """
-    stack = Stack(progress=_progress, log_level=log_level.value, monitoring=monitoring)
+    stack = Stack(progress=_progress, log_level=log_level.value, monitoring=monitoring, cluster=cluster)
     try:
         statuses = stack.up()
     except DevstackError as exc:

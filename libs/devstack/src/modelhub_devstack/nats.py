@@ -70,8 +70,17 @@ class NatsServer(ManagedServer):
 class NatsClusterNode(NatsServer):
     """One node of a JetStream cluster: routes to its peers on loopback, a unique server name."""
 
-    def __init__(self, workdir: Path, *, name: str, cluster_port: int, routes: Sequence[int]) -> None:
-        super().__init__(workdir, name=name)
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        name: str,
+        cluster_port: int,
+        routes: Sequence[int],
+        port: int | None = None,
+        monitor_port: int | None = None,
+    ) -> None:
+        super().__init__(workdir, name=name, port=port, monitor_port=monitor_port)
         self.cluster_port = cluster_port
         self.routes = [p for p in routes if p != cluster_port]
 
@@ -99,11 +108,22 @@ class NatsClusterNode(NatsServer):
 class NatsCluster:
     """A JetStream cluster of ``size`` nodes on loopback (a quorum survives one node down of three)."""
 
-    def __init__(self, workdir: Path, size: int = 3) -> None:
-        cluster_ports = pick_free_ports(size)
+    def __init__(self, workdir: Path, size: int = 3, *, ports: Sequence[tuple[int, int, int]] | None = None) -> None:
+        """``ports``: (client, monitor, cluster) port of each node, e.g. the dev stack's persisted ones; by
+        default free ports are picked."""
+        if ports is None:
+            ports = [(0, 0, cluster_port) for cluster_port in pick_free_ports(size)]
+        cluster_ports = [cluster_port for _, _, cluster_port in ports]
         self.nodes = [
-            NatsClusterNode(workdir / f"n{n + 1}", name=f"n{n + 1}", cluster_port=port, routes=cluster_ports)
-            for n, port in enumerate(cluster_ports)
+            NatsClusterNode(
+                workdir / f"n{n + 1}",
+                name=f"n{n + 1}",
+                cluster_port=cluster_port,
+                routes=cluster_ports,
+                port=client_port or None,
+                monitor_port=monitor_port or None,
+            )
+            for n, (client_port, monitor_port, cluster_port) in enumerate(ports)
         ]
 
     @property

@@ -177,8 +177,10 @@ class ServiceProcess(ManagedServer):
         env: Mapping[str, str],
         log_path: Path,
         pid_path: Path,
+        name: str | None = None,
     ) -> None:
-        super().__init__(spec.name, workdir, log_path=log_path, pid_path=pid_path)
+        """``name``: the component's name when it is not the service's (a second replica, ``registry-2``)."""
+        super().__init__(name or spec.name, workdir, log_path=log_path, pid_path=pid_path)
         self.spec = spec
         self.port = ports[spec.name]
         self._ports = tuple(ports[name] for name in spec.port_names)

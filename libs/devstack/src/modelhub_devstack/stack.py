@@ -22,7 +22,7 @@ from pathlib import Path
 from modelhub_common.auth import issue_token
 from modelhub_devstack.endpoints_file import write_endpoints_env
 from modelhub_devstack.errors import DevstackError
-from modelhub_devstack.nats import NatsServer
+from modelhub_devstack.nats import NatsCluster, NatsServer
 from modelhub_devstack.postgres import PostgresServer
 from modelhub_devstack.prometheus import PrometheusServer
 from modelhub_devstack.seaweed import SeaweedPorts, SeaweedS3
@@ -52,6 +52,20 @@ TOKEN_TTL_SECONDS = 30 * 24 * 3600
 _RECOVERY_GRACE_SECONDS = 15.0
 
 DEFAULT_MODEL_IMPORTER = "puller"
+
+#: In cluster mode: the NATS nodes (a JetStream cluster, streams at R3) and the replicas of each service.
+CLUSTER_NODES = 3
+CLUSTER_REPLICAS = 2
+_CLUSTER_MARKER_PORT = "nats_n1"  # present in the persisted ports once a stack was brought up as a cluster
+
+
+def replica_suffix(replica: int) -> str:
+    """What a replica's component and port names end with: nothing for the first, ``-2`` / ``_r2`` after."""
+    return "" if replica == 1 else f"-{replica}"
+
+
+def _replica_port(name: str, replica: int) -> str:
+    return name if replica == 1 else f"{name}_r{replica}"
 
 
 @dataclass(frozen=True)
@@ -135,7 +149,8 @@ class ComponentStatus:
 
 @dataclass(frozen=True)
 class _Components:
-    nats: NatsServer
+    #: One node, or the nodes of the cluster.
+    nats: tuple[NatsServer, ...]
     postgres: PostgresServer
     s3: SeaweedS3
     services: tuple[ServiceProcess, ...]
@@ -144,11 +159,19 @@ class _Components:
     @property
     def infra(self) -> tuple[tuple[ManagedServer, str, str], ...]:
         """(server, what it is, endpoint to show) in start order."""
+        nats = tuple(
+            (node, "NATS" if len(self.nats) == 1 else f"NATS node {node.name}", node.url) for node in self.nats
+        )
         return (
-            (self.nats, "NATS", self.nats.url),
+            *nats,
             (self.postgres, "PostgreSQL", f"postgresql://127.0.0.1:{self.postgres.port}"),
             (self.s3, "SeaweedFS S3", f"http://{self.s3.endpoint}"),
         )
+
+    @property
+    def nats_url(self) -> str:
+        """Every node's client URL, comma-separated (what the services' ``nats_url`` accepts)."""
+        return ",".join(node.url for node in self.nats)
 
 
 def _no_progress(message: str) -> None:
@@ -171,10 +194,14 @@ class Stack:
         progress: Progress | None = None,
         log_level: str = "INFO",
         monitoring: bool = False,
+        cluster: bool = False,
     ) -> None:
-        """``monitoring`` also starts a Prometheus scraping the services (``make up MONITORING=1``)."""
+        """``monitoring`` also starts a Prometheus scraping the services (``make up MONITORING=1``); ``cluster``
+        runs a three-node NATS JetStream cluster and two replicas of each service (``make up CLUSTER=1``). A
+        stack once brought up as a cluster stays one until ``clean``."""
         self.paths = StackPaths(home if home is not None else default_home())
         self.monitoring = monitoring
+        self.cluster = cluster
         self.services = tuple(services)
         names = {spec.name for spec in self.services}
         for spec in self.services:
@@ -203,7 +230,11 @@ class Stack:
                     if spec.database:
                         components.postgres.create_database(spec.database, extensions=("vector",))
 
-                statuses += list(pool.map(self._bring_up_service, components.services))
+                # Replicas after the first ones: those have migrated the databases by then.
+                first = [s for s in components.services if s.name == s.spec.name]
+                statuses += list(pool.map(self._bring_up_service, first))
+                later = [s for s in components.services if s.name != s.spec.name]
+                statuses += list(pool.map(self._bring_up_service, later))
 
             self._seed_embedded_models(components)
             if self.monitoring:
@@ -382,12 +413,26 @@ class Stack:
 
     # --- wiring -------------------------------------------------------------------------------------
 
+    def _is_cluster(self, ports: Mapping[str, int]) -> bool:
+        return self.cluster or _CLUSTER_MARKER_PORT in ports
+
     def _port_requests(self) -> list[PortRequest]:
+        cluster = self._is_cluster(load_ports(self.paths))
+        nats = (
+            [PortRequest((f"nats_n{n}", f"nats_n{n}_monitor", f"nats_n{n}_cluster")) for n in range(1, 4)]
+            if cluster
+            else [PortRequest(("nats", "nats_monitor"))]
+        )
+        replicas = range(1, (CLUSTER_REPLICAS if cluster else 1) + 1)
         return [
-            PortRequest(("nats", "nats_monitor")),
+            *nats,
             PortRequest(("postgres",)),
             seaweed_port_request(),
-            *(PortRequest(spec.port_names) for spec in self.services),
+            *(
+                PortRequest(tuple(_replica_port(name, replica) for name in spec.port_names))
+                for replica in replicas
+                for spec in self.services
+            ),
             PortRequest(("prometheus",)),
         ]
 
@@ -397,7 +442,16 @@ class Stack:
         def port(name: str) -> int:
             return ports.get(name, 0)
 
-        nats = NatsServer(self.paths.component_dir("nats"), port=port("nats"), monitor_port=port("nats_monitor"))
+        cluster = self._is_cluster(ports)
+        nats: tuple[NatsServer, ...]
+        if cluster:
+            node_ports = [
+                (port(f"nats_n{n}"), port(f"nats_n{n}_monitor"), port(f"nats_n{n}_cluster"))
+                for n in range(1, CLUSTER_NODES + 1)
+            ]
+            nats = tuple(NatsCluster(self.paths.component_dir("nats-cluster"), ports=node_ports).nodes)
+        else:
+            nats = (NatsServer(self.paths.component_dir("nats"), port=port("nats"), monitor_port=port("nats_monitor")),)
         postgres = PostgresServer(
             self.paths.component_dir("postgres"),
             password=secrets.postgres_password,
@@ -415,34 +469,44 @@ class Stack:
                 admin=port("s3_admin"),
             ),
         )
-        all_ports = {name: port(name) for spec in self.services for name in spec.port_names}
         infra = InfraEndpoints(
-            nats_url=nats.url,
+            nats_url=",".join(node.url for node in nats),
             postgres_admin_url=postgres.admin_url,
             s3=s3.s3_endpoint(),
             jwt_secret=secrets.jwt_secret,
         )
         services = tuple(
-            ServiceProcess(
-                spec,
-                self.paths.component_dir("services") / spec.name,
-                ports=all_ports,
-                env=service_environment(
-                    spec,
-                    ports=all_ports,
-                    infra=infra,
-                    log_level=self.log_level,
-                    workdir=self.paths.component_dir("services") / spec.name,
-                ),
-                log_path=self.paths.logs_dir / f"{spec.name}.log",
-                pid_path=self.paths.run_dir / f"{spec.name}.pid",
-            )
+            self._service_process(spec, replica, ports, infra)
+            for replica in range(1, (CLUSTER_REPLICAS if cluster else 1) + 1)
             for spec in self.services
         )
         prometheus = PrometheusServer(
             self.paths.component_dir("prometheus"), port=port("prometheus"), scrape_interval="5s"
         )
         return _Components(nats=nats, postgres=postgres, s3=s3, services=services, prometheus=prometheus)
+
+    def _service_process(
+        self, spec: ServiceSpec, replica: int, ports: Mapping[str, int], infra: InfraEndpoints
+    ) -> ServiceProcess:
+        """Replica ``replica`` of ``spec``: its own ports, state directory, log and PID file; peers are reached
+        at their first replicas."""
+        all_ports = {name: ports.get(name, 0) for other in self.services for name in other.port_names}
+        own = {name: ports.get(_replica_port(name, replica), 0) for name in spec.port_names}
+        replica_ports = {**all_ports, **own}
+        name = spec.name + replica_suffix(replica)
+        workdir = self.paths.component_dir("services") / name
+        env = service_environment(spec, ports=replica_ports, infra=infra, log_level=self.log_level, workdir=workdir)
+        if "," in infra.nats_url:  # a cluster: the streams each service provisions are replicated on three nodes
+            env[f"{spec.env_prefix}STREAM_REPLICAS"] = str(CLUSTER_NODES)
+        return ServiceProcess(
+            spec,
+            workdir,
+            ports=replica_ports,
+            env=env,
+            log_path=self.paths.logs_dir / f"{name}.log",
+            pid_path=self.paths.run_dir / f"{name}.pid",
+            name=name,
+        )
 
     def _service_endpoint(self, service: ServiceProcess) -> str:
         if service.spec.grpc_variable:
@@ -453,14 +517,21 @@ class Stack:
         self, components: _Components, ports: Mapping[str, int], secrets: StackSecrets
     ) -> dict[str, str]:
         values: dict[str, str] = {}
+        replicas: dict[str, list[str]] = {}
         for service in components.services:
-            values[service.spec.url_variable] = service.url
+            variables = [(service.spec.url_variable, service.url)]
             if service.spec.grpc_variable:
-                values[service.spec.grpc_variable] = f"127.0.0.1:{ports[f'{service.name}_grpc']}"
+                variables.append((service.spec.grpc_variable, f"127.0.0.1:{service.ports()[1]}"))
+            for variable, value in variables:
+                values.setdefault(variable, value)  # the first replica
+                replicas.setdefault(f"{variable}S", []).append(value)
+        if len(components.services) > len(self.services):
+            # A cluster: every replica of each service, comma-separated (MODELHUB_REGISTRY_URLS, ...).
+            values.update({variable: ",".join(urls) for variable, urls in replicas.items()})
         values.update(
             {
                 "MODELHUB_TOKEN": issue_admin_token(secrets.jwt_secret),
-                "NATS_URL": components.nats.url,
+                "NATS_URL": components.nats_url,
                 "DATABASE_URL": components.postgres.admin_url,
                 "MODELHUB_S3_ENDPOINT": components.s3.endpoint,
                 "MODELHUB_S3_ACCESS_KEY": secrets.s3_access_key,
