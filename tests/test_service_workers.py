@@ -1,7 +1,7 @@
 """The registry and RAG with several worker processes (``MODELHUB_<SVC>_WORKERS=2``), run as an operator runs
 them: ``python -m modelhub_<svc> serve``. Both workers answer on the one port, work done through either is
-complete (every create relayed to NATS exactly once; a file uploaded through either is indexed), and SIGTERM
-to the serving process stops every worker."""
+complete (every create relayed to NATS exactly once; a file uploaded through either is indexed), SIGTERM
+to the serving process stops every worker, and workers whose supervisor is killed stop by themselves."""
 
 from __future__ import annotations
 
@@ -263,3 +263,24 @@ def test_rag_with_two_workers(
         assert results, "the indexed file is found"
 
     _stop_and_check(served, workers)
+
+
+def test_workers_stop_when_their_supervisor_is_killed(
+    serve_service: Callable[..., ServedService], service_settings: Callable[..., Any]
+) -> None:
+    """SIGKILL leaves the supervisor no chance to stop its workers; they must not go on serving the port."""
+    from modelhub_registry import bootstrap
+    from modelhub_registry.settings import ENV_PREFIX, RegistrySettings
+
+    _, env = _common_env(service_settings, RegistrySettings, bootstrap.run_migrations)
+    served = serve_service("modelhub_registry", ENV_PREFIX, {**env, "CONNECTION_SYNC_SECONDS": "0"})
+    workers = served.worker_pids(2)
+    assert len(workers) == 2
+    served.process.kill()
+    served.process.wait(timeout=10)
+    deadline = time.monotonic() + 60
+    while not all(_gone(pid) for pid in workers):
+        assert time.monotonic() < deadline, "workers outlived their supervisor"
+        time.sleep(0.2)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{served.url}/healthz", timeout=2)

@@ -10,13 +10,20 @@ Migrations are not run by ``serve`` at all (``migrate`` is a command of its own)
 
 On SIGTERM/SIGINT the supervisor sends SIGTERM to every worker and waits for them; each worker stops
 accepting, finishes in-flight requests within the grace period and drains NATS, as a single process does.
-A worker that dies is replaced; one that fails during startup stops the whole service (exit code 1).
+A worker that dies is replaced; one that fails during startup stops the whole service (exit code 1). On
+Linux a worker also gets SIGTERM when the supervisor itself dies, SIGKILL included, so that no worker
+outlives it still holding the port (outside a container nothing else would stop them).
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
+import multiprocessing
+import os
+import signal
+import sys
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -72,9 +79,26 @@ def worker_process_app(service: str, load_settings: Callable[[], S], build_app: 
     environment, logging and tracing configured for this process, the app built as ``serve`` builds it."""
     settings = load_settings()
     configure_logging(service, settings.log_level)
+    _stop_with_supervisor()
     configure_tracing(service)
     app = build_app(settings)
     # As in the single-process serve: what lives as long as the process is kept out of full collections.
     gc.collect()
     gc.freeze()
     return app
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_supervisor() -> None:
+    """Asks the kernel for SIGTERM when the supervisor dies (Linux ``prctl(PR_SET_PDEATHSIG)``)."""
+    supervisor = multiprocessing.parent_process()
+    if not sys.platform.startswith("linux") or supervisor is None:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        logger.warning("cannot tie this worker to its supervisor", extra={"errno": ctypes.get_errno()})
+        return
+    if os.getppid() != supervisor.pid:  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
