@@ -107,6 +107,9 @@ class FakeModel:
     def token_eos(self) -> int:
         return -1
 
+    def reset(self) -> None:
+        pass
+
     def create_completion(self, prompt: list[int], **kwargs: Any) -> Iterator[dict[str, Any]]:
         words = [self.vocabulary[t] for t in prompt]
 

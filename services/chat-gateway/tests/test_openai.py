@@ -39,8 +39,12 @@ async def test_openai_backend_streams_from_llama_cpp_server(
     answer = first.answers[model]
     assert answer.error is None, answer.error
     assert answer.text and answer.done is not None and answer.done.finish_reason in ("length", "stop")
+    # temperature 0 and the seed reached the server: asked again, it answers the same. (The first answer
+    # may differ from both: llama-cpp-python's server evaluates a prompt it has seen before from its cached
+    # prefix, whose last bits differ from a whole-prompt evaluation.)
     again = await gateway.chat([model], "Hello")
-    assert again.answers[model].text == answer.text
+    third = await gateway.chat([model], "Hello")
+    assert again.answers[model].text and third.answers[model].text == again.answers[model].text
 
 
 @pytest.fixture

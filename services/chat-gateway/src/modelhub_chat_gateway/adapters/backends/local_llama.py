@@ -69,6 +69,8 @@ class LocalModel(Protocol):
 
     def create_completion(self, prompt: list[int], **kwargs: Any) -> Any: ...
 
+    def reset(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -313,6 +315,11 @@ class _Worker:
             if job.grammar is not None:
                 kwargs["grammar"] = _compile_grammar(job.grammar)
             arguments: list[str] = []
+            # Every prompt is evaluated whole, never after a prefix another answer left in the context:
+            # llama.cpp's batched and one-token paths differ in the last bits, enough to change a greedy
+            # answer, so reusing a prefix would make temperature 0 + seed give different answers depending on
+            # what the worker ran before (and let one conversation's state shape another's).
+            model.reset()
             completion = model.create_completion(prompt=prompt, stream=True, **kwargs)
             produced = 0
             finish: str | None = None
