@@ -67,27 +67,50 @@ class ClientReport:
     first_send: float = float("inf")
     last_answer: float = 0.0
     cpu_seconds: float = 0.0
+    reopened: int = 0
+    #: Why the generator stopped early, if it did.
+    failure: str = ""
+
+
+class _ClosedWhileIdle(Exception):
+    """The server had closed the connection before this request reached it (nothing was answered)."""
 
 
 class Connection:
     """One client's keep-alive HTTP/1.1 connection, spoken directly over asyncio streams: a GET costs the
     load generator a few tens of microseconds of CPU instead of httpx's milliseconds, so that the
     generators leave the cores to the registry. It understands what the registry sends (``Content-Length``
-    bodies) and reconnects when the server closes."""
+    bodies). A connection the server closed while it was idle (uvicorn's keep-alive timeout, 5 s) is
+    opened again and the GET sent once more, as HTTP clients do for idempotent requests; those are
+    counted, since each costs a connect."""
 
     def __init__(self, host: str, port: int, token: str) -> None:
         self.host, self.port = host, port
         self._head = f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.reopened = 0
 
     async def get(self, path: str) -> int:
         """The status of ``GET path``, after its whole body was read."""
+        reused = self._streams is not None
+        try:
+            return await self._get(path)
+        except _ClosedWhileIdle:
+            if not reused:
+                raise ConnectionResetError("the server closed a new connection before answering") from None
+            self.reopened += 1
+            return await self._get(path)
+
+    async def _get(self, path: str) -> int:
         if self._streams is None:
             self._streams = await asyncio.open_connection(self.host, self.port)
         reader, writer = self._streams
         try:
             writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\n" + self._head)
-            status = int((await reader.readline()).split(b" ", 2)[1])
+            line = await reader.readline()
+            if not line:
+                raise _ClosedWhileIdle
+            status = int(line.split(b" ", 2)[1])
             length, close = 0, False
             while (line := await reader.readline()) not in (b"\r\n", b""):
                 name, _, value = line.partition(b":")
@@ -145,6 +168,7 @@ async def _clients(url: str, token: str, ids: list[str], clients: int, gets: int
 
         await asyncio.gather(*(client(c) for c in connections))
         report.cpu_seconds = time.process_time() - cpu_before
+        report.reopened = sum(c.reopened for c in connections)
     finally:
         await asyncio.gather(*(c.close() for c in connections))
     return report
@@ -153,7 +177,12 @@ async def _clients(url: str, token: str, ids: list[str], clients: int, gets: int
 def _load_generator(
     url: str, token: str, ids: list[str], clients: int, gets: int, seed: int, start: Barrier, out: Any
 ) -> None:
-    out.put(asyncio.run(_clients(url, token, ids, clients, gets, seed, start)))
+    try:
+        out.put(asyncio.run(_clients(url, token, ids, clients, gets, seed, start)))
+    except BaseException as exc:  # the parent waits for one report per generator: always send one
+        start.abort()
+        out.put(ClientReport(failure=repr(exc)))
+        raise
 
 
 @dataclass
@@ -162,6 +191,7 @@ class Round:
     errors: Counter[str]
     wall: float
     cpu: dict[str, float]
+    reopened: int = 0
 
     @property
     def rate(self) -> float:
@@ -189,6 +219,9 @@ def burst(url: str, token: str, ids: list[str], args: argparse.Namespace, seed: 
         start.wait(timeout=120)  # every client connected and warmed
         before = meter.snapshot()
         reports: list[ClientReport] = [out.get(timeout=600) for _ in generators]
+        failures = [r.failure for r in reports if r.failure]
+        if failures:
+            raise SystemExit(f"a load generator failed: {failures[0]}")
         cpu = CpuMeter.delta(before, meter.snapshot())
         cpu["load generators"] = sum(r.cpu_seconds for r in reports)
     finally:
@@ -201,7 +234,8 @@ def burst(url: str, token: str, ids: list[str], args: argparse.Namespace, seed: 
     for report in reports:
         errors.update(report.errors)
     wall = max(r.last_answer for r in reports) - min(r.first_send for r in reports)
-    return Round([x for r in reports for x in r.latencies], errors, wall, cpu)
+    reopened = sum(r.reopened for r in reports)
+    return Round([x for r in reports for x in r.latencies], errors, wall, cpu, reopened)
 
 
 async def seed_models(url: str, db: str, nats_url: str, tokens: dict[str, str], count: int) -> list[str]:
@@ -276,6 +310,8 @@ def print_results(
     print(markdown_table(headers, rows))
     print()
     print(f"- errors: {failed} of {sent:,} requests")
+    reopened = sum(r.reopened for r in everything)
+    print(f"- idle connections the server had closed (keep-alive timeout) and the client opened again: {reopened}")
     print()
     print("CPU seconds per round (mean; 2 cores give at most 2 CPU seconds per wall second):")
     print()
