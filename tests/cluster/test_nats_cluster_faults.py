@@ -162,6 +162,18 @@ def _account(name: str, load: Load, stored: set[str], events: dict[str, int]) ->
     Accounting(name, CREATES, set(load.acknowledged), stored, events).report(min_acknowledged=int(CREATES * 0.95))
 
 
+def _wait_for_relay_holder(
+    database_url: str, processes: list[subprocess.Popen[bytes]], seconds: float = 60.0
+) -> subprocess.Popen[bytes]:
+    """The replica relaying the outbox, once one has taken the lock (a replica that just started, or that
+    takes over from a dead one, gets it after its first poll)."""
+    deadline = time.monotonic() + seconds
+    while (holder := _relay_holder(database_url, processes)) is None:
+        assert time.monotonic() < deadline, "no replica relays the outbox"
+        time.sleep(0.2)
+    return holder
+
+
 def _relay_holder(database_url: str, processes: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes] | None:
     """The process whose database connection holds the outbox relay's advisory lock: the lock's backend is
     matched to its client port, and the port to the process owning that socket (``/proc``)."""
@@ -247,8 +259,7 @@ def test_killing_the_relaying_registry_replica_hands_its_outbox_over(
     headers = _admin(make_token)
     assert httpx.post(f"{urls[0]}/api/v1/base-models", json={"id": "llama3.1:8b"}, headers=headers).status_code == 201
     processes = [process for process, _ in replicas]
-    first = _relay_holder(registries.database_url, processes)
-    assert first is not None, "one replica relays the outbox"
+    first = _wait_for_relay_holder(registries.database_url, processes)
     prefix = f"relay-{uuid.uuid4().hex[:6]}"
     killed: list[int] = []
 
@@ -261,5 +272,5 @@ def test_killing_the_relaying_registry_replica_hands_its_outbox_over(
     assert killed and first.wait(timeout=10) == -signal.SIGKILL
     events = asyncio.run(_created_events(cluster.urls, prefix, len(load.acknowledged), wait=90))
     survivor = next(p for p in processes if p is not first)
-    assert _relay_holder(registries.database_url, processes) is survivor  # the lock was handed over
+    assert _wait_for_relay_holder(registries.database_url, processes) is survivor  # the lock was handed over
     _account("kill -9 the relaying registry replica", load, _stored(registries.database_url, prefix), events)
