@@ -195,3 +195,14 @@ async def delivered_events(
         return {name: len(sequences) for name, sequences in seen.items()}
     finally:
         await nc.close()
+
+
+def registry_replicas(settings: BaseSettings, logs: Path) -> Replicas:
+    """Replicas of the registry with ``settings`` (one worker process each), its database migrated."""
+    from modelhub_registry import bootstrap
+    from modelhub_registry.settings import ENV_PREFIX, RegistrySettings
+
+    assert isinstance(settings, RegistrySettings)
+    asyncio.run(bootstrap.run_migrations(settings))
+    env = settings_environment(settings.model_copy(update={"workers": 1}), ENV_PREFIX)
+    return Replicas.of("modelhub_registry", env, ENV_PREFIX + "PORT", logs)

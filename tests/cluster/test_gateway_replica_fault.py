@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from cluster_kit import Accounting, Replica, Replicas, settings_environment
+from cluster_kit import Accounting, Replica, Replicas, registry_replicas, settings_environment
 from google.protobuf import struct_pb2
 
 from modelhub.chat.v1 import chat_pb2, chat_pb2_grpc
@@ -29,8 +29,6 @@ from modelhub_common.objectstore import ObjectStore
 from modelhub_devstack.databases import create_database, database_url
 from modelhub_devstack.nats import NatsCluster
 from modelhub_devstack.ports import pick_free_port
-from modelhub_registry import bootstrap as registry_bootstrap
-from modelhub_registry.settings import ENV_PREFIX as REGISTRY_PREFIX
 from modelhub_registry.settings import RegistrySettings
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
@@ -108,13 +106,7 @@ def test_a_killed_gateway_replica_leaves_interrupted_answers_that_regenerate_on_
         log_level="WARNING",
         workers=1,
     )
-    asyncio.run(registry_bootstrap.run_migrations(registry_settings))
-    registries = Replicas.of(
-        "modelhub_registry",
-        settings_environment(registry_settings, REGISTRY_PREFIX),
-        REGISTRY_PREFIX + "PORT",
-        tmp_path,
-    )
+    registries = registry_replicas(registry_settings, tmp_path)
     gateways: Replicas | None = None
     try:
         registry = registries.start()

@@ -17,13 +17,12 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from cluster_kit import Accounting, Replicas, delivered_events, settings_environment
+from cluster_kit import Accounting, delivered_events, registry_replicas
 
 from modelhub_common.events import MODELS
 from modelhub_devstack.nats import NatsCluster
 from modelhub_devstack.postgres import PostgresServer
-from modelhub_registry import bootstrap
-from modelhub_registry.settings import ENV_PREFIX, RegistrySettings
+from modelhub_registry.settings import RegistrySettings
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
@@ -104,10 +103,7 @@ def test_a_postgres_restart_under_load_is_a_clean_503_and_recovers_by_itself(
         workers=1,
         database_pool_timeout_seconds=POOL_TIMEOUT,
     )
-    asyncio.run(bootstrap.run_migrations(settings))
-    replicas = Replicas.of(
-        "modelhub_registry", settings_environment(settings, ENV_PREFIX), ENV_PREFIX + "PORT", tmp_path
-    )
+    replicas = registry_replicas(settings, tmp_path)
     headers = {"Authorization": f"Bearer {make_token()}"}
     prefix = f"pg-{uuid.uuid4().hex[:6]}"
     try:
