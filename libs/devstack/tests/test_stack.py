@@ -25,7 +25,7 @@ from modelhub_devstack.endpoints_file import read_endpoints_env
 from modelhub_devstack.processes import is_alive, read_pid_file
 from modelhub_devstack.services import DEFAULT_SERVICES, InfraEndpoints, ServiceSpec, service_environment
 from modelhub_devstack.stack import TOKEN_TTL_SECONDS, ComponentState, Stack
-from modelhub_devstack.state import StackPaths, load_ports, load_secrets
+from modelhub_devstack.state import StackPaths, load_ports, load_secrets, save_ports
 
 FAKE_SERVICE = ServiceSpec("fake_echo", "MODELHUB_FAKE_ECHO_", "modelhub_fake_echo", "MODELHUB_FAKE_ECHO_URL")
 FAKE_SERVICE_MAIN = textwrap.dedent(
@@ -296,3 +296,9 @@ def test_up_as_a_cluster_runs_three_nats_nodes_and_two_replicas_of_each_service(
         # Without cluster=True: the persisted ports say it is a cluster, so every node and replica stops.
         stopped = Stack(home, services=(FAKE_SERVICE,)).clean()
         assert [status.name for status in stopped] == ["fake_echo-2", "fake_echo", "s3", "postgres", "n3", "n2", "n1"]
+
+
+def test_a_single_node_stack_must_be_cleaned_before_it_becomes_a_cluster(tmp_path: Path) -> None:
+    save_ports(StackPaths(tmp_path), {"nats": 4222, "nats_monitor": 8222})  # as a single-node `up` leaves them
+    with pytest.raises(DevstackError, match="clean"):
+        Stack(tmp_path, services=(FAKE_SERVICE,), cluster=True).up()

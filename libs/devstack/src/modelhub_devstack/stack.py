@@ -217,6 +217,13 @@ class Stack:
         """Start whatever is not healthy, then write ``endpoints.env``. Raises if infrastructure fails;
         a failing service is reported in its status and the others still start."""
         with self._locked():
+            existing = load_ports(self.paths)
+            if self.cluster and "nats" in existing and _CLUSTER_MARKER_PORT not in existing:
+                # Its single NATS node and single replicas would be left running beside the cluster.
+                raise DevstackError(
+                    f"the stack in {self.paths.home} runs one NATS node; `modelhub-dev clean` it (or use another "
+                    "MODELHUB_HOME) before `up --cluster`"
+                )
             ports = load_or_pick_ports(self.paths, self._port_requests())
             secrets = load_or_create_secrets(self.paths)
             components = self._components(ports, secrets)
