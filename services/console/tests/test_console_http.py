@@ -155,3 +155,14 @@ def test_deleting_a_model_others_build_on_shows_the_registrys_refusal(stack: Sta
     assert response.status_code == 303
     page = client.get("/models")
     assert "is the base of" in page.text and base["id"] in page.text
+
+
+def test_a_disabled_model_leaves_the_default_grid_and_the_picker_but_shows_with_show_hidden(stack: Stack) -> None:
+    model = stack.create_model("bob", id=unique("bob-disabled"), name="Bob disabled")
+    client = signed_in(stack, bearer=token("bob", "user"))
+    done = client.post("/models/action", data={"id": model["id"], "action": "disable", "csrf_token": page_csrf(client)})
+    assert done.status_code == 303
+    assert f'data-model-id="{model["id"]}"' not in client.get("/models", params={"q": "bob-disabled"}).text
+    assert f'value="{model["id"]}"' not in client.get("/chat").text
+    shown = client.get("/models", params={"q": "bob-disabled", "show_hidden": "true"}).text
+    assert f'data-model-id="{model["id"]}"' in shown and "disabled</span>" in shown and 'data-action="enable"' in shown

@@ -36,10 +36,15 @@ class RegistryClient:
         q: str | None = None,
         tag: str | None = None,
         include_hidden: bool = False,
+        include_disabled: bool = False,
         limit: int = 24,
         cursor: str | None = None,
     ) -> dict[str, Any]:
-        params: dict[str, Any] = {"limit": limit, "include_hidden": str(include_hidden).lower()}
+        params: dict[str, Any] = {
+            "limit": limit,
+            "include_hidden": str(include_hidden).lower(),
+            "include_disabled": str(include_disabled).lower(),
+        }
         if q:
             params["q"] = q
         if tag:

@@ -63,6 +63,8 @@ async def workspace(
         q=q or None,
         tag=tag or None,
         include_hidden=show_hidden,
+        # Disabled models stay in the workspace behind the same switch (they only leave the chat picker).
+        include_disabled=show_hidden,
         limit=app.settings.page_size,
         cursor=cursor or None,
     )
@@ -88,7 +90,7 @@ async def workspace(
 
 async def _base_choices(app: Console, session: Session) -> list[str]:
     bases = [str(b["id"]) for b in await app.registry.base_models(session.token)]
-    page = await app.registry.list_models(session.token, include_hidden=True, limit=200)
+    page = await app.registry.list_models(session.token, include_hidden=True, include_disabled=True, limit=200)
     return bases + [str(m["id"]) for m in page.get("items", [])]
 
 
