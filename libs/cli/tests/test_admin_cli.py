@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+import httpx
+
 if TYPE_CHECKING:
     from conftest import LiveRegistry
 
@@ -84,3 +86,17 @@ def test_base_models_list(live_registry: LiveRegistry) -> None:
     assert any("llama3.1:8b" in line and "manual" in line for line in output.splitlines())
     items = json.loads(live_registry.ok("base-models", "list", "--all", "--json"))["items"]
     assert [item["id"] for item in items] == ["llama3.1:8b"]
+
+
+def test_set_password_then_the_user_signs_in_with_it(live_registry: LiveRegistry) -> None:
+    reg = live_registry
+    reg.ok("users", "add", "carol", "--name", "Carol")
+    typed = reg.run("users", "set-password", "carol", input="a long password of carol\na long password of carol\n")
+    assert typed.exit_code == 0 and "password of 'carol' set" in typed.output
+    assert "a long password" not in typed.output  # not echoed
+    login = httpx.post(
+        f"{reg.url}/api/v1/auth/login", json={"username": "carol", "password": "a long password of carol"}
+    )
+    assert login.status_code == 200 and login.json()["token"]
+    short = reg.run("users", "set-password", "carol", "--password-stdin", input="short\n")
+    assert short.exit_code == 1 and "HTTP 422" in short.output and "password" in short.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -61,6 +62,29 @@ def remove_user(ctx: typer.Context, user_id: UserId) -> None:
     with open_client(ctx) as client:
         client.delete_user(user_id)
     render.success(f"removed user '{user_id}'")
+
+
+@users_app.command("set-password")
+def set_password(
+    ctx: typer.Context,
+    user_id: UserId,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read the password from standard input (one line)")
+    ] = False,
+) -> None:
+    """Set the password the user signs in to the web console with (it also ends a lock-out).
+
+    Asked for twice without echo, or read from standard input with --password-stdin.
+
+    Example: modelhub users set-password alice
+    """
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    with open_client(ctx) as client:
+        client.set_password(user_id, password)
+    render.success(f"password of '{user_id}' set")
 
 
 # ---- groups

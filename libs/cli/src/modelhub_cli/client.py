@@ -304,6 +304,9 @@ class RegistryClient:
     def delete_user(self, user_id: str) -> None:
         self.request("DELETE", f"/api/v1/users/{_segment(user_id)}")
 
+    def set_password(self, user_id: str, password: str) -> None:
+        self.request("PUT", f"/api/v1/users/{_segment(user_id)}/password", json={"password": password})
+
     def groups(self) -> list[JsonObject]:
         return self._items("/api/v1/groups")
 
