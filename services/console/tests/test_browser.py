@@ -27,6 +27,8 @@ from modelhub.chat.v1 import chat_pb2, chat_pb2_grpc
 # Generous: waiting is not measured, only what appears in the end is asserted.
 WAIT_SECONDS = 180
 MODEL_ID = "python-tutor"
+# What one test leaves for the next (the tests of this module are one visit, in order).
+VISIT: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +234,25 @@ def test_two_models_answer_side_by_side_and_arrows_choose_the_answer_to_continue
         )
     follow_up = next(m for m in conversation.messages if m.role == "user" and m.content == "And of Italy?")
     assert follow_up.parent_id == original_id  # the next turn continued from the answer the arrows chose
+    VISIT["conversation_id"] = conversation_id
+    VISIT["original_id"] = original_id
+    VISIT["regenerated_id"] = regenerated_id
+
+
+def test_a_conversation_reopens_from_the_list_with_its_sibling_answers(page: WebDriver, stack: Stack) -> None:
+    go(page, stack, "/chat")
+    css(page, "details.conversations summary").click()
+    css(page, f'a[data-conversation-id="{VISIT["conversation_id"]}"]').click()
+    wait(page).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "section.turn")) == 2)
+    assert [t.text for t in page.find_elements(By.CLASS_NAME, "user-message")] == [
+        "What is the capital of France?",
+        "And of Italy?",
+    ]
+    first = _answers(page, 0)
+    assert [a.get_attribute("data-model-id") for a in first] == [MODEL_ID, SMOLLM2]
+    second = first[1]
+    assert second.get_attribute("data-message-id") == VISIT["original_id"]  # the branch the conversation is on
+    assert second.find_element(By.CLASS_NAME, "sibling-count").text == "1/2"
+    second.find_element(By.CLASS_NAME, "sibling-next").click()
+    wait(page).until(lambda d: second.get_attribute("data-message-id") == VISIT["regenerated_id"])
+    assert all(a.find_element(By.CLASS_NAME, "answer-text").text.strip() for a in _answers(page, 1))

@@ -99,3 +99,12 @@ class GatewayClient:
         except grpc.aio.AioRpcError as exc:
             raise _translate(exc) from exc
         return MessageToDict(reply, preserving_proto_field_name=True)
+
+    async def conversations(self, token: str, *, limit: int = 20) -> list[dict[str, Any]]:
+        try:
+            reply = await self.stub.ListConversations(
+                chat_pb2.ListConversationsRequest(limit=limit), metadata=self._metadata(token), timeout=15
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc) from exc
+        return [MessageToDict(c, preserving_proto_field_name=True) for c in reply.conversations]

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
+from modelhub_console.conversation_view import replay
 from modelhub_console.entrypoints.web import CheckedSessionDep, ConsoleDep, SessionDep
 from modelhub_console.errors import BackendError, BackendUnavailableError, ConsoleError, SignInRequiredError
 
@@ -49,16 +50,29 @@ async def _relay(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     yield _sse({"type": "end"})
 
 
-@router.get("/chat", summary="Chat with one or two models")
-async def chat_page(request: Request, app: ConsoleDep, session: SessionDep) -> Response:
+@router.get("/chat", summary="Chat with one or two models; ?conversation= reopens one")
+async def chat_page(request: Request, app: ConsoleDep, session: SessionDep, conversation: str = "") -> Response:
     models = await app.gateway.list_models(session.token, include_hidden=False)
+    reopened: dict[str, Any] = {"id": "", "turns": []}
+    if conversation:
+        stored = await app.gateway.conversation(session.token, conversation)
+        reopened = {"id": stored.get("id", conversation), "turns": replay(stored)}
+    recent = await app.gateway.conversations(session.token)
     # The picker leaves hidden models out (they stay callable by id); disabled ones cannot answer.
     picker = [
         {"id": m["id"], "name": m.get("name") or m["id"], "suggestions": m.get("suggestion_prompts", [])}
         for m in models
         if not m.get("hidden") and m.get("enabled", True)
     ]
-    return app.page(request, "chat.html", session, models=picker, pulls=app.puller is not None)
+    return app.page(
+        request,
+        "chat.html",
+        session,
+        models=picker,
+        pulls=app.puller is not None,
+        conversation=reopened,
+        conversations=recent,
+    )
 
 
 @router.post("/chat/stream", summary="Send one message to one or two models; answers stream as SSE")

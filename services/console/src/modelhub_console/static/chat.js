@@ -178,6 +178,43 @@
     }
   }
 
+  function buildTurn(text, modelIds) {
+    var turnNode = el("section", "turn");
+    turnNode.appendChild(el("p", "user-message", text));
+    var row = el("div", modelIds.length > 1 ? "answers two" : "answers");
+    var columns = {};
+    modelIds.forEach(function (id) {
+      var column = new Column(turnNode, id, modelIds.length > 1);
+      column.node._column = column;
+      columns[id] = column;
+      row.appendChild(column.node);
+    });
+    turnNode.appendChild(row);
+    transcript.appendChild(turnNode);
+    return { node: turnNode, columns: columns };
+  }
+
+  // A conversation reopened from the list: its turns along the selected branch, with every sibling answer.
+  function reopen(stored) {
+    if (!stored || !stored.id) return;
+    conversationId = stored.id;
+    transcript.dataset.conversationId = conversationId;
+    stored.turns.forEach(function (turn) {
+      var ids = turn.columns.map(function (c) { return c.model_id; });
+      var built = buildTurn(turn.text, ids);
+      turn.columns.forEach(function (c) {
+        var column = built.columns[c.model_id];
+        c.answers.forEach(function (a) {
+          column.answers.push({ id: a.id, text: a.text, status: a.status, note: a.note || "", deltas: 0 });
+        });
+        column.index = Math.max(0, c.index);
+        column.render();
+      });
+      if (ids[0] && names[ids[0]]) pick1.value = ids[0];
+      pick2.value = ids[1] && names[ids[1]] ? ids[1] : "";
+    });
+  }
+
   async function send() {
     var text = input.value.trim();
     if (!text || busy) return;
@@ -185,18 +222,9 @@
     if (pick2.value && pick2.value !== pick1.value) chosen.push(pick2.value);
     input.value = "";
     suggestions.textContent = "";
-    var turnNode = el("section", "turn");
-    turnNode.appendChild(el("p", "user-message", text));
-    var row = el("div", chosen.length > 1 ? "answers two" : "answers");
-    var columns = {};
-    chosen.forEach(function (id) {
-      var column = new Column(turnNode, id, chosen.length > 1);
-      column.node._column = column;
-      columns[id] = column;
-      row.appendChild(column.node);
-    });
-    turnNode.appendChild(row);
-    transcript.appendChild(turnNode);
+    var turn = buildTurn(text, chosen);
+    var turnNode = turn.node;
+    var columns = turn.columns;
     setBusy(true);
     try {
       var response = await post("/chat/stream", { models: chosen, text: text, conversation_id: conversationId });
@@ -233,10 +261,12 @@
   pick1.addEventListener("change", showSuggestions);
   document.getElementById("new-chat").addEventListener("click", function () {
     conversationId = "";
+    history.replaceState(null, "", "/chat");
     transcript.textContent = "";
     delete transcript.dataset.conversationId;
     showSuggestions();
   });
   transcript.dataset.busy = "false";
+  reopen(JSON.parse(document.getElementById("conversation-data").textContent));
   showSuggestions();
 })();

@@ -1,0 +1,42 @@
+"""Replaying a stored conversation: the turns along the selected branch, siblings kept, the branch's answer chosen."""
+
+from __future__ import annotations
+
+from modelhub_console.conversation_view import replay
+
+
+def _m(id: str, role: str, parent: str = "", children: tuple[str, ...] = (), model: str = "", text: str = "") -> dict:
+    return {
+        "id": id,
+        "role": role,
+        "parent_id": parent,
+        "children_ids": list(children),
+        "model_id": model,
+        "content": text,
+    }
+
+
+def test_the_selected_branch_and_every_sibling() -> None:
+    conversation = {
+        "id": "c",
+        "current_message_id": "a3",
+        "messages": [
+            _m("u1", "user", children=("a1", "b1", "b2"), text="first"),
+            _m("a1", "assistant", "u1", model="m", text="A1"),
+            _m("b1", "assistant", "u1", ("u2",), model="n", text="B1"),
+            _m("b2", "assistant", "u1", model="n", text="B2"),
+            _m("u2", "user", "b1", ("a3",), text="second"),
+            _m("a3", "assistant", "u2", model="m", text="A3"),
+        ],
+    }
+    turns = replay(conversation)
+    assert [t["text"] for t in turns] == ["first", "second"]
+    first = {c["model_id"]: c for c in turns[0]["columns"]}
+    assert [a["id"] for a in first["n"]["answers"]] == ["b1", "b2"] and first["n"]["index"] == 0
+    assert first["m"]["index"] == 0 and turns[1]["columns"][0]["answers"][0]["text"] == "A3"
+
+
+def test_an_empty_or_cyclic_conversation_gives_no_turns() -> None:
+    assert replay({"id": "c", "messages": []}) == []
+    looped = {"current_message_id": "x", "messages": [_m("x", "assistant", "y"), _m("y", "user", "x", ("x",))]}
+    assert len(replay(looped)) == 1
