@@ -12,7 +12,11 @@ On SIGTERM/SIGINT the supervisor sends SIGTERM to every worker and waits for the
 accepting, finishes in-flight requests within the grace period and drains NATS, as a single process does.
 A worker that dies is replaced; one that fails during startup stops the whole service (exit code 1). On
 Linux a worker also gets SIGTERM when the supervisor itself dies, SIGKILL included, so that no worker
-outlives it still holding the port (outside a container nothing else would stop them).
+outlives it still holding the port (outside a container nothing else would stop them). uvicorn's other
+signals work as documented: SIGHUP replaces the workers one at a time, SIGTTIN and SIGTTOU add or remove one.
+
+Per worker, not per service: database pools (``DATABASE_POOL_MAX`` each), in-process rate limits and caches,
+and ``/metrics`` (a scrape reads the counts of the worker that takes it; ``modelhub_worker_info`` names it).
 """
 
 from __future__ import annotations
