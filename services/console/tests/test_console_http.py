@@ -166,3 +166,32 @@ def test_a_disabled_model_leaves_the_default_grid_and_the_picker_but_shows_with_
     assert f'value="{model["id"]}"' not in client.get("/chat").text
     shown = client.get("/models", params={"q": "bob-disabled", "show_hidden": "true"}).text
     assert f'data-model-id="{model["id"]}"' in shown and "disabled</span>" in shown and 'data-action="enable"' in shown
+
+
+def test_in_prod_the_session_cookie_is_secure_and_expires_with_the_session(stack: Stack) -> None:
+    from modelhub_console import bootstrap
+    from modelhub_console.settings import ConsoleSettings
+    from modelhub_devstack.asgi import serve_in_thread
+
+    settings = ConsoleSettings(
+        registry_url=stack.registry_url, gateway_grpc=stack.gateway_grpc, port=0, prod=True, session_ttl_seconds=120
+    )
+    with serve_in_thread(bootstrap.build_app(settings), name="console-prod", log_level="warning") as url:
+        client = httpx.Client(base_url=url, timeout=60)
+        signin = client.get("/signin")
+        assert "Secure" in signin.headers["set-cookie"]  # the sign-in form's CSRF cookie too
+        csrf = CSRF_RE.search(signin.text)
+        assert csrf
+        # httpx keeps Secure cookies away from http://, as a browser would: hand the form's cookie back by hand.
+        sent = httpx.Client(base_url=url, timeout=60, cookies={"modelhub_signin_csrf": _cookie(signin)})
+        response = sent.post("/signin", data={"csrf_token": csrf.group(1), "token": token("bob", "user")})
+        assert response.status_code == 303
+        cookie = next(v for k, v in response.headers.multi_items() if k == "set-cookie" and "modelhub_session=" in v)
+        assert "Secure" in cookie and "HttpOnly" in cookie
+        max_age = int(re.search(r"Max-Age=(\d+)", cookie).group(1))  # type: ignore[union-attr]
+        assert 0 < max_age <= 120
+
+
+def _cookie(response: httpx.Response) -> str:
+    header = response.headers["set-cookie"]
+    return header.split(";", 1)[0].split("=", 1)[1]
