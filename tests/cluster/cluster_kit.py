@@ -18,11 +18,12 @@ from typing import Any
 import httpx
 import nats
 import nats.errors
+import psycopg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
-from modelhub_common.events import decode_envelope
+from modelhub_common.events import MODELS, decode_envelope
 from modelhub_devstack.ports import pick_free_port
 
 READY_SECONDS = 120  # generous: both cores may be busy with the other replicas loading models
@@ -206,3 +207,41 @@ def registry_replicas(settings: BaseSettings, logs: Path) -> Replicas:
     asyncio.run(bootstrap.run_migrations(settings))
     env = settings_environment(settings.model_copy(update={"workers": 1}), ENV_PREFIX)
     return Replicas.of("modelhub_registry", env, ENV_PREFIX + "PORT", logs)
+
+
+async def models_stream_state(urls: list[str]) -> tuple[str, int, int]:
+    """(leader's name, last sequence, number of replicas) of the models stream, read through ``urls``; waits
+    out an election (right after a node is lost the stream may have no leader for a few seconds)."""
+    nc = await nats.connect(urls)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                info = await nc.jetstream().stream_info(MODELS.stream)
+                if info.cluster is not None and info.cluster.leader:
+                    replicas = 1 + len(info.cluster.replicas or [])
+                    return str(info.cluster.leader), int(info.state.last_seq or 0), replicas
+            except (nats.errors.Error, TimeoutError):
+                pass
+            assert time.monotonic() < deadline, "the models stream has no leader"
+            await asyncio.sleep(0.5)
+    finally:
+        await nc.close()
+
+
+def created_models(
+    database_url: str, nats_urls: list[str], prefix: str, *, want: int | None = None, wait: float = 60
+) -> tuple[set[str], dict[str, int]]:
+    """The registry's model files whose id starts with ``prefix``: (ids stored in its database, id -> how
+    many ``created`` events the stream holds), waiting for ``want`` ids' events (default: every stored one)."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT id FROM models WHERE id LIKE %s", (f"{prefix}-%",)).fetchall()
+    stored = {str(row[0]) for row in rows}
+
+    def model_of(envelope: Any) -> str | None:
+        model_id = str(envelope.model_changed.model_id)
+        return model_id if model_id.startswith(prefix) else None
+
+    subject = MODELS.subject("created")
+    wanted = len(stored) if want is None else want
+    return stored, asyncio.run(delivered_events(nats_urls, MODELS.stream, subject, model_of, wanted, wait))

@@ -28,7 +28,7 @@ from modelhub_chat_gateway.settings import ChatGatewaySettings
 from modelhub_common.objectstore import ObjectStore
 from modelhub_devstack.databases import create_database, database_url
 from modelhub_devstack.nats import NatsCluster
-from modelhub_devstack.ports import pick_free_port
+from modelhub_devstack.ports import pick_free_ports
 from modelhub_registry.settings import RegistrySettings
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
@@ -141,7 +141,7 @@ def test_a_killed_gateway_replica_leaves_interrupted_answers_that_regenerate_on_
         )
 
         def start_gateway(n: int) -> tuple[Replica, str]:
-            grpc_port = pick_free_port()
+            http_port, grpc_port = pick_free_ports(2)  # picked together, so never the same port twice
             assert gateways is not None
             replica = gateways.start(
                 **{
@@ -241,9 +241,7 @@ async def _run(
         # ... and the client regenerates each of them there.
         for turn in on_doomed:
             request = chat_pb2.RegenerateRequest(conversation_id=turn["conversation_id"], message_id=turn["message_id"])
-            regenerated = await _stream(
-                survivor_stub, survivor_stub.Regenerate(request, metadata=metadata), metadata, None
-            )
+            regenerated = await _stream(survivor_stub.Regenerate(request, metadata=metadata), None)
             assert regenerated["done"], regenerated
         conversations = {
             t["conversation_id"]: await conversation(t["conversation_id"]) for t in on_doomed + on_survivor

@@ -21,13 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
-import nats.errors
 import psycopg
 import pytest
-from cluster_kit import Accounting, delivered_events
+from cluster_kit import Accounting, created_models, models_stream_state
 
-from modelhub_common.events import MODELS
 from modelhub_common.outbox import RELAY_LOCK_KEY
 from modelhub_devstack.nats import NatsCluster
 from modelhub_devstack.ports import pick_free_port
@@ -142,22 +139,6 @@ async def _create_many(
     return load
 
 
-async def _created_events(urls: list[str], prefix: str, want: int, wait: float) -> dict[str, int]:
-    """model id -> how many ``created`` events the stream holds for it, once ``want`` ids are seen (or ``wait`` s)."""
-
-    def model_of(envelope: Any) -> str | None:
-        model_id = str(envelope.model_changed.model_id)
-        return model_id if model_id.startswith(prefix) else None
-
-    return await delivered_events(urls, MODELS.stream, MODELS.subject("created"), model_of, want, wait)
-
-
-def _stored(database_url: str, prefix: str) -> set[str]:
-    with psycopg.connect(database_url) as conn:
-        rows = conn.execute("SELECT id FROM models WHERE id LIKE %s", (f"{prefix}-%",)).fetchall()
-    return {r[0] for r in rows}
-
-
 def _account(name: str, load: Load, stored: set[str], events: dict[str, int]) -> None:
     Accounting(name, CREATES, set(load.acknowledged), stored, events).report(min_acknowledged=int(CREATES * 0.95))
 
@@ -206,24 +187,10 @@ def _admin(make_token: Callable[..., str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {make_token()}"}
 
 
-async def _stream_leader(urls: list[str]) -> str:
-    nc = await nats.connect(urls)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                info = await nc.jetstream().stream_info(MODELS.stream)
-                if info.cluster is not None and info.cluster.leader:
-                    break
-            except (nats.errors.Error, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(0.5)
-        assert info.cluster is not None and info.cluster.leader
-        assert len(info.cluster.replicas or []) == 2, "the stream is not replicated three times"
-        return str(info.cluster.leader)
-    finally:
-        await nc.close()
+def _stream_leader(urls: list[str]) -> str:
+    leader, _, replicas = asyncio.run(models_stream_state(urls))
+    assert replicas == 3, "the stream is not replicated three times"
+    return leader
 
 
 def test_killing_the_stream_leader_loses_and_duplicates_no_event(
@@ -232,7 +199,7 @@ def test_killing_the_stream_leader_loses_and_duplicates_no_event(
     _, url = registries.start()
     headers = _admin(make_token)
     assert httpx.post(f"{url}/api/v1/base-models", json={"id": "llama3.1:8b"}, headers=headers).status_code == 201
-    leader = asyncio.run(_stream_leader(cluster.urls))
+    leader = _stream_leader(cluster.urls)
     prefix = f"leader-{uuid.uuid4().hex[:6]}"
     killed: list[str] = []
 
@@ -246,9 +213,9 @@ def test_killing_the_stream_leader_loses_and_duplicates_no_event(
     load = asyncio.run(_create_many([url], headers, prefix, kill_leader_once))
     assert killed == [leader]
     survivors = [n.url for n in cluster.nodes if n.name != leader]
-    events = asyncio.run(_created_events(survivors, prefix, len(load.acknowledged), wait=90))
-    _account("kill -9 the stream leader", load, _stored(registries.database_url, prefix), events)
-    assert asyncio.run(_stream_leader(survivors)) != leader  # a new leader was elected among the survivors
+    stored, events = created_models(registries.database_url, survivors, prefix, want=len(load.acknowledged), wait=90)
+    _account("kill -9 the stream leader", load, stored, events)
+    assert _stream_leader(survivors) != leader  # a new leader was elected among the survivors
 
 
 def test_killing_the_relaying_registry_replica_hands_its_outbox_over(
@@ -270,7 +237,7 @@ def test_killing_the_relaying_registry_replica_hands_its_outbox_over(
 
     load = asyncio.run(_create_many(urls, headers, prefix, kill_first_once))
     assert killed and first.wait(timeout=10) == -signal.SIGKILL
-    events = asyncio.run(_created_events(cluster.urls, prefix, len(load.acknowledged), wait=90))
+    stored, events = created_models(registries.database_url, cluster.urls, prefix, want=len(load.acknowledged), wait=90)
     survivor = next(p for p in processes if p is not first)
     assert _wait_for_relay_holder(registries.database_url, processes) is survivor  # the lock was handed over
-    _account("kill -9 the relaying registry replica", load, _stored(registries.database_url, prefix), events)
+    _account("kill -9 the relaying registry replica", load, stored, events)

@@ -15,11 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from cluster_kit import Accounting, delivered_events, registry_replicas
+from cluster_kit import Accounting, created_models, registry_replicas
 
-from modelhub_common.events import MODELS
 from modelhub_devstack.nats import NatsCluster
 from modelhub_devstack.postgres import PostgresServer
 from modelhub_registry.settings import RegistrySettings
@@ -149,17 +147,7 @@ def test_a_postgres_restart_under_load_is_a_clean_503_and_recovers_by_itself(
         after = httpx.get(f"{urls[1]}/api/v1/models/{prefix}-0000", headers=headers)
         assert after.status_code == 200, after.text
 
-        with psycopg.connect(own_postgres.url("registry")) as conn:
-            rows = conn.execute("SELECT id FROM models WHERE id LIKE %s", (f"{prefix}-%",)).fetchall()
-        stored = {str(r[0]) for r in rows}
-
-        def model_of(envelope: Any) -> str | None:
-            model_id = str(envelope.model_changed.model_id)
-            return model_id if model_id.startswith(prefix) else None
-
-        delivered = asyncio.run(
-            delivered_events(cluster.urls, MODELS.stream, MODELS.subject("created"), model_of, len(stored), wait=60)
-        )
+        stored, delivered = created_models(own_postgres.url("registry"), cluster.urls, prefix)
         Accounting("restart PostgreSQL under load", CREATES, acknowledged, stored, delivered).report()
     finally:
         replicas.stop_all()
