@@ -1,11 +1,14 @@
 """Fuzzing the REST services against their own OpenAPI documents with schemathesis: every operation of the
 registry, the rag service, the puller and the gateway's OpenAI-compatible surface gets generated requests
 (valid and invalid, a fixed seed and a bounded number of examples so the run fits the test budget), sent over
-real HTTP to a real service on the real stack with an admin token. No request may produce a server error
-(5xx) or a reset connection.
+real HTTP to a real service on the real stack with an admin token.
 
-Only the server-error check runs here; the stricter checks (response schemas, undocumented status codes) are
-not yet passing on every route, and a test that is expected to fail would say nothing.
+Every answer goes through schemathesis' checks: no server error (5xx) or reset connection, every status
+documented, every body in its documented schema and content type, documented headers present, invalid
+requests refused, ``405`` with ``Allow``. One check is left out: "a schema-valid request is accepted". The
+documents describe bodies several routes take as free-form JSON and check themselves (model files, imports,
+connections, tool servers, filters, pull names), so generated "valid" bodies are refused there with a 422
+naming the field; the schemas do not yet carry every rule of that code.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import psycopg
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from modelhub_common.auth import issue_token
 from modelhub_devstack.asgi import serve_in_thread
@@ -129,9 +133,11 @@ def _served(kind: str, nats_url: str, s3: Any, postgres_admin_url: str, jwt_secr
         drop_database(postgres_admin_url, name)
 
 
-def fuzz(schema: Any, headers: dict[str, str], examples: int = EXAMPLES) -> tuple[int, list[str]]:
+def fuzz(
+    schema: Any, headers: dict[str, str], examples: int = EXAMPLES, *, strict: bool = True
+) -> tuple[int, list[str]]:
     """Every operation of ``schema`` with up to ``examples`` generated cases; returns (requests sent,
-    problems)."""
+    problems). ``strict``: every check but positive-data acceptance; otherwise only server errors."""
     problems: list[str] = []
     sent = 0
     for result in schema.get_all_operations():
@@ -157,6 +163,13 @@ def fuzz(schema: Any, headers: dict[str, str], examples: int = EXAMPLES) -> tupl
                 return
             if response.status_code >= 500:
                 problems.append(f"{where}: {response.status_code} {response.text[:200]}")
+            elif strict:
+                try:
+                    case.validate_response(response, excluded_checks=[positive_data_acceptance])
+                except BaseException as exc:  # schemathesis raises a group of check failures
+                    for failure in getattr(exc, "exceptions", [exc]):
+                        title = str(failure).strip().splitlines()[0]
+                        problems.append(f"{where}: {response.status_code} {title}: {response.text[:200]}")
 
         run()
     return sent, problems
@@ -179,7 +192,7 @@ def test_no_request_gets_a_server_error(
         extra["spool_dir"] = tmp_path / "spool"
     with _served(kind, nats_url, s3, postgres_admin_url, jwt_secret, **extra) as (schema, _):
         sent, problems = fuzz(schema, _admin(jwt_secret))
-    print(f"{kind}: {sent} requests, {len(problems)} server errors")  # noqa: T201 - shown with -s
+    print(f"{kind}: {sent} requests, {len(problems)} problems")  # noqa: T201 - shown with -s
     assert sent > 50
     assert not problems, "\n".join(dict.fromkeys(problems))
 
@@ -192,6 +205,6 @@ def test_the_gateways_openai_surface_never_answers_a_server_error(
             paths = sorted(schema.raw_schema["paths"])
             sent, problems = fuzz(schema, _admin(jwt_secret), examples=60)
     assert "/v1/chat/completions" in paths, paths
-    print(f"gateway: {sent} requests, {len(problems)} server errors")  # noqa: T201 - shown with -s
+    print(f"gateway: {sent} requests, {len(problems)} problems")  # noqa: T201 - shown with -s
     assert sent > 20
     assert not problems, "\n".join(dict.fromkeys(problems))

@@ -80,3 +80,42 @@ async def test_outages_and_bugs_answer_in_the_shared_shape() -> None:
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
         wrong = await client.delete("/echo")
         assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"
+
+
+async def test_an_openai_compatible_api_gets_its_refusals_in_openais_shape() -> None:
+    app = create_app(title="t", version="0", readiness=Readiness(), openai_prefixes=("/v1/",))
+
+    @app.post("/v1/chat/completions")
+    async def complete(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        return body
+
+    @app.post("/api/echo")
+    async def echo(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        return body
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        headers = {"Content-Type": "application/json"}
+        content = '{"messages": [{"role": "user", "content": "a\\u0000b"}]}'
+        openai = await client.post("/v1/chat/completions", content=content, headers=headers)
+        assert openai.status_code == 400, openai.text
+        assert openai.json()["error"]["type"] == "invalid_request_error"
+        assert openai.json()["error"]["param"] == "messages[0].content"
+        shared = await client.post("/api/echo", content=content, headers=headers)
+        assert shared.status_code == 422 and shared.json()["error"]["details"][0]["field"] == "messages[0].content"
+
+
+async def test_the_openapi_document_declares_every_error_in_the_shared_shape() -> None:
+    app = _app()
+
+    @app.delete("/api/v1/things/{thing_id}", status_code=204)
+    async def delete(thing_id: str) -> None:
+        return None
+
+    document = app.openapi()
+    responses = document["paths"]["/api/v1/things/{thing_id}"]["delete"]["responses"]
+    assert sorted(responses) == ["204", "400", "401", "403", "404", "409", "422", "503"]
+    assert responses["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert "Retry-After" in responses["503"]["headers"]
+    assert "HTTPValidationError" not in str(responses)
+    assert "404" not in document["paths"]["/db"]["get"]["responses"]  # outside /api/: left as it was

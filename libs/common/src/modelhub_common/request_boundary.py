@@ -72,11 +72,14 @@ def _is_json(scope: Scope) -> bool:
 class RequestBoundary:
     """ASGI middleware: checks JSON request bodies as described above, then replays them to the app."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, openai_prefixes: tuple[str, ...] = ()) -> None:
+        """``openai_prefixes``: paths of an OpenAI-compatible API, whose clients get refusals in OpenAI's
+        error shape (status 400) instead of the shared one."""
         self.app = app
+        self.openai_prefixes = openai_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (refused := _check_target(scope)) is not None:
+        if scope["type"] == "http" and (refused := self._shaped(scope, _check_target(scope))) is not None:
             await refused(scope, receive, send)
             return
         if scope["type"] != "http" or scope.get("method") not in _BODY_METHODS or not _is_json(scope):
@@ -91,7 +94,7 @@ class RequestBoundary:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        refusal = _check(body)
+        refusal = self._shaped(scope, _check(body))
         if refusal is not None:
             await refusal(scope, receive, send)
             return
@@ -105,6 +108,20 @@ class RequestBoundary:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    def _shaped(self, scope: Scope, refusal: JSONResponse | None) -> JSONResponse | None:
+        path = scope.get("path", "")
+        if refusal is None or not self.openai_prefixes or not str(path).startswith(self.openai_prefixes):
+            return refusal
+        shared = json.loads(bytes(refusal.body))["error"]
+        details = shared.get("details") or []
+        error = {
+            "message": shared["message"],
+            "type": "invalid_request_error",
+            "param": details[0]["field"] if details else None,
+            "code": shared["code"],
+        }
+        return JSONResponse({"error": error}, status_code=400)
 
 
 def _check_target(scope: Scope) -> JSONResponse | None:

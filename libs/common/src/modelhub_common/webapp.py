@@ -33,6 +33,7 @@ from modelhub_common.errors import (
 )
 from modelhub_common.health import Readiness, health_router
 from modelhub_common.metrics import HttpMetricsMiddleware, ServiceMetrics, metrics_router
+from modelhub_common.openapi_errors import document_errors
 from modelhub_common.request_boundary import RequestBoundary
 from modelhub_common.request_ids import RequestIdMiddleware
 from modelhub_common.settings import ServiceSettings
@@ -184,15 +185,18 @@ def create_app(
     description: str = "",
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     service: str | None = None,
+    openai_prefixes: tuple[str, ...] = (),
 ) -> FastAPI:
     """A FastAPI app with health routes, ``/metrics`` and error handlers; services add their routers under
     ``/api/v1``. ``service`` names it in metrics (default: the title without ``modelhub ``); its
-    :class:`ServiceMetrics` is ``app.state.metrics``."""
+    :class:`ServiceMetrics` is ``app.state.metrics``. ``openai_prefixes``: paths of an OpenAI-compatible
+    API, whose bad input is refused in OpenAI's error shape."""
     app = FastAPI(title=title, version=version, description=description, lifespan=lifespan)
     app.state.readiness = readiness
     metrics = app.state.metrics = ServiceMetrics(service or _service_name(title))
     install_error_handlers(app)
-    app.add_middleware(RequestBoundary)
+    document_errors(app)
+    app.add_middleware(RequestBoundary, openai_prefixes=openai_prefixes)
     # Added last, so outermost: it also counts what the boundary refuses and what the error handlers answer,
     # and every log line of the request, error handlers' included, carries its id.
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)

@@ -328,6 +328,7 @@ def build_app(
         description="Health endpoints and an OpenAI-compatible API; conversations are served over gRPC.",
         readiness=readiness,
         lifespan=lifespan,
+        openai_prefixes=("/v1/",),
     )
     install_openai_errors(app)
     app.state.openai = OpenAIApiDeps(

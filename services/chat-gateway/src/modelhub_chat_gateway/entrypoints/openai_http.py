@@ -274,8 +274,42 @@ CallerDep = Annotated[Caller, Depends(_caller)]
 DepsDep = Annotated[OpenAIApiDeps, Depends(_deps)]
 
 
+_OPENAI_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string", "description": "e.g. invalid_request_error, authentication_error"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+_OPENAI_ERROR_STATUSES = {
+    400: "The request is invalid; `error.message` says which field",
+    401: "No token, or a token that is invalid or expired",
+    403: "The caller may not use this model",
+    404: "No such model, or the caller cannot read it",
+    413: "The request is over a limit (messages, images, tools)",
+    422: "A field of the body has the wrong type",
+    429: "Too many requests",
+    502: "The backend failed or answered with an error",
+    503: "A dependency (the registry, the backend) is unavailable",
+}
+#: What the OpenAI-compatible routes answer when they cannot serve, in OpenAI's error shape.
+OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "content": {"application/json": {"schema": _OPENAI_ERROR_SCHEMA}}}
+    for status, text in _OPENAI_ERROR_STATUSES.items()
+}
+
+
 def openai_router() -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+    router = APIRouter(prefix="/v1", tags=["openai-compatible"], responses=OPENAI_ERRORS)
 
     @router.get("/models", summary="Models the caller can use, as OpenAI lists them")
     async def list_models(who: CallerDep, deps: DepsDep) -> Response:
