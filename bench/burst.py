@@ -144,7 +144,10 @@ async def _clients(url: str, token: str, ids: list[str], clients: int, gets: int
     target = httpx.URL(url)
     connections = [Connection(target.host, target.port or 80, token) for _ in range(clients)]
     try:
-        # Every connection opened (and the route warmed) before the burst is released.
+        # Every generator started (spawning and importing take seconds on a busy machine), then every
+        # connection opened and the route warmed, then the burst released: the warmed connections wait
+        # less than the server's keep-alive timeout.
+        await asyncio.to_thread(start.wait)
         await asyncio.gather(*(c.get(f"/api/v1/models/{rng.choice(ids)}") for c in connections))
         await asyncio.to_thread(start.wait)
         cpu_before = time.process_time()
@@ -216,6 +219,7 @@ def burst(url: str, token: str, ids: list[str], args: argparse.Namespace, seed: 
     for process in generators:
         process.start()
     try:
+        start.wait(timeout=120)  # every generator started
         start.wait(timeout=120)  # every client connected and warmed
         before = meter.snapshot()
         reports: list[ClientReport] = [out.get(timeout=600) for _ in generators]
