@@ -121,6 +121,7 @@ def test_a_bad_temperature_is_shown_next_to_its_field(page: WebDriver, stack: St
     assert "2" in error.text  # the registry's own rule: less than or equal to 2
     assert page.find_element(By.ID, "temperature").get_attribute("aria-invalid") == "true"
     assert page.find_element(By.ID, "name").get_attribute("value") == "Python Tutor"  # the form keeps its values
+    page.execute_script("arguments[0].scrollIntoView({block: 'center'})", error)
     shot(page, artefacts, "editor.png")
     fixed = page.find_element(By.ID, "temperature")
     fixed.clear()
@@ -256,3 +257,18 @@ def test_a_conversation_reopens_from_the_list_with_its_sibling_answers(page: Web
     second.find_element(By.CLASS_NAME, "sibling-next").click()
     wait(page).until(lambda d: second.get_attribute("data-message-id") == VISIT["regenerated_id"])
     assert all(a.find_element(By.CLASS_NAME, "answer-text").text.strip() for a in _answers(page, 1))
+
+
+def test_the_workspace_and_chat_fit_a_phone_screen(page: WebDriver, stack: Stack, artefacts: Path) -> None:
+    page.set_window_size(390, 844)
+    try:
+        for path in ("/models", "/chat", f"/models/edit?id={MODEL_ID}"):
+            go(page, stack, path)
+            css(page, "h1")
+            overflow = page.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{path} scrolls sideways by {overflow} px at phone width"
+        go(page, stack, "/models")
+        card(page, MODEL_ID)
+        shot(page, artefacts, "workspace-phone.png")
+    finally:
+        page.set_window_size(1280, 900)

@@ -195,3 +195,14 @@ def test_in_prod_the_session_cookie_is_secure_and_expires_with_the_session(stack
 def _cookie(response: httpx.Response) -> str:
     header = response.headers["set-cookie"]
     return header.split(";", 1)[0].split("=", 1)[1]
+
+
+def test_export_all_downloads_every_readable_model_as_one_open_webui_array(stack: Stack) -> None:
+    owner = unique("dana")
+    ids = {stack.create_model(owner, id=f"{owner}-{n}", name=f"Export {n}")["id"] for n in range(3)}
+    client = signed_in(stack, bearer=token(owner, "user"))
+    response = client.get("/models/export-all")
+    assert response.status_code == 200
+    assert response.headers["content-disposition"].startswith('attachment; filename="models-export-')
+    exported = response.json()
+    assert isinstance(exported, list) and ids <= {item["id"] for item in exported}
