@@ -50,6 +50,31 @@ async def test_a_chat_turn_is_counted_by_method_code_and_backend(gateway: Gatewa
     assert not any("echo-a" in value for _, labels in after for _, value in labels)
 
 
+async def test_an_openai_compatible_answer_is_counted_like_a_grpc_one(
+    gateway: Gateway, ollama_double: OllamaDouble
+) -> None:
+    before = _samples(gateway.http_url)
+    headers = {"Authorization": gateway.metadata()[0][1]}
+    body = {"model": "echo-a:latest", "messages": [{"role": "user", "content": f"hi {uuid.uuid4().hex[:6]}"}]}
+    async with httpx.AsyncClient(base_url=gateway.http_url, headers=headers, timeout=30) as client:
+        plain = await client.post("/v1/chat/completions", json=body)
+        streamed = await client.post("/v1/chat/completions", json={**body, "stream": True})
+    assert plain.status_code == 200 and streamed.status_code == 200, (plain.text, streamed.text)
+    after = _samples(gateway.http_url)
+
+    for name in (
+        "modelhub_gateway_time_to_first_token_seconds_count",
+        "modelhub_gateway_answer_duration_seconds_count",
+    ):
+        assert _value(after, name, backend="ollama") == _value(before, name, backend="ollama") + 2, name
+    done = "modelhub_gateway_answers_total"
+    assert _value(after, done, backend="ollama", outcome="done") == (
+        _value(before, done, backend="ollama", outcome="done") + 2
+    )
+    tokens_out = _value(after, "modelhub_gateway_tokens_total", backend="ollama", direction="out")
+    assert tokens_out > _value(before, "modelhub_gateway_tokens_total", backend="ollama", direction="out")
+
+
 async def test_a_call_without_a_token_counts_as_unauthenticated(gateway: Gateway) -> None:
     before = _samples(gateway.http_url)
     try:

@@ -260,6 +260,7 @@ def build_app(
                 runner=runner,
                 filters=filters,
                 filter_runner=filter_runner,
+                metrics=gateway_metrics,
             )
             holder["services"] = Services(chat, catalog, completions)
             # Subscribed before the catalog's first load starts (run), so no event between the two is lost.

@@ -4,17 +4,26 @@ the model file (system prompt, parameters, knowledge, vision check, context trim
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from modelhub_chat_gateway.adapters.rag_client import RagClient
-from modelhub_chat_gateway.domain.chat_types import BackendWarning, Citation, PromptMessage, StreamChunk, ToolOptions
+from modelhub_chat_gateway.domain.chat_types import (
+    BackendWarning,
+    Citation,
+    PromptMessage,
+    StreamChunk,
+    ToolOptions,
+    Usage,
+)
 from modelhub_chat_gateway.domain.events import ToolFinished
 from modelhub_chat_gateway.domain.model import ResolvedModel
 from modelhub_chat_gateway.domain.prompt import PromptUser
 from modelhub_chat_gateway.domain.tools import Toolkit
 from modelhub_chat_gateway.errors import FilterFailedError, InvalidRequestError, VisionNotSupportedError
+from modelhub_chat_gateway.metrics import GatewayMetrics
 from modelhub_chat_gateway.service_layer.filter_directory import FilterDirectory, ModelFilters, redacted
 from modelhub_chat_gateway.service_layer.filters import FilterRunner
 from modelhub_chat_gateway.service_layer.generation import Generator
@@ -52,7 +61,9 @@ class CompletionService:
         runner: ToolRunner | None = None,
         filters: FilterDirectory | None = None,
         filter_runner: FilterRunner | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._catalog = catalog
         self._rag = rag
         self._generator = generator
@@ -135,7 +146,34 @@ class CompletionService:
 
     async def stream(self, prepared: PreparedCompletion) -> AsyncIterator[StreamChunk]:
         """The answer's chunks; server-side tool steps run inside and are not shown (OpenAI has no place for
-        them), except that each one that fails is said as a warning."""
+        them), except that each one that fails is said as a warning. The answer is counted in the gateway's
+        per-answer metrics (time to first token, total time, tokens) as a gRPC answer is."""
+        started = time.monotonic()
+        first: float | None = None
+        usage: Usage | None = None
+        finished = False
+        backend = prepared.model.location.backend
+        try:
+            async for chunk in self._answer(prepared):
+                if first is None and (chunk.text or chunk.tool_calls):
+                    first = time.monotonic() - started
+                usage = chunk.usage or usage
+                finished = finished or chunk.finish_reason is not None
+                yield chunk
+        except Exception:
+            if self._metrics is not None:
+                self._metrics.record_failed_answer(backend)
+            raise
+        if self._metrics is not None and finished:
+            self._metrics.record_answer(
+                backend,
+                ttft=first or 0.0,
+                total=time.monotonic() - started,
+                prompt=usage.prompt_tokens if usage else 0,
+                completion=usage.completion_tokens if usage else 0,
+            )
+
+    async def _answer(self, prepared: PreparedCompletion) -> AsyncIterator[StreamChunk]:
         for warning in prepared.warnings:
             yield StreamChunk(warning=warning)
         items = stream_with_tools(
