@@ -206,3 +206,39 @@ def test_export_all_downloads_every_readable_model_as_one_open_webui_array(stack
     assert response.headers["content-disposition"].startswith('attachment; filename="models-export-')
     exported = response.json()
     assert isinstance(exported, list) and ids <= {item["id"] for item in exported}
+
+
+def test_details_show_where_each_parameter_comes_from_and_restore_an_earlier_version(stack: Stack) -> None:
+    owner = unique("erin")
+    base = stack.create_model(owner, id=f"{owner}-base", name="Base file", params={"temperature": 0.2, "top_p": 0.5})
+    derived = stack.create_model(
+        owner, id=f"{owner}-derived", name="Derived v1", base_model_id=base["id"], params={"temperature": 0.9}
+    )
+    client = signed_in(stack, bearer=token(owner, "user"))
+    csrf = page_csrf(client)
+    edited = client.post(
+        "/models/save",
+        data={
+            "csrf_token": csrf,
+            "editing": "1",
+            "id": derived["id"],
+            "name": "Derived v2",
+            "base_model_id": base["id"],
+            "temperature": "0.9",
+        },
+    )
+    assert edited.status_code == 303, edited.text
+    details = client.get("/models/details", params={"id": derived["id"]})
+    assert details.status_code == 200
+    rows = dict(
+        re.findall(r'<tr data-param="([^"]+)"><td>[^<]*</td><td><code>[^<]*</code></td><td>([^<]*)</td>', details.text)
+    )
+    assert rows["temperature"] == derived["id"] and rows["top_p"] == base["id"]
+    assert 'data-version="1"' in details.text and 'data-version="2"' in details.text
+    restored = client.post("/models/restore", data={"csrf_token": csrf, "id": derived["id"], "version": "1"})
+    assert restored.status_code == 303
+    assert "Restored version 1" in client.get(restored.headers["location"]).text
+    current = stack.http.get(
+        f"{stack.registry_url}/api/v1/models/{derived['id']}", headers={"Authorization": f"Bearer {token()}"}
+    ).json()
+    assert current["name"] == "Derived v1" and current["version"] == 3

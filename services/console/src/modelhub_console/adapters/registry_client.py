@@ -112,6 +112,21 @@ class RegistryClient:
         )
         return result
 
+    async def effective(self, token: str, model_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.api.json("GET", f"/api/v1/models/{_id(model_id)}/effective", token)
+        return result
+
+    async def revisions(self, token: str, model_id: str) -> list[dict[str, Any]]:
+        body = await self.api.json("GET", f"/api/v1/models/{_id(model_id)}/revisions", token)
+        items: list[dict[str, Any]] = body.get("items", [])
+        return items
+
+    async def restore(self, token: str, model_id: str, version: int) -> dict[str, Any]:
+        result: dict[str, Any] = await self.api.json(
+            "POST", f"/api/v1/models/{_id(model_id)}/revisions/{version}/restore", token
+        )
+        return result
+
     async def base_models(self, token: str) -> list[dict[str, Any]]:
         body = await self.api.json("GET", "/api/v1/base-models", token, params={"include_unavailable": "true"})
         items: list[dict[str, Any]] = body.get("items", [])

@@ -4,6 +4,7 @@ export and import."""
 from __future__ import annotations
 
 import contextlib
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -240,6 +241,42 @@ async def model_action(
             app.flash(session, "error", exc.message)
     target = back if back.startswith("/models") and "//" not in back else "/models"
     return RedirectResponse(target, status_code=303)
+
+
+@router.get("/models/details", summary="The effective configuration with provenance, and the history")
+async def model_details(request: Request, app: ConsoleDep, session: SessionDep, id: str) -> Response:
+    model = await app.registry.get_model(session.token, id)
+    effective = await app.registry.effective(session.token, id)
+    revisions = await app.registry.revisions(session.token, id)
+    params = [
+        {"key": key, "value": json.dumps(entry.get("value"), ensure_ascii=False), "source": entry.get("source", "")}
+        for key, entry in sorted(effective.get("params", {}).items())
+    ]
+    return app.page(
+        request,
+        "model_details.html",
+        session,
+        model=card(model),
+        version=model.get("version"),
+        effective=effective,
+        params=params,
+        revisions=revisions,
+    )
+
+
+@router.post("/models/restore", summary="Make an earlier version of a model file current")
+async def restore_model(
+    app: ConsoleDep,
+    session: CheckedSessionDep,
+    id: Annotated[str, Form(max_length=256)],
+    version: Annotated[int, Form(ge=1)],
+) -> Response:
+    try:
+        restored = await app.registry.restore(session.token, id, version)
+        app.flash(session, "ok", f"Restored version {version} of {id} (now version {restored.get('version')}).")
+    except BackendError as exc:
+        app.flash(session, "error", exc.message)
+    return RedirectResponse("/models/details?" + _query(id=id), status_code=303)
 
 
 @router.get("/avatar", summary="A model's avatar, fetched with the session's token")
