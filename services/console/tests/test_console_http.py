@@ -3,12 +3,13 @@ access rules that stay the registry's, and no token where it could leak."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
 import httpx
 import pytest
-from console_kit import PASSWORD, Stack, token, unique
+from console_kit import PASSWORD, SMOLLM2, Stack, token, unique
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -242,3 +243,33 @@ def test_details_show_where_each_parameter_comes_from_and_restore_an_earlier_ver
         f"{stack.registry_url}/api/v1/models/{derived['id']}", headers={"Authorization": f"Bearer {token()}"}
     ).json()
     assert current["name"] == "Derived v1" and current["version"] == 3
+
+
+def _turn(client: httpx.Client, csrf: str, models: list[str], text: str, conversation_id: str = "") -> list[dict]:
+    events: list[dict] = []
+    with client.stream(
+        "POST",
+        "/chat/stream",
+        json={"models": models, "text": text, "conversation_id": conversation_id},
+        headers={"X-CSRF-Token": csrf, "Accept": "text/event-stream"},
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    return events
+
+
+def test_models_can_be_switched_between_turns_of_one_conversation(stack: Stack) -> None:
+    owner = unique("fay")
+    helper = stack.create_model(owner, id=f"{owner}-helper", name="Helper", params={"max_tokens": 8})
+    client = signed_in(stack, bearer=token(owner, "user"))
+    csrf = page_csrf(client, "/chat")
+    first = _turn(client, csrf, [SMOLLM2], "Say hi")
+    conversation_id = next(e["conversation_id"] for e in first if e["type"] == "turn_started")
+    assert any(e["type"] == "answer_done" and e["model_id"] == SMOLLM2 for e in first)
+    second = _turn(client, csrf, [helper["id"]], "Say bye", conversation_id)
+    assert next(e["conversation_id"] for e in second if e["type"] == "turn_started") == conversation_id
+    assert any(e["type"] == "answer_done" and e["model_id"] == helper["id"] for e in second)
+    assert second[-1] == {"type": "end"}
