@@ -15,6 +15,8 @@ SERVICES: tuple[tuple[str, str], ...] = (
     ("rag", "MODELHUB_RAG_URL"),
     ("chat-gateway", "MODELHUB_GATEWAY_HTTP"),
 )
+#: Checked only where configured (a deployment may run without the web console).
+OPTIONAL_SERVICES: tuple[tuple[str, str], ...] = (("console", "MODELHUB_CONSOLE_URL"),)
 
 
 @dataclass(frozen=True)
@@ -44,5 +46,6 @@ def check_service(name: str, url: str | None, timeout: float = 3.0) -> ServiceHe
 
 
 def check_all(endpoints: Endpoints) -> list[ServiceHealth]:
-    with ThreadPoolExecutor(max_workers=len(SERVICES)) as pool:
-        return list(pool.map(lambda s: check_service(s[0], endpoints.get(s[1])), SERVICES))
+    services = SERVICES + tuple(s for s in OPTIONAL_SERVICES if endpoints.get(s[1]))
+    with ThreadPoolExecutor(max_workers=len(services)) as pool:
+        return list(pool.map(lambda s: check_service(s[0], endpoints.get(s[1])), services))
