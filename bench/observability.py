@@ -3,14 +3,16 @@
     .venv/bin/python bench/observability.py [--models N] [--rounds R] [--requests K] [--keep]
 
 One run starts real NATS, PostgreSQL and SeaweedFS S3 on free loopback ports, migrates one registry
-database and runs two registry processes on it (`python -m modelhub_registry serve`):
+database and runs three registry processes on it (`python -m modelhub_registry serve`):
 
 * **off**: the default, metrics on (they always are: `/metrics` is part of every app), tracing off;
 * **on**: the same with `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at a local OTLP/HTTP sink this script runs
-  (answers 200 to every export), so every request is traced (FastAPI, psycopg) and exported in batches.
+  (answers 200 to every export), so every request is traced (FastAPI, psycopg) and exported in batches;
+* **sampled**: tracing on with `OTEL_TRACES_SAMPLER=parentbased_traceidratio` keeping 10 % of the traces
+  (a trace started upstream keeps its caller's decision), as a production deployment would run it.
 
 It seeds model files through the "off" registry, then measures `GET /api/v1/models/{id}` on random ids in
-alternating rounds against the two (so drift on a shared machine hits both alike) and prints p50/p99 and the
+alternating rounds against the three (so drift on a shared machine hits both alike) and prints p50/p99 and the
 on/off ratio. The HTTP metrics middleware alone is measured in-process: a trivial route called through ASGI
 with and without it (no network, so the difference is the middleware's own cost per request).
 
@@ -68,6 +70,10 @@ class _Sink(BaseHTTPRequestHandler):
         return None
 
 
+#: The share of traces the "sampled" registry keeps.
+SAMPLE_RATIO = 0.1
+
+
 @contextlib.contextmanager
 def otlp_sink() -> Any:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
@@ -103,13 +109,13 @@ async def run_http(urls: dict[str, str], token: str, models: int, rounds: int, r
             response = await seed.post("/api/v1/models", json=body, headers=headers)
             if response.status_code != 201:
                 raise RuntimeError(f"seeding failed: {response.status_code} {response.text[:200]}")
-    samples: dict[str, list[float]] = {"off": [], "on": []}
+    samples: dict[str, list[float]] = {name: [] for name in urls}
     clients = {name: httpx.AsyncClient(base_url=url, timeout=60) for name, url in urls.items()}
     try:
         for client in clients.values():  # warm-up: connections, caches, the first traced export
             await measure_get(client, ids, headers, 50)
         for r in range(rounds):
-            order = ("off", "on") if r % 2 == 0 else ("on", "off")
+            order = list(urls) if r % 2 == 0 else list(reversed(urls))
             for name in order:
                 samples[name] += await measure_get(clients[name], ids, headers, requests)
             STDERR.print(f"[dim]round {r + 1}/{rounds} done[/dim]")
@@ -200,12 +206,15 @@ def main() -> None:
         settings = RegistrySettings(**{**base, "port": pick_free_port()})  # type: ignore[arg-type]
         asyncio.run(bootstrap.run_migrations(settings))
         urls = {}
-        for name in ("off", "on"):
+        for name in ("off", "on", "sampled"):
             port = pick_free_port()
             env = service_env(ENV_PREFIX, {**base, "port": port})
-            if name == "on":
+            if name != "off":
                 env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink.server_address[1]}"
                 env["OTEL_SERVICE_NAME"] = "modelhub-registry-bench"
+            if name == "sampled":
+                env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+                env["OTEL_TRACES_SAMPLER_ARG"] = str(SAMPLE_RATIO)
             process = ServiceProcess(
                 root / f"registry-{name}", module="modelhub_registry", env=env, port=port, name=name
             )
@@ -233,6 +242,18 @@ def main() -> None:
                     f"{p99['on']:.2f}",
                 ],
                 ["ratio on/off", "", f"{p50['on'] / p50['off']:.2f}x", f"{p99['on'] / p99['off']:.2f}x"],
+                [
+                    f"tracing on, {SAMPLE_RATIO:.0%} of traces sampled",
+                    f"{len(samples['sampled']):,}",
+                    f"{p50['sampled']:.2f}",
+                    f"{p99['sampled']:.2f}",
+                ],
+                [
+                    "ratio sampled/off",
+                    "",
+                    f"{p50['sampled'] / p50['off']:.2f}x",
+                    f"{p99['sampled'] / p99['off']:.2f}x",
+                ],
             ],
         )
     )
