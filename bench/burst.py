@@ -28,6 +28,7 @@ import contextlib
 import multiprocessing
 import os
 import random
+import re
 import secrets
 import statistics
 import time
@@ -57,6 +58,8 @@ from modelhub_devstack import pick_free_port
 from modelhub_registry import bootstrap
 from modelhub_registry.settings import ENV_PREFIX, RegistrySettings
 
+_WORKER_PID = re.compile(rb'^modelhub_worker_info\{[^}]*pid="(\d+)"', re.MULTILINE)
+
 
 @dataclass
 class ClientReport:
@@ -68,6 +71,8 @@ class ClientReport:
     last_answer: float = 0.0
     cpu_seconds: float = 0.0
     reopened: int = 0
+    #: Connections per worker process (pid) that accepted them.
+    workers: Counter[str] = field(default_factory=Counter)
     #: Why the generator stopped early, if it did.
     failure: str = ""
 
@@ -92,6 +97,10 @@ class Connection:
 
     async def get(self, path: str) -> int:
         """The status of ``GET path``, after its whole body was read."""
+        return (await self.fetch(path))[0]
+
+    async def fetch(self, path: str) -> tuple[int, bytes]:
+        """Status and body of ``GET path``."""
         reused = self._streams is not None
         try:
             return await self._get(path)
@@ -101,7 +110,7 @@ class Connection:
             self.reopened += 1
             return await self._get(path)
 
-    async def _get(self, path: str) -> int:
+    async def _get(self, path: str) -> tuple[int, bytes]:
         if self._streams is None:
             self._streams = await asyncio.open_connection(self.host, self.port)
         reader, writer = self._streams
@@ -121,13 +130,13 @@ class Connection:
                     close = True
                 elif name == b"transfer-encoding":
                     raise ValueError("a chunked answer; this client reads Content-Length bodies only")
-            await reader.readexactly(length)
+            body = await reader.readexactly(length)
         except BaseException:
             await self.close()
             raise
         if close:
             await self.close()
-        return status
+        return status, body
 
     async def close(self) -> None:
         if self._streams is not None:
@@ -148,7 +157,11 @@ async def _clients(url: str, token: str, ids: list[str], clients: int, gets: int
         # connection opened and the route warmed, then the burst released: the warmed connections wait
         # less than the server's keep-alive timeout.
         await asyncio.to_thread(start.wait)
-        await asyncio.gather(*(c.get(f"/api/v1/models/{rng.choice(ids)}") for c in connections))
+        # The warm-up asks /metrics, whose modelhub_worker_info names the worker holding the connection.
+        answers = await asyncio.gather(*(c.fetch("/metrics") for c in connections))
+        for _, body in answers:
+            found = _WORKER_PID.search(body)
+            report.workers[found.group(1).decode() if found else "?"] += 1
         await asyncio.to_thread(start.wait)
         cpu_before = time.process_time()
 
@@ -195,6 +208,8 @@ class Round:
     wall: float
     cpu: dict[str, float]
     reopened: int = 0
+    #: Connections each worker accepted, most first.
+    spread: list[int] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -239,7 +254,11 @@ def burst(url: str, token: str, ids: list[str], args: argparse.Namespace, seed: 
         errors.update(report.errors)
     wall = max(r.last_answer for r in reports) - min(r.first_send for r in reports)
     reopened = sum(r.reopened for r in reports)
-    return Round([x for r in reports for x in r.latencies], errors, wall, cpu, reopened)
+    workers: Counter[str] = Counter()
+    for report in reports:
+        workers.update(report.workers)
+    latencies = [x for r in reports for x in r.latencies]
+    return Round(latencies, errors, wall, cpu, reopened, sorted(workers.values(), reverse=True))
 
 
 async def seed_models(url: str, db: str, nats_url: str, tokens: dict[str, str], count: int) -> list[str]:
@@ -316,6 +335,9 @@ def print_results(
     print(f"- errors: {failed} of {sent:,} requests")
     reopened = sum(r.reopened for r in everything)
     print(f"- idle connections the server had closed (keep-alive timeout) and the client opened again: {reopened}")
+    for count in (single, multi):
+        spreads = " ; ".join(" / ".join(str(n) for n in r.spread) for r in rounds[count])
+        print(f"- connections each worker accepted, {count} worker(s), by round: {spreads}")
     print()
     print("CPU seconds per round (mean; 2 cores give at most 2 CPU seconds per wall second):")
     print()
@@ -416,7 +438,7 @@ def main() -> None:
                 log(
                     f"round {n + 1}, {count} worker(s): p50 {_ms(percentile(result.latencies, 50))}, "
                     f"p99 {_ms(percentile(result.latencies, 99))}, {result.rate:,.0f} req/s, "
-                    f"{sum(result.errors.values())} errors"
+                    f"{sum(result.errors.values())} errors, connections per worker {result.spread}"
                 )
         print_results(args, rounds, command, (load_before, os.getloadavg()[0]))
         log("stopping the registries and the servers")
