@@ -114,6 +114,7 @@ def test_rows_past_the_retention_are_swept(make_registry: Callable[..., Registry
         left = [r[0] for r in conn.execute("SELECT actor FROM audit_log WHERE action = 'POST /x'")]
     assert left == ["new"]
 
+
 #: The probe changes' own event, on a subject no service consumes.
 PROBE = AUDIT.subject("probe")
 
