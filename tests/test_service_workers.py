@@ -25,6 +25,7 @@ import nats
 import psycopg
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from prometheus_client.parser import text_string_to_metric_families
 
 from modelhub_common.events import MODELS, decode_envelope
 from modelhub_devstack.ports import pick_free_port
@@ -213,7 +214,31 @@ def test_registry_with_two_workers(
     listed = httpx.get(f"{served.url}/api/v1/models", params={"limit": 200}, headers=admin).json()["items"]
     assert {m["id"] for m in listed} >= set(created_by)
 
+    # Whichever worker answers a scrape counts the requests of both: a counter never jumps between workers.
+    for pid in workers:
+        assert _creates_counted_by(served, pid) == len(created_by)
+
     _stop_and_check(served, workers)
+
+
+def _creates_counted_by(served: ServedService, pid: int, attempts: int = 200) -> float:
+    """``POST /api/v1/models`` answered 2xx, as counted by a scrape that worker ``pid`` answered."""
+    for _ in range(attempts):
+        with httpx.Client(timeout=10) as client:
+            text = client.get(f"{served.url}/metrics").text
+        found = _WORKER_PID.search(text)
+        if found is None or int(found.group(1)) != pid:
+            continue
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "modelhub_http_requests_total"
+            and sample.labels.get("route") == "/api/v1/models"
+            and sample.labels.get("method") == "POST"
+            and sample.labels.get("status") == "2xx"
+        )
+    raise AssertionError(f"no scrape was answered by worker {pid} in {attempts} connections")
 
 
 def test_rag_with_two_workers(

@@ -13,6 +13,14 @@ app's metrics and mix their counts.
 (no ids, names, tokens or request contents), and in Kubernetes it is reached on the pod network by the
 ServiceMonitor, never routed by the public ingress (see ``deploy/k8s/components/monitoring``).
 
+A service running several worker processes (``modelhub_common.workers``) is one service to Prometheus: the
+supervisor gives its workers a directory (``PROMETHEUS_MULTIPROC_DIR``), each worker keeps its values in files
+there (prometheus_client's multiprocess mode), and whichever worker answers a scrape reports the sums of all of
+them, so counters never jump between workers. Gauges say how workers combine: requests in flight are summed
+over the live workers, the outbox backlog and consumer lag (the same for every worker) are the most recent
+reading, pool gauges carry a ``pid`` label per worker. Process metrics (CPU, memory) are those of the worker
+that answered.
+
 Gauges whose value lives elsewhere (the outbox backlog in PostgreSQL, a consumer's lag in JetStream) are
 refreshed by async callbacks registered with :meth:`ServiceMetrics.on_scrape`; ``/metrics`` awaits them (each
 with a time limit, a failure only logged) before rendering, so a slow dependency never fails a scrape.
@@ -24,7 +32,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar, cast
 
 from fastapi import APIRouter, Request
@@ -39,11 +47,15 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
     generate_latest,
+    multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "DURATION_BUCKETS",
+    "MULTIPROCESS_DIR_VARIABLE",
     "UNMATCHED_ROUTE",
     "HttpMetricsMiddleware",
     "ScrapeCallback",
@@ -63,10 +75,32 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 ScrapeCallback = Callable[[], Awaitable[None]]
 
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+"""Set by the worker supervisor for its workers: where they keep their metric values."""
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROCESS_DIR_VARIABLE) or None
+
 
 def status_class(status: int) -> str:
     """``2xx`` for 200..299, and so on: five values whatever the codes."""
     return f"{status // 100}xx" if 100 <= status <= 599 else "other"
+
+
+class _WorkerInfo(Collector):
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "modelhub_worker_info",
+            "Always 1; pid is the process that answered this scrape (its process metrics are its own; the other "
+            "series count every worker of the service).",
+            labels=("service", "pid"),
+        )
+        family.add_metric((self._service, str(os.getpid())), 1)
+        yield family
 
 
 class ServiceMetrics:
@@ -80,18 +114,18 @@ class ServiceMetrics:
         self.service = service
         self.scrape_timeout = scrape_timeout
         self.registry = CollectorRegistry(auto_describe=True)
+        #: Set when this process is one of several workers: the directory all of them write their values to.
+        self.multiprocess_dir = multiprocess_dir()
+        #: What only this process can say (CPU, memory, GC); apart from :attr:`registry` when the values of
+        #: the others are read from the shared directory.
+        self._process_registry = CollectorRegistry() if self.multiprocess_dir else self.registry
         if process_metrics:
-            ProcessCollector(registry=self.registry)
-            PlatformCollector(registry=self.registry)
-            GCCollector(registry=self.registry)
-            # A service running several worker processes answers each scrape from one of them, with that
-            # worker's own counts: this series says which one it was.
-            Gauge(
-                "modelhub_worker_info",
-                "Always 1; pid is the worker process that answered this scrape (each worker keeps its own counts).",
-                ("service", "pid"),
-                registry=self.registry,
-            ).labels(service, str(os.getpid())).set(1)
+            ProcessCollector(registry=self._process_registry)
+            PlatformCollector(registry=self._process_registry)
+            GCCollector(registry=self._process_registry)
+            # The worker process that answered this scrape (process metrics are its own). A collector, not a
+            # gauge: a gauge's value would go to the shared directory and be reported for every worker.
+            self._process_registry.register(_WorkerInfo(service))
         self._scrape_callbacks: dict[str, ScrapeCallback] = {}
         self._extensions: dict[Callable[[ServiceMetrics], Any], Any] = {}
         r = self.registry
@@ -110,18 +144,27 @@ class ServiceMetrics:
             registry=r,
         )
         self.http_in_flight = Gauge(
-            "modelhub_http_requests_in_flight", "HTTP requests being handled now.", ("service",), registry=r
+            "modelhub_http_requests_in_flight",
+            "HTTP requests being handled now.",
+            ("service",),
+            registry=r,
+            multiprocess_mode="livesum",
         )
 
         # Events: the outbox (a service that writes rows and emits events) and the consumer loops.
         self.outbox_pending = Gauge(
-            "modelhub_outbox_pending_rows", "Outbox rows committed but not yet published.", ("service",), registry=r
+            "modelhub_outbox_pending_rows",
+            "Outbox rows committed but not yet published.",
+            ("service",),
+            registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.outbox_oldest_age = Gauge(
             "modelhub_outbox_oldest_pending_age_seconds",
             "Age of the oldest unpublished outbox row (0 when none is pending).",
             ("service",),
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.outbox_publish_duration = Histogram(
             "modelhub_outbox_publish_duration_seconds",
@@ -167,12 +210,14 @@ class ServiceMetrics:
             "Messages in the stream not yet delivered to the consumer (its lag), from JetStream consumer info.",
             labels,
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.consumer_ack_pending = Gauge(
             "modelhub_consumer_ack_pending_messages",
             "Messages delivered to the consumer and not yet acked, from JetStream consumer info.",
             labels,
             registry=r,
+            multiprocess_mode="mostrecent",
         )
 
         # The PostgreSQL pool (psycopg_pool get_stats), read at scrape time.
@@ -228,7 +273,11 @@ class ServiceMetrics:
 
     async def render(self) -> bytes:
         await self.refresh()
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        every_worker = CollectorRegistry()
+        multiprocess.MultiProcessCollector(every_worker, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(every_worker) + generate_latest(self._process_registry)
 
     # -- helpers for shared instruments --------------------------------------------------------------------
 

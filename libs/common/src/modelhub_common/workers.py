@@ -26,8 +26,10 @@ import gc
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -38,6 +40,7 @@ from uvicorn.supervisors import Multiprocess
 
 from modelhub_common.errors import DependencyError
 from modelhub_common.logconfig import configure_logging
+from modelhub_common.metrics import MULTIPROCESS_DIR_VARIABLE
 from modelhub_common.settings import ServiceSettings
 from modelhub_common.tracing import configure_tracing
 
@@ -69,11 +72,17 @@ def serve_workers(app_factory: str, settings: ServiceSettings, workers: int) -> 
         "serving with worker processes",
         extra={"workers": workers, "host": settings.host, "port": sock.getsockname()[1]},
     )
+    # The workers keep their metric values in files of one directory, so that whichever worker answers a
+    # scrape reports the whole service (see modelhub_common.metrics).
+    metrics_dir = tempfile.mkdtemp(prefix=f"modelhub-metrics-{os.getpid()}-")
+    os.environ[MULTIPROCESS_DIR_VARIABLE] = metrics_dir
     supervisor = Multiprocess(config, sockets=[sock])
     try:
         supervisor.run()
     finally:
         sock.close()
+        os.environ.pop(MULTIPROCESS_DIR_VARIABLE, None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
         raise DependencyError("a worker process failed to start; its log lines above say why")
 
