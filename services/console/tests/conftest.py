@@ -31,6 +31,8 @@ from modelhub_devstack.databases import create_database, database_url, drop_data
 from modelhub_devstack.nats import NatsServer
 from modelhub_puller import bootstrap as puller_bootstrap
 from modelhub_puller.settings import PullerSettings
+from modelhub_rag import bootstrap as rag_bootstrap
+from modelhub_rag.settings import RagSettings
 from modelhub_registry import bootstrap as registry_bootstrap
 from modelhub_registry.settings import RegistrySettings
 
@@ -49,15 +51,22 @@ def _smollm2() -> tuple[Path, str]:
     return path, hasher.hexdigest()
 
 
-def _serve(app: Any, name: str) -> Any:
-    return serve_in_thread(app, name=name, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+def _serve(app: Any, name: str, start_timeout: float = 60) -> Any:
+    return serve_in_thread(
+        app, name=name, log_level="warning", lifespan="on", timeout_graceful_shutdown=2, start_timeout=start_timeout
+    )
 
 
 @pytest.fixture(scope="session")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory, s3: Any, postgres_admin_url: str, oci_registry_url: str
+    tmp_path_factory: pytest.TempPathFactory,
+    s3: Any,
+    postgres_admin_url: str,
+    oci_registry_url: str,
+    onnx_embedder: Any,
 ) -> Iterator[Stack]:
-    """Registry, gateway, puller (pulling from the session's OCI registry) and console, once per session. NATS
+    """Registry, gateway, puller (pulling from the session's OCI registry), rag (indexing with the ONNX
+    embedder) and console, once per session. NATS
     is the stack's own: the registry's outbox ids start at 1 in a fresh database and would collide with other
     tests' on a shared server."""
     path, digest = _smollm2()
@@ -66,7 +75,7 @@ def stack(
     if not store.exists(MODELS_BUCKET, f"blobs/sha256/{digest}"):
         with path.open("rb") as f:
             store.put_stream(MODELS_BUCKET, f"blobs/sha256/{digest}", f, length=path.stat().st_size)
-    databases = {name: f"console_{name}_{uuid.uuid4().hex[:10]}" for name in ("registry", "gateway", "puller")}
+    databases = {name: f"console_{name}_{uuid.uuid4().hex[:10]}" for name in ("registry", "gateway", "puller", "rag")}
     for database in databases.values():
         create_database(postgres_admin_url, database, ("vector",))
     registry_db, gateway_db = databases["registry"], databases["gateway"]
@@ -126,20 +135,30 @@ def stack(
                 asyncio.run(puller_bootstrap.run_migrations(puller_settings))
                 with psycopg.connect(puller_settings.database_url.get_secret_value(), autocommit=True) as conn:
                     conn.execute("SELECT setval('outbox_id_seq', %s)", (random.randrange(10**15, 10**16),))
+                rag_settings = RagSettings(
+                    **common,
+                    nats_url=nats.url,
+                    database_url=database_url(postgres_admin_url, databases["rag"]),
+                    consume_model_events=False,
+                )
+                asyncio.run(rag_bootstrap.run_migrations(rag_settings))
+                rag_app = rag_bootstrap.build_app(rag_settings, embedder=onnx_embedder)
                 with (
                     _serve(gateway_app, "console-test-gateway"),
                     _serve(puller_bootstrap.build_app(puller_settings), "console-test-puller") as puller_url,
+                    _serve(rag_app, "console-test-rag", start_timeout=120) as rag_url,
                 ):
                     grpc_target = f"127.0.0.1:{gateway_app.state.grpc_port}"
                     console_settings = ConsoleSettings(
                         registry_url=registry_url,
                         gateway_grpc=grpc_target,
                         puller_url=puller_url,
+                        rag_url=rag_url,
                         port=0,
                         page_size=12,
                     )
                     with _serve(console_bootstrap.build_app(console_settings), "console-test-console") as url:
-                        yield Stack(registry_url, grpc_target, url, http, oci_registry_url)
+                        yield Stack(registry_url, grpc_target, url, http, oci_registry_url, rag_url)
     finally:
         for database in databases.values():
             drop_database(postgres_admin_url, database)

@@ -45,6 +45,7 @@ class Stack:
     console_url: str
     http: httpx.Client
     oci_registry_url: str
+    rag_url: str
 
     def create_model(self, owner: str, **body: Any) -> dict[str, Any]:
         response = self.http.post(

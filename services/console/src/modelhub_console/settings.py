@@ -22,12 +22,16 @@ class ConsoleSettings(BaseSettings):
     registry_url: str = Field(description="Base URL of the registry, e.g. http://registry:8081.")
     gateway_grpc: str = Field(description="host:port of the chat gateway's gRPC service.")
     puller_url: str = Field("", description="Base URL of the puller; empty: no pulls from the console.")
+    rag_url: str = Field("", description="Base URL of the rag service; empty: no Knowledge pages.")
     prod: bool = Field(False, description="Production: session cookies are marked Secure (HTTPS only).")
     session_ttl_seconds: int = Field(
         8 * 3600, ge=60, description="A session ends this long after sign-in (or earlier, when its token expires)."
     )
     max_sessions: int = Field(100_000, ge=1, description="Sessions kept in memory; the oldest are dropped first.")
     page_size: int = Field(24, ge=1, le=200, description="Model cards per workspace page.")
-    request_timeout_seconds: float = Field(15, gt=0, description="Timeout of calls to the registry and puller.")
+    request_timeout_seconds: float = Field(15, gt=0, description="Timeout of calls to the registry, puller and rag.")
     max_upload_bytes: int = Field(50_000_000, ge=1, description="Largest import file the console accepts.")
+    max_knowledge_file_bytes: int = Field(
+        25 * 1024 * 1024, ge=1, description="Largest knowledge file the console passes on to the rag service."
+    )
     shutdown_grace_seconds: float = Field(5.0, ge=0, description="Time in-flight requests get on SIGTERM.")

@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 
 from modelhub_console.adapters.gateway_client import GatewayClient
 from modelhub_console.adapters.puller_client import PullerClient
+from modelhub_console.adapters.rag_client import RagClient
 from modelhub_console.adapters.registry_client import RegistryClient
 from modelhub_console.errors import BackendError, BackendUnavailableError, CsrfError, SignInRequiredError
 from modelhub_console.sessions import COOKIE, Session, SessionStore
@@ -32,6 +33,7 @@ class Console:
     registry: RegistryClient
     gateway: GatewayClient
     puller: PullerClient | None
+    rag: RagClient | None
     templates: Jinja2Templates
     # session id -> messages shown once on the next page
     flashes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
@@ -50,7 +52,13 @@ class Console:
         return self.templates.TemplateResponse(
             request,
             name,
-            {"session": session, "flashes": self.take_flashes(session), "csrf_field": CSRF_FIELD, **context},
+            {
+                "session": session,
+                "flashes": self.take_flashes(session),
+                "csrf_field": CSRF_FIELD,
+                "knowledge": self.rag is not None,
+                **context,
+            },
             status_code=status_code,
         )
 
