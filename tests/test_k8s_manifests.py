@@ -1035,6 +1035,7 @@ def test_console_settings_load_and_it_reaches_no_data_store(target: str, monkeyp
     grpc_port = gateway.port(gateway.container(GATEWAY.name), "grpc")
     assert settings.gateway_grpc == f"{GATEWAY.name}:{grpc_port}"
     assert settings.registry_url == "http://registry:8081"
+    assert settings.rag_url == "http://rag:8083"
     assert "modelhub.io/tier" not in workload.labels, "the data stores' network policies must not admit it"
     assert _get(objs, "Service", "console")["spec"]["sessionAffinity"] == "ClientIP"  # sessions are per process
     version = importlib.import_module("modelhub_console").__version__

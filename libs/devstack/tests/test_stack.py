@@ -250,11 +250,19 @@ def test_service_environment_for_the_console_has_no_database_and_the_gateways_gr
         s3=S3Endpoint("127.0.0.1:9000", "ak", "sk"),
         jwt_secret="x" * 40,
     )
-    ports = {"registry": 1001, "puller": 1002, "chat_gateway": 1004, "chat_gateway_grpc": 1005, "console": 1006}
+    ports = {
+        "registry": 1001,
+        "puller": 1002,
+        "rag": 1003,
+        "chat_gateway": 1004,
+        "chat_gateway_grpc": 1005,
+        "console": 1006,
+    }
     env = service_environment(console, ports=ports, infra=infra)
     assert env["MODELHUB_CONSOLE_PORT"] == "1006"
     assert env["MODELHUB_CONSOLE_REGISTRY_URL"] == "http://127.0.0.1:1001"
     assert env["MODELHUB_CONSOLE_PULLER_URL"] == "http://127.0.0.1:1002"
+    assert env["MODELHUB_CONSOLE_RAG_URL"] == "http://127.0.0.1:1003"
     assert env["MODELHUB_CONSOLE_GATEWAY_GRPC"] == "127.0.0.1:1005"
     assert "MODELHUB_CONSOLE_DATABASE_URL" not in env
     assert not console.migrates and console.url_variable == "MODELHUB_CONSOLE_URL"

@@ -97,7 +97,7 @@ DEFAULT_SERVICES: tuple[ServiceSpec, ...] = (
         "MODELHUB_CONSOLE_",
         "",
         "MODELHUB_CONSOLE_URL",
-        peers=("registry", "puller"),
+        peers=("registry", "puller", "rag"),
         grpc_peers=(("GATEWAY_GRPC", "chat_gateway"),),
         migrates=False,
     ),
