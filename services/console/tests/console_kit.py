@@ -56,3 +56,16 @@ class Stack:
         assert response.status_code == 201, response.text
         result: dict[str, Any] = response.json()
         return result
+
+
+def browser_sign_in(browser: Any, stack: Stack, wait: Any) -> None:
+    """Signs alice in with her password in a fresh browser session (``wait``: a WebDriverWait of ``browser``)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    browser.delete_all_cookies()
+    browser.get(stack.console_url + "/signin")
+    wait.until(ec.presence_of_element_located((By.ID, "username"))).send_keys("alice")
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "signin-password").click()
+    wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Models"))

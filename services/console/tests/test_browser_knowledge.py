@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from console_kit import PASSWORD, Stack, unique
+from console_kit import Stack, browser_sign_in, unique
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
@@ -19,13 +19,8 @@ def test_upload_is_indexed_while_the_page_is_open_and_a_query_cites_the_file(
 ) -> None:
     note = tmp_path / "orchard.md"
     note.write_text("# Orchard\n\nThe quince trees by the north wall are pruned in February.\n")
-    browser.delete_all_cookies()
-    browser.get(stack.console_url + "/signin")
     wait = WebDriverWait(browser, WAIT_SECONDS)
-    wait.until(ec.presence_of_element_located((By.ID, "username"))).send_keys("alice")
-    browser.find_element(By.ID, "password").send_keys(PASSWORD)
-    browser.find_element(By.ID, "signin-password").click()
-    wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Models"))
+    browser_sign_in(browser, stack, wait)
     browser.find_element(By.LINK_TEXT, "Knowledge").click()
     name = unique("Orchard")
     wait.until(ec.presence_of_element_located((By.ID, "collection-name"))).send_keys(name)

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from console_kit import PASSWORD, Stack
+from console_kit import Stack, browser_sign_in
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
@@ -39,13 +39,8 @@ def pushed_model(stack: Stack, tmp_path: Path) -> str:
 def test_pull_shows_progress_to_100_percent_and_the_base_model_appears(
     stack: Stack, browser: WebDriver, pushed_model: str, artefacts: Path
 ) -> None:
-    browser.delete_all_cookies()
-    browser.get(stack.console_url + "/signin")
     wait = WebDriverWait(browser, WAIT_SECONDS)
-    wait.until(ec.presence_of_element_located((By.ID, "username"))).send_keys("alice")
-    browser.find_element(By.ID, "password").send_keys(PASSWORD)
-    browser.find_element(By.ID, "signin-password").click()
-    wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Models"))
+    browser_sign_in(browser, stack, wait)
     browser.get(stack.console_url + "/base-models")
     wait.until(ec.presence_of_element_located((By.ID, "pull-name"))).send_keys(pushed_model)
     browser.find_element(By.ID, "pull-start").click()
