@@ -121,7 +121,7 @@ def test_cancelling_an_ollama_pull_closes_the_upstream_stream(make_puller: Calla
 
 def test_ollama_target_needs_a_configured_server(puller: Puller) -> None:
     response = puller.pull("llama3.2", target="ollama")
-    assert response.status_code == 422
+    assert response.status_code == 409
     assert response.json()["error"]["code"] == "ollama_not_configured"
 
 

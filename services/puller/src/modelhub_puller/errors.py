@@ -120,5 +120,7 @@ class PullCancelledError(PullerError):
 
 
 class OllamaNotConfiguredError(PullerError):
+    """A valid request this deployment cannot serve (no Ollama server configured): 409, not 422."""
+
     code = "ollama_not_configured"
-    http_status = 422
+    http_status = 409

@@ -29,6 +29,16 @@ _PREFIX = re.compile(r"^ollama\s+(run|pull)(\s+|$)", re.IGNORECASE)
 _MAX_PART = 80
 _MAX_HOST = 350
 
+_P = "[A-Za-z0-9_]"
+NAME_PATTERN = (
+    r"^\s*([oO][lL][lL][aA][mM][aA]\s+([rR][uU][nN]|[pP][uU][lL][lL])\s+)?"
+    r"([hH][tT][tT][pP][sS]?://)?"
+    rf"(({_P}[A-Za-z0-9_.-]{{0,349}}(:[0-9]{{1,5}})?/)?{_P}[A-Za-z0-9_-]{{0,79}}/)?"
+    rf"{_P}[A-Za-z0-9_.-]{{0,79}}(:{_P}[A-Za-z0-9_.-]{{0,79}})?\s*$"
+)
+"""What :func:`parse_model_name` accepts, as a JSON-schema pattern for the API documents: ``[ollama run|pull]
+[http(s)://][[host[:port]/]namespace/]model[:tag]``, each part starting with a letter, digit or ``_``."""
+
 
 @dataclass(frozen=True)
 class ModelName:

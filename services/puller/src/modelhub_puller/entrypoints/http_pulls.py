@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from modelhub_common.events import EventEnvelope
 from modelhub_common.webapp import CurrentPrincipal
+from modelhub_puller.domain.names import NAME_PATTERN
 from modelhub_puller.domain.pull import PullJob, Target
 from modelhub_puller.entrypoints.deps import Svc
 from modelhub_puller.service_layer import events
@@ -23,7 +24,13 @@ _KEEPALIVE_SECONDS = 10.0
 
 
 class PullRequest(BaseModel):
-    model: str = Field(min_length=1, max_length=600, description="A model name as users type it, e.g. llama3.2:1b")
+    model: str = Field(
+        min_length=1,
+        max_length=600,
+        description="A model name as users type it, e.g. llama3.2:1b",
+        # Documented, and checked by the name parser (whose refusals say which part is wrong).
+        json_schema_extra={"pattern": NAME_PATTERN},
+    )
     target: Literal["store", "ollama"] = "store"
 
 

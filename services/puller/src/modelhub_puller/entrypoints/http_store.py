@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from modelhub_common.webapp import CurrentPrincipal
+from modelhub_puller.domain.names import NAME_PATTERN
 from modelhub_puller.entrypoints.deps import Svc
 
 router = APIRouter(prefix="/api/v1/store", tags=["store"])
@@ -18,6 +19,12 @@ async def list_stored(principal: CurrentPrincipal, svc: Svc) -> dict[str, Any]:
 
 
 @router.delete("/models/{model:path}", summary="Delete a model: its manifest and the blobs no other model uses")
-async def delete_stored(model: str, principal: CurrentPrincipal, svc: Svc) -> dict[str, Any]:
+async def delete_stored(
+    model: Annotated[
+        str, Path(description="The model's name, e.g. llama3.2:1b", json_schema_extra={"pattern": NAME_PATTERN})
+    ],
+    principal: CurrentPrincipal,
+    svc: Svc,
+) -> dict[str, Any]:
     stored, removed = await svc.stored.delete(principal, model)
     return {"deleted": stored.to_json(), "removed_blobs": removed}

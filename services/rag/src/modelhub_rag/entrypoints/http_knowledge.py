@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Header, Query, Request, Response, UploadFile
 
+from modelhub_common.if_match import IF_MATCH_PATTERN, parse_if_match
 from modelhub_common.webapp import AdminPrincipal, CurrentPrincipal
 from modelhub_rag.domain.collection import FileStatus
 from modelhub_rag.entrypoints.deps import ServicesDep
@@ -31,7 +32,7 @@ def _version(if_match: str | None) -> int | None:
     if if_match is None:
         return None
     try:
-        return int(if_match.strip().removeprefix("W/").strip('"'))
+        return parse_if_match(if_match)
     except ValueError as exc:
         raise InvalidRequestError('If-Match: must be the collection\'s version number, e.g. "3"') from exc
 
@@ -66,7 +67,13 @@ async def patch_collection(
     body: PatchCollectionBody,
     principal: CurrentPrincipal,
     svc: ServicesDep,
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: Annotated[
+        str,
+        Header(
+            description="the version you edited, to refuse lost updates",
+            json_schema_extra={"pattern": IF_MATCH_PATTERN},
+        ),
+    ] = "",
 ) -> dict[str, Any]:
     changes = CollectionChanges(
         name=body.name,

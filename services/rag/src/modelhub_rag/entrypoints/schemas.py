@@ -43,17 +43,33 @@ class PatchCollectionBody(BaseModel):
     grants: list[GrantBody] | None = None
 
 
+#: Has a character that is not whitespace (as ``str.strip`` counts it).
+NOT_BLANK = "[^\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+
+
 class QueryBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str
-    k: int | None = Field(default=None, description="results wanted (default 5; at most the service's max_k)")
+    # The documented bounds are the settings' defaults (MODELHUB_RAG_MAX_QUERY_CHARS, _MAX_K); the service
+    # checks its configured values and names the field it refuses.
+    query: str = Field(
+        description="what to search for (not blank)", json_schema_extra={"pattern": NOT_BLANK, "maxLength": 4_000}
+    )
+    k: int | None = Field(
+        default=None,
+        description="results wanted (default 5; at most the service's max_k, 50 unless configured)",
+        json_schema_extra={"minimum": 1, "maximum": 50},
+    )
     file_ids: list[str] | None = Field(default=None, description="search only these files")
     mode: Literal["hybrid", "vector", "text"] = "hybrid"
 
 
 class RetrieveBody(QueryBody):
-    knowledge_ids: list[str] = Field(min_length=1)
+    knowledge_ids: list[str] = Field(
+        min_length=1,
+        description="at most 32 unless configured (MODELHUB_RAG_MAX_KNOWLEDGE_IDS)",
+        json_schema_extra={"maxItems": 32},
+    )
 
 
 def grant_json(grant: Grant) -> dict[str, str]:

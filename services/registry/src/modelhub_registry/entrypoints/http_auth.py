@@ -21,7 +21,9 @@ class LoginIn(BaseModel):
 
 
 class PasswordIn(BaseModel):
-    password: str = Field(min_length=1, max_length=1024)
+    # The documented minimum is the setting's default (MODELHUB_REGISTRY_MIN_PASSWORD_LENGTH); the route
+    # checks the configured one.
+    password: str = Field(min_length=1, max_length=1024, json_schema_extra={"minLength": 12})
 
 
 def _passwords(svc: Services) -> PasswordService:

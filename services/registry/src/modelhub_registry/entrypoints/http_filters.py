@@ -18,6 +18,10 @@ from modelhub_registry.entrypoints.deps import Services, services
 from modelhub_registry.errors import InvalidModelError, RegistryError
 from modelhub_registry.service_layer.filters import FilterService
 
+_ID = "[a-z0-9][a-z0-9._-]{0,63}"
+#: What the batch route takes, documented (the route checks the configured limit and names a bad id).
+_IDS_PATTERN = f"^{_ID}(,{_ID}){{0,199}}$"
+
 router = APIRouter(prefix="/api/v1", tags=["filters"])
 
 
@@ -64,7 +68,14 @@ async def list_filters(principal: AdminPrincipal, svc: Annotated[Services, Depen
 async def filter_configs(
     principal: AdminPrincipal,
     svc: Annotated[Services, Depends(services)],
-    ids: Annotated[str, Query(description="comma-separated filter ids, in the order they run", max_length=20_000)],
+    ids: Annotated[
+        str,
+        Query(
+            description="comma-separated filter ids, in the order they run (at most max_filters, 200 by default)",
+            max_length=20_000,
+            json_schema_extra={"pattern": _IDS_PATTERN},
+        ),
+    ],
 ) -> dict[str, Any]:
     wanted = [part.strip() for part in ids.split(",") if part.strip()]
     limit = svc.settings.max_filters

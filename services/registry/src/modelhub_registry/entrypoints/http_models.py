@@ -15,6 +15,7 @@ from fastapi import APIRouter, Body, Depends, File, Header, Query, Request, Resp
 from fastapi.responses import StreamingResponse
 
 from modelhub_common.auth import parse_authorization_header
+from modelhub_common.if_match import IF_MATCH_PATTERN, parse_if_match
 from modelhub_common.webapp import CurrentPrincipal
 from modelhub_registry.adapters.models_repository import AvatarRef, ListQuery, ModelRow, Revision, StoredModel
 from modelhub_registry.domain.model_file import ModelMeta
@@ -96,7 +97,7 @@ def _version_header(if_match: str | None) -> int | None:
     if if_match is None:
         return None
     try:
-        return int(if_match.strip().strip('"').removeprefix("W/").strip('"'))
+        return parse_if_match(if_match)
     except ValueError as exc:
         raise InvalidModelError('If-Match: must be the model\'s version number, e.g. "3"') from exc
 
@@ -332,7 +333,13 @@ async def update_model(
     principal: CurrentPrincipal,
     svc: Annotated[Services, Depends(services)],
     body: Annotated[dict[str, Any], Body()],
-    if_match: Annotated[str | None, Header(description="the version you edited, to refuse lost updates")] = None,
+    if_match: Annotated[
+        str,
+        Header(
+            description="the version you edited, to refuse lost updates",
+            json_schema_extra={"pattern": IF_MATCH_PATTERN},
+        ),
+    ] = "",
 ) -> dict[str, Any]:
     model = await svc.models.update(model_id, body, principal, expected_version=_version_header(if_match))
     return await _with_warnings(
