@@ -29,6 +29,7 @@ from modelhub_console.settings import ConsoleSettings
 from modelhub_devstack.asgi import serve_in_thread
 from modelhub_devstack.databases import create_database, database_url, drop_database
 from modelhub_devstack.nats import NatsServer
+from modelhub_devstack.ports import pick_free_port
 from modelhub_puller import bootstrap as puller_bootstrap
 from modelhub_puller.settings import PullerSettings
 from modelhub_rag import bootstrap as rag_bootstrap
@@ -51,9 +52,15 @@ def _smollm2() -> tuple[Path, str]:
     return path, hasher.hexdigest()
 
 
-def _serve(app: Any, name: str, start_timeout: float = 60) -> Any:
+def _serve(app: Any, name: str, start_timeout: float = 60, port: int | None = None) -> Any:
     return serve_in_thread(
-        app, name=name, log_level="warning", lifespan="on", timeout_graceful_shutdown=2, start_timeout=start_timeout
+        app,
+        name=name,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+        start_timeout=start_timeout,
     )
 
 
@@ -103,13 +110,15 @@ def stack(
                 conn.execute("SELECT setval('outbox_id_seq', %s)", (random.randrange(10**9, 10**15),))
             with _serve(registry_bootstrap.build_app(registry_settings), "console-test-registry") as registry_url:
                 _seed_registry(http, registry_url, digest)
+                # The gateway retrieves from the rag for models with knowledge, so it learns the rag's port first.
+                rag_port = pick_free_port()
                 gateway_settings = ChatGatewaySettings(
                     **common,
                     grpc_port=0,
                     nats_url=nats.url,
                     database_url=database_url(postgres_admin_url, gateway_db),
                     registry_url=registry_url,
-                    rag_url="http://127.0.0.1:9",
+                    rag_url=f"http://127.0.0.1:{rag_port}",
                     local_model_dir=tmp_path_factory.mktemp("console-gateway-models"),
                     local_workers=2,
                     local_max_resident=1,
@@ -146,7 +155,7 @@ def stack(
                 with (
                     _serve(gateway_app, "console-test-gateway"),
                     _serve(puller_bootstrap.build_app(puller_settings), "console-test-puller") as puller_url,
-                    _serve(rag_app, "console-test-rag", start_timeout=120) as rag_url,
+                    _serve(rag_app, "console-test-rag", start_timeout=120, port=rag_port) as rag_url,
                 ):
                     grpc_target = f"127.0.0.1:{gateway_app.state.grpc_port}"
                     console_settings = ConsoleSettings(

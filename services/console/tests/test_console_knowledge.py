@@ -4,12 +4,13 @@ found"; forms without their CSRF token are refused."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
 import httpx
-from console_kit import PASSWORD, Stack, token, unique
-from test_console_http import CSRF_RE, page_csrf, signed_in
+from console_kit import PASSWORD, SMOLLM2, Stack, token, unique
+from test_console_http import CSRF_RE, _turn, page_csrf, signed_in
 
 NOTE = (
     "The lighthouse keeper on Skerry Island winds the clockwork lamp every evening at dusk.\n"
@@ -158,3 +159,30 @@ def test_an_empty_collection_name_is_shown_next_to_the_field(stack: Stack) -> No
     assert response.status_code == 422
     assert 'id="collection-name-error"' in response.text
     assert CSRF_RE.search(response.text)
+
+
+def test_a_chat_answer_of_a_model_with_knowledge_carries_its_citations_live_and_reopened(stack: Stack) -> None:
+    client = signed_in(stack, username="alice", password=PASSWORD)
+    knowledge_id = _create(client, unique("Keeper"))
+    assert _upload(client, knowledge_id, "keeper.txt", NOTE).status_code == 303
+    _wait_indexed(client, knowledge_id)
+    model = stack.create_model(
+        "alice",
+        id=unique("keeper-bot"),
+        name="Keeper bot",
+        base_model_id=SMOLLM2,
+        meta={"knowledge": [{"id": knowledge_id, "name": "Keeper"}]},
+    )
+    events = _turn(client, page_csrf(client, "/chat"), [model["id"]], "Who winds the clockwork lamp?")
+    cited = next(e for e in events if e["type"] == "citations")
+    assert cited["model_id"] == model["id"]
+    assert {c["file_name"] for c in cited["citations"]} == {"keeper.txt"}
+    assert any("clockwork lamp" in c["text"] for c in cited["citations"])
+    conversation_id = next(e["conversation_id"] for e in events if e["type"] == "turn_started")
+    page = client.get(f"/chat?conversation={conversation_id}").text
+    data = re.search(r'<script type="application/json" id="conversation-data">(.*?)</script>', page, re.S)
+    assert data
+    (turn,) = json.loads(data.group(1))["turns"]
+    (answer,) = turn["columns"][0]["answers"]
+    assert [c["file_name"] for c in answer["citations"]] == ["keeper.txt"] * len(answer["citations"])
+    assert answer["citations"]

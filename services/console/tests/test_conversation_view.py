@@ -40,3 +40,17 @@ def test_an_empty_or_cyclic_conversation_gives_no_turns() -> None:
     assert replay({"id": "c", "messages": []}) == []
     looped = {"current_message_id": "x", "messages": [_m("x", "assistant", "y"), _m("y", "user", "x", ("x",))]}
     assert len(replay(looped)) == 1
+
+
+def test_an_answers_citations_are_replayed_with_their_source_file() -> None:
+    answer = _m("a1", "assistant", "u1", model="m", text="A1")
+    answer["citations"] = [{"knowledge_id": "k", "file_id": "f", "file_name": "notes.md", "text": "x", "score": 0.5}]
+    conversation = {
+        "id": "c",
+        "current_message_id": "a1",
+        "messages": [_m("u1", "user", children=("a1",), text="q"), answer],
+    }
+    (turn,) = replay(conversation)
+    assert turn["columns"][0]["answers"][0]["citations"] == [
+        {"file_name": "notes.md", "text": "x", "score": 0.5, "page": 0}
+    ]

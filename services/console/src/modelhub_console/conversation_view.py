@@ -7,7 +7,9 @@ from typing import Any
 
 
 def replay(conversation: dict[str, Any]) -> list[dict[str, Any]]:
-    """``[{"text", "columns": [{"model_id", "answers": [{"id", "text", "status"}], "index"}]}]``."""
+    """``[{"text", "columns": [{"model_id", "answers": [{"id", "text", "status", "note", "citations"}],
+    "index"}]}]``; ``citations`` are the knowledge chunks the answer was given (``{file_name, text, score,
+    page}``)."""
     messages = {m["id"]: m for m in conversation.get("messages", [])}
     path: list[str] = []
     current = conversation.get("current_message_id", "")
@@ -36,9 +38,20 @@ def replay(conversation: dict[str, Any]) -> list[dict[str, Any]]:
                     "text": child.get("content", ""),
                     "status": "error" if child.get("error_code") else "done",
                     "note": child.get("error_message", ""),
+                    "citations": [cited(c) for c in child.get("citations", []) if isinstance(c, dict)],
                 }
             )
         for column in columns.values():
             column.setdefault("index", len(column["answers"]) - 1)
         turns.append({"text": message.get("content", ""), "columns": list(columns.values())})
     return turns
+
+
+def cited(citation: dict[str, Any]) -> dict[str, Any]:
+    """What the transcript shows of one citation (the gateway's ``Citation`` as JSON, zero fields left out)."""
+    return {
+        "file_name": str(citation.get("file_name") or citation.get("file_id") or ""),
+        "text": str(citation.get("text", "")),
+        "score": float(citation.get("score") or 0),
+        "page": int(citation.get("page") or 0),
+    }

@@ -100,6 +100,9 @@
     this.node.appendChild(this.text);
     this.note = el("p", "answer-note");
     this.node.appendChild(this.note);
+    this.sources = el("details", "answer-citations");
+    this.sources.hidden = true;
+    this.node.appendChild(this.sources);
     var self = this;
     this.prev.addEventListener("click", function () { self.show(self.index - 1, true); });
     this.next.addEventListener("click", function () { self.show(self.index + 1, true); });
@@ -107,7 +110,7 @@
     if (this.use) this.use.addEventListener("click", function () { self.select(); });
   }
   Column.prototype.add = function (messageId) {
-    this.answers.push({ id: messageId, text: "", status: "streaming", note: "", deltas: 0 });
+    this.answers.push({ id: messageId, text: "", status: "streaming", note: "", deltas: 0, citations: [] });
     this.show(this.answers.length - 1, false);
     return this.answers[this.answers.length - 1];
   };
@@ -123,6 +126,7 @@
     if (!answer) return;
     this.text.textContent = answer.text;
     this.note.textContent = answer.note;
+    this.renderCitations(answer.citations || []);
     this.node.dataset.messageId = answer.id;
     this.node.dataset.status = answer.status;
     this.node.dataset.deltas = String(answer.deltas);
@@ -130,6 +134,28 @@
     this.prev.disabled = this.index === 0 || busy;
     this.next.disabled = this.index === this.answers.length - 1 || busy;
     this.regen.disabled = busy || answer.status === "streaming";
+  };
+  // The knowledge chunks the answer was given: source file, page, score and the snippet, folded by default.
+  Column.prototype.renderCitations = function (citations) {
+    if (this.shownCitations === citations) return; // render runs on every delta; the list changes far less often
+    this.shownCitations = citations;
+    this.sources.textContent = "";
+    this.sources.hidden = citations.length === 0;
+    if (!citations.length) return;
+    this.sources.appendChild(el("summary", "", "Sources (" + citations.length + ")"));
+    var list = el("ol", "citations");
+    citations.forEach(function (c) {
+      var item = el("li", "citation");
+      var source = el("p", "citation-source");
+      source.appendChild(el("span", "citation-file", c.file_name || c.file_id || ""));
+      if (c.page) source.appendChild(document.createTextNode(" \u00b7 page " + c.page));
+      source.appendChild(document.createTextNode(" \u00b7 "));
+      source.appendChild(el("span", "citation-score", "score " + Number(c.score || 0).toFixed(3)));
+      item.appendChild(source);
+      item.appendChild(el("blockquote", "citation-snippet", c.text || ""));
+      list.appendChild(item);
+    });
+    this.sources.appendChild(list);
   };
   Column.prototype.select = async function () {
     var answer = this.current();
@@ -159,6 +185,9 @@
     } else if (event.type === "delta" && column && column.current()) {
       column.current().text += event.text || "";
       column.current().deltas += 1;
+      column.render();
+    } else if (event.type === "citations" && column && column.current()) {
+      column.current().citations = event.citations || [];
       column.render();
     } else if (event.type === "warning" && column && column.current()) {
       column.current().note += (column.current().note ? " " : "") + event.message;
@@ -205,7 +234,9 @@
       turn.columns.forEach(function (c) {
         var column = built.columns[c.model_id];
         c.answers.forEach(function (a) {
-          column.answers.push({ id: a.id, text: a.text, status: a.status, note: a.note || "", deltas: 0 });
+          column.answers.push({
+            id: a.id, text: a.text, status: a.status, note: a.note || "", deltas: 0, citations: a.citations || [],
+          });
         });
         column.index = Math.max(0, c.index);
         column.render();
