@@ -49,6 +49,7 @@ def test_upload_is_indexed_while_the_page_is_open_and_a_query_cites_the_file(
     assert first.find_element(By.CLASS_NAME, "citation-file").text == "orchard.md"
     assert "February" in first.find_element(By.CLASS_NAME, "citation-snippet").text
     assert browser.execute_script("return document.body.dataset.sameDocument") == "yes"  # htmx swapped the results
+    browser.execute_script("document.getElementById('files').scrollIntoView()")
     browser.save_screenshot(str(artefacts / "knowledge.png"))
 
     browser.set_window_size(390, 844)
