@@ -95,6 +95,13 @@ def test_another_users_private_collection_is_not_found(stack: Stack) -> None:
     csrf = page_csrf(bob, "/knowledge")
     query = bob.post("/knowledge/query", data={"csrf_token": csrf, "id": knowledge_id, "query": "anything"})
     assert query.status_code == 404
+    swapped = bob.post(
+        "/knowledge/query",
+        data={"csrf_token": csrf, "id": knowledge_id, "query": "anything"},
+        headers={"HX-Request": "true"},
+    )
+    assert swapped.status_code == 200 and 'role="alert"' in swapped.text
+    assert "does not exist or you cannot read it" in swapped.text and "citation" not in swapped.text
     deleted = bob.post("/knowledge/delete", data={"csrf_token": csrf, "id": knowledge_id})
     assert deleted.status_code == 404
     assert alice.get(f"/knowledge/collection?id={knowledge_id}").status_code == 200

@@ -203,7 +203,8 @@ async def query_collection(
         try:
             found = await _rag(app).query(session.token, id, query.strip(), k=QUERY_RESULTS)
         except BackendError as exc:
-            if exc.status == 404:
+            # htmx swaps only a successful answer into the page, so its refusal comes back as the fragment.
+            if exc.status == 404 and not request.headers.get("hx-request"):
                 raise
             query_error = exc.message
         else:
