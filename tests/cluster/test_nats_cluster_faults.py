@@ -161,8 +161,10 @@ def _relay_holder(database_url: str, processes: list[subprocess.Popen[bytes]]) -
     key = RELAY_LOCK_KEY & 0xFFFFFFFFFFFFFFFF
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
+            # Advisory locks are per database, and other tests' registries hold the same key in theirs.
             "SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-            " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s",
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s"
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (key >> 32, key & 0xFFFFFFFF),
         ).fetchone()
     if row is None:

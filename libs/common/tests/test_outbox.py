@@ -20,8 +20,9 @@ from nats.js import JetStreamContext
 from psycopg.rows import dict_row
 
 from modelhub.events.v1 import events_pb2
-from modelhub_common.events import EventEnvelope, decode_envelope, new_envelope
-from modelhub_common.jetstream import MSG_ID_HEADER, StreamSpec, connect, drain, ensure_stream
+from modelhub_common.audit import RECORDED_SUBJECT, AuditEntry
+from modelhub_common.events import AUDIT, EventEnvelope, decode_envelope, new_envelope
+from modelhub_common.jetstream import MSG_ID_HEADER, StreamSpec, connect, drain, ensure_stream, service_stream_spec
 from modelhub_common.migrations import COMMON_MIGRATIONS, migrate
 from modelhub_common.outbox import OutboxPublishError, OutboxRelay, enqueue, enqueue_with
 from modelhub_devstack.nats import NatsServer
@@ -533,3 +534,29 @@ async def test_purge_deletes_only_published_rows_past_retention(db: str, js: Jet
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_audit_records_between_events_do_not_cut_the_events_runs(
+    db: str, js: JetStreamContext, area: Area
+) -> None:
+    await ensure_stream(js, service_stream_spec(AUDIT))
+    ids: list[int] = []
+    async with await psycopg.AsyncConnection.connect(db) as conn:
+        for n in range(1, 11):  # each change: its event, then its audit record, as a request writes them
+            async with conn.transaction():
+                ids.append(await enqueue(conn, area.subject(), envelope(area.subject(), n)))
+                record = AuditEntry("outbox-test", "user", "POST /api/v1/things", str(n), "ok", 201)
+                await enqueue(conn, RECORDED_SUBJECT, record.to_event("outbox-test"))
+
+    runs: list[tuple[str, int]] = []
+
+    class Recording(OutboxRelay):
+        async def _publish_run(self, run: Any) -> Any:
+            runs.append((run[0].area, len(run)))
+            return await super()._publish_run(run)
+
+    relay = Recording(db, js, name="svc", poll_interval=0.2, retry_interval=0.2, publish_timeout=2.0)
+    assert await relay.publish_pending() == 20
+    assert runs == [(area.prefix, 10), (RECORDED_SUBJECT.rpartition(".")[0], 10)]
+    assert await stream_messages(js, area.stream) == [(mid(db, i), n) for i, n in zip(ids, range(1, 11), strict=True)]
+    assert await unpublished(db) == []

@@ -25,7 +25,9 @@ Guarantees of the relay:
   row's message id), so if a row is refused or lost the stream refuses every later row of the run too: no
   row is stored ahead of an earlier one that was not. A row refused only because another publisher wrote to
   the stream in between is sent again at once. When the subject prefix changes, the relay waits for the acks
-  of the run before it sends the next one, so rows of different streams keep their order as well.
+  of the run before it sends the next one, so rows of different streams keep their order as well. Audit
+  records (``modelhub.audit.v1``) are the exception: they are sent as a lane of their own after the other
+  rows of a batch, in their own order, so that the one each change adds does not cut its events' runs.
 * **Prompt.** :func:`enqueue` also sends a ``NOTIFY`` (delivered on commit), which wakes the relay at once;
   a poll interval catches anything a lost notification would miss.
 
@@ -76,6 +78,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_AUDIT_AREA = audit.RECORDED_SUBJECT.rpartition(".")[0]
 
 NOTIFY_CHANNEL = "modelhub_outbox"
 """The channel :func:`enqueue` notifies and the relay listens on."""
@@ -425,17 +429,28 @@ class OutboxRelay:
                 break
             acked: list[int] = []
             error: OutboxPublishError | None = None
-            start = 0
-            while start < len(rows) and not (stop is not None and stop.is_set()):
-                end = start + 1
-                while end < len(rows) and rows[end].area == rows[start].area:
-                    end += 1
-                result = await self._publish_run(rows[start:end])
-                acked += [row.id for row in rows[start : start + result.acked]]
-                if result.error is not None or result.resend:
-                    error = result.error
+            interrupted = False
+            # Audit records need no order against other events: sent as a lane of their own, they do not cut
+            # the runs of the events they sit between (each change adds one next to its own event).
+            lanes = (
+                [row for row in rows if row.area != _AUDIT_AREA],
+                [row for row in rows if row.area == _AUDIT_AREA],
+            )
+            for lane in lanes:
+                start = 0
+                while start < len(lane) and not (stop is not None and stop.is_set()):
+                    end = start + 1
+                    while end < len(lane) and lane[end].area == lane[start].area:
+                        end += 1
+                    result = await self._publish_run(lane[start:end])
+                    acked += [row.id for row in lane[start : start + result.acked]]
+                    if result.error is not None or result.resend:
+                        error = result.error
+                        interrupted = True
+                        break
+                    start = end
+                if interrupted:
                     break
-                start = end
             if acked:
                 await self._mark_published(conn, acked)
                 published += len(acked)
