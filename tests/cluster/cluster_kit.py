@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import nats
 import nats.errors
+import nats.js.errors
 import psycopg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import SecretStr
@@ -190,6 +191,9 @@ async def delivered_events(
                         await msg.ack()
                 except TimeoutError:
                     continue
+                except nats.js.errors.ServiceUnavailableError:
+                    # JetStream answers 503 while the cluster moves a stream or consumer leader: read again.
+                    await asyncio.sleep(0.2)
 
         await read_until(time.monotonic() + wait, lambda: len(seen) >= want)
         await read_until(time.monotonic() + 3, lambda: False)
