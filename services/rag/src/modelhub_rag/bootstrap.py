@@ -199,6 +199,7 @@ def build_app(settings: RagSettings, *, embedder: Embedder | None = None) -> Fas
                 settings.database_url.get_secret_value(),
                 min_size=settings.database_pool_min,
                 max_size=settings.database_pool_max,
+                timeout=settings.database_pool_timeout_seconds,
                 ef_search=settings.hnsw_ef_search,
                 vector_types=vector_types,
             ) as search,
@@ -309,7 +310,12 @@ async def reindex(settings: RagSettings, knowledge_ids: Sequence[str]) -> list[R
     Only the database is touched: the events go to the outbox, which a running rag replica publishes.
     """
     async with AsyncConnectionPool(
-        settings.database_url.get_secret_value(), min_size=1, max_size=2, open=False, kwargs={"autocommit": False}
+        settings.database_url.get_secret_value(),
+        min_size=1,
+        max_size=2,
+        timeout=settings.database_pool_timeout_seconds,
+        open=False,
+        kwargs={"autocommit": False},
     ) as pool:
         service = CollectionService(
             pool,

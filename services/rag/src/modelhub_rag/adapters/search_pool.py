@@ -4,6 +4,10 @@ Retrieval only reads, and each of its queries is one statement. On the service's
 on) every such read costs three round trips (``BEGIN``, the query, ``COMMIT``), and a vector search two more
 to set ``hnsw.*`` for its transaction. Here a read is one round trip: the connection is in autocommit and
 carries the search settings from the moment it opens.
+
+A request waits at most ``timeout`` seconds for a connection (``MODELHUB_RAG_DATABASE_POOL_TIMEOUT_SECONDS``,
+as on the main pool): while PostgreSQL is down a search fails with ``PoolTimeout`` after that long, which the
+shared error handlers answer 503 with ``Retry-After``, instead of waiting psycopg's default 30 s.
 """
 
 from __future__ import annotations
@@ -21,7 +25,13 @@ from modelhub_rag.adapters.vector_types import VectorTypes
 
 @contextlib.asynccontextmanager
 async def search_pool(
-    database_url: str, *, min_size: int, max_size: int, ef_search: int, vector_types: VectorTypes
+    database_url: str,
+    *,
+    min_size: int,
+    max_size: int,
+    timeout: float,
+    ef_search: int,
+    vector_types: VectorTypes,
 ) -> AsyncIterator[AsyncConnectionPool]:
     async def configure(conn: AsyncConnection[Any]) -> None:
         await vector_types.register(conn)
@@ -31,6 +41,7 @@ async def search_pool(
         database_url,
         min_size=min_size,
         max_size=max_size,
+        timeout=timeout,
         open=False,
         kwargs={"autocommit": True},
         configure=configure,
