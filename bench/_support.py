@@ -24,7 +24,7 @@ from typing import Self
 
 from modelhub_devstack import ManagedServer, NatsServer, PostgresServer, S3Endpoint, SeaweedS3
 from modelhub_devstack.databases import create_database, database_url
-from modelhub_devstack.ports import LOOPBACK
+from modelhub_devstack.ports import LOOPBACK, pick_free_port
 from modelhub_devstack.server import http_ok
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "scratch_dir",
     "service_env",
     "sigterm_raises_interrupt",
+    "start_replicas",
 ]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -145,6 +146,8 @@ class ServiceProcess(ManagedServer):
         self.module = module
         self.env = dict(env)
         self.port = port
+        #: Every port the process was given, by setting name (set by :func:`start_replicas`).
+        self.ports_by_key: dict[str, int] = {"port": port}
 
     @property
     def base_url(self) -> str:
@@ -264,3 +267,33 @@ def machine_summary() -> str:
         f"{stamp}; {os.cpu_count()} cores ({model}); {platform.system()} {platform.release()}; "
         f"Python {platform.python_version()}; load average at the end {load}"
     )
+
+
+def start_replicas(
+    cleanup: contextlib.ExitStack,
+    root: Path,
+    *,
+    module: str,
+    prefix: str,
+    values: Mapping[str, object],
+    count: int,
+    name: str,
+    port_keys: Sequence[str] = ("port",),
+) -> list[ServiceProcess]:
+    """``count`` replicas of one service (same settings, each on free ports of its own for every key in
+    ``port_keys``, the first serving ``/readyz``), started one after the other and stopped by ``cleanup``."""
+    replicas: list[ServiceProcess] = []
+    for index in range(1, count + 1):
+        ports = {key: pick_free_port() for key in port_keys}
+        process = ServiceProcess(
+            root / f"{name}-{index}",
+            module=module,
+            env=service_env(prefix, {**values, **ports}),
+            port=ports[port_keys[0]],
+            name=f"{name} {index}",
+        )
+        process.ports_by_key = ports
+        cleanup.callback(process.stop)
+        process.start()
+        replicas.append(process)
+    return replicas
