@@ -574,7 +574,7 @@ def test_ingress_exposes_the_rest_apis(target: str) -> None:
         for rule in ingress["spec"]["rules"]:
             for path in rule["http"]["paths"]:
                 backends[path["backend"]["service"]["name"]] = path["backend"]["service"]["port"]
-    assert set(backends) == {"registry", "puller", "rag"}
+    assert set(backends) == {"registry", "puller", "rag", "console"}
     for name, port in backends.items():
         ports = _get(objs, "Service", name)["spec"]["ports"]
         assert any(port.get("name") == p["name"] or port.get("number") == p["port"] for p in ports), name
@@ -1019,7 +1019,36 @@ def test_the_ingress_never_routes_metrics_or_probes(target: str) -> None:
         for rule in ingress["spec"]["rules"]:
             for path in rule["http"]["paths"]:
                 for private in ("/metrics", "/healthz", "/readyz"):
-                    assert not private.startswith(path["path"]), f"{target}: {path['path']} routes {private}"
+                    assert not _routes(path, private), f"{target}: {path['path']} routes {private}"
+
+
+def _routes(path: Obj, url_path: str) -> bool:
+    """Whether an Ingress path sends ``url_path`` to its backend (``Prefix`` matches whole path elements)."""
+    if path["pathType"] == "Exact":
+        return bool(url_path == path["path"])
+    prefix = path["path"].rstrip("/")
+    return url_path == prefix or url_path.startswith(prefix + "/") or prefix == ""
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_the_console_ingress_routes_every_page_of_the_console(target: str) -> None:
+    from modelhub_console.entrypoints import pages_auth, pages_chat, pages_knowledge, pages_models, pages_share
+
+    paths = [
+        path
+        for ingress in _of_kind(_objects(target), "Ingress")
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+        if path["backend"]["service"]["name"] == "console"
+    ]
+    routers = (pages_auth, pages_chat, pages_knowledge, pages_models, pages_share)
+    pages = [r.path for m in routers for r in m.router.routes if isinstance(getattr(r, "path", None), str)]
+    assert "/" in pages and "/chat/stream" in pages
+    for page in [*pages, "/static/console.css"]:
+        assert any(_routes(p, page) for p in paths), f"{target}: the console's {page} is not routed"
+    ingress = _get(_objects(target), "Ingress", "console")
+    assert ingress["spec"]["tls"], "the console's session cookie is Secure: it needs TLS"
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/affinity"] == "cookie"
 
 
 @pytest.mark.parametrize("target", list(TARGETS))
