@@ -38,7 +38,9 @@ from modelhub_registry import bootstrap as registry_bootstrap
 from modelhub_registry.settings import RegistrySettings
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "puller" / "tests"))
 from console_kit import MODELS_BUCKET, PASSWORD, REPO_ROOT, SECRET, SMOLLM2, SMOLLM2_PARAMS, Stack, admin_headers  # noqa: E402
+from registry_double import RegistryDouble  # noqa: E402
 
 
 def _smollm2() -> tuple[Path, str]:
@@ -75,7 +77,9 @@ def stack(
     """Registry, gateway, puller (pulling from the session's OCI registry), rag (indexing with the ONNX
     embedder) and console, once per session. NATS
     is the stack's own: the registry's outbox ids start at 1 in a fresh database and would collide with other
-    tests' on a shared server."""
+    tests' on a shared server. The puller also pulls through a throttling front of the OCI registry
+    (``Stack.slow_registry``, the puller tests' double) so that a test can cancel a pull while it runs; the
+    registry and the gateway accept loopback tool servers."""
     path, digest = _smollm2()
     store = ObjectStore(s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key, secure=s3.secure)
     store.ensure_bucket(MODELS_BUCKET)
@@ -96,10 +100,12 @@ def stack(
         "s3_secure": s3.secure,
         "shutdown_grace_seconds": 1,
     }
+    slow_registry = RegistryDouble(oci_registry_url).start()
     try:
         with NatsServer(tmp_path_factory.mktemp("console-nats")) as nats, httpx.Client(timeout=30) as http:
             registry_settings = RegistrySettings(
                 **common,
+                allow_private_urls=True,
                 nats_url=nats.url,
                 database_url=database_url(postgres_admin_url, registry_db),
                 connection_sync_seconds=0,
@@ -126,6 +132,7 @@ def stack(
                     local_max_ctx=1024,
                     first_token_timeout_seconds=60,
                     idle_timeout_seconds=30,
+                    allow_private_urls=True,
                 )
                 asyncio.run(gateway_bootstrap.run_migrations(gateway_settings))
                 gateway_app = gateway_bootstrap.build_app(gateway_settings)
@@ -135,8 +142,8 @@ def stack(
                     nats_url=nats.url,
                     database_url=database_url(postgres_admin_url, databases["puller"]),
                     bucket=MODELS_BUCKET,
-                    allowed_hosts=[oci_host],
-                    insecure_hosts=[oci_host],
+                    allowed_hosts=[oci_host, slow_registry.host],
+                    insecure_hosts=[oci_host, slow_registry.host],
                     part_size_bytes=5 * 1024 * 1024,
                     progress_interval_seconds=0.1,
                     progress_persist_seconds=0.2,
@@ -167,8 +174,9 @@ def stack(
                         page_size=12,
                     )
                     with _serve(console_bootstrap.build_app(console_settings), "console-test-console") as url:
-                        yield Stack(registry_url, grpc_target, url, http, oci_registry_url, rag_url)
+                        yield Stack(registry_url, grpc_target, url, http, oci_registry_url, rag_url, slow_registry)
     finally:
+        slow_registry.stop()
         for database in databases.values():
             drop_database(postgres_admin_url, database)
 

@@ -46,6 +46,8 @@ class Stack:
     http: httpx.Client
     oci_registry_url: str
     rag_url: str
+    # The puller tests' RegistryDouble in front of the OCI registry; ``.reset(bytes_per_second=...)`` throttles it.
+    slow_registry: Any = None
 
     def create_model(self, owner: str, **body: Any) -> dict[str, Any]:
         response = self.http.post(

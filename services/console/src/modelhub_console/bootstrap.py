@@ -18,7 +18,8 @@ from modelhub_console.adapters.gateway_client import GatewayClient
 from modelhub_console.adapters.puller_client import PullerClient
 from modelhub_console.adapters.rag_client import RagClient
 from modelhub_console.adapters.registry_client import RegistryClient
-from modelhub_console.entrypoints import pages_auth, pages_chat, pages_knowledge, pages_models, web
+from modelhub_console.adapters.stored_images import StoredImages
+from modelhub_console.entrypoints import pages_auth, pages_chat, pages_knowledge, pages_models, pages_share, web
 from modelhub_console.errors import BackendError, BackendUnavailableError, CsrfError, SignInRequiredError
 from modelhub_console.sessions import SessionStore
 from modelhub_console.settings import ConsoleSettings
@@ -43,6 +44,7 @@ def build_app(settings: ConsoleSettings) -> FastAPI:
                     puller=PullerClient(http, settings.puller_url) if settings.puller_url else None,
                     rag=RagClient(http, settings.rag_url) if settings.rag_url else None,
                     templates=web.templates(),
+                    images=StoredImages(http, max_bytes=settings.max_image_bytes),
                 )
 
                 async def registry_reachable() -> None:
@@ -69,6 +71,7 @@ def build_app(settings: ConsoleSettings) -> FastAPI:
     app.include_router(pages_models.router)
     app.include_router(pages_chat.router)
     app.include_router(pages_knowledge.router)
+    app.include_router(pages_share.router)
     app.add_exception_handler(SignInRequiredError, web.sign_in_required)
     app.add_exception_handler(CsrfError, web.csrf_refused)
     app.add_exception_handler(BackendError, web.backend_failed)

@@ -34,4 +34,8 @@ class ConsoleSettings(BaseSettings):
     max_knowledge_file_bytes: int = Field(
         25 * 1024 * 1024, ge=1, description="Largest knowledge file the console passes on to the rag service."
     )
+    max_image_bytes: int = Field(
+        10 * 1024 * 1024, ge=1, description="Largest image a chat message may carry (the gateway has its own limit)."
+    )
+    max_images: int = Field(4, ge=0, le=16, description="Images one chat message may carry.")
     shutdown_grace_seconds: float = Field(5.0, ge=0, description="Time in-flight requests get on SIGTERM.")

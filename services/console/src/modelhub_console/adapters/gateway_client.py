@@ -3,7 +3,7 @@ event by event, sibling answers and regeneration."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -13,6 +13,7 @@ from modelhub.chat.v1 import chat_pb2, chat_pb2_grpc
 from modelhub_console.errors import BackendError, BackendUnavailableError, SignInRequiredError
 
 _UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+CONTEXT_MODES = {"shared": chat_pb2.CONTEXT_MODE_SHARED, "per_model": chat_pb2.CONTEXT_MODE_PER_MODEL}
 
 
 def _translate(exc: grpc.aio.AioRpcError) -> Exception:
@@ -56,13 +57,26 @@ class GatewayClient:
         return [MessageToDict(m, preserving_proto_field_name=True) for m in reply.models]
 
     async def chat(
-        self, token: str, *, models: list[str], text: str, conversation_id: str = "", parent_message_id: str = ""
+        self,
+        token: str,
+        *,
+        models: list[str],
+        text: str,
+        conversation_id: str = "",
+        parent_message_id: str = "",
+        images: Sequence[tuple[bytes, str]] = (),
+        context_mode: str = "shared",
     ) -> AsyncIterator[dict[str, Any]]:
+        """``images``: ``(bytes, mime type)`` pairs; ``context_mode``: ``shared`` (every model sees the selected
+        branch) or ``per_model`` (each model sees its own earlier answers)."""
         request = chat_pb2.ChatRequest(
             conversation_id=conversation_id,
             models=models,
-            message=chat_pb2.UserMessage(text=text),
+            message=chat_pb2.UserMessage(
+                text=text, images=[chat_pb2.Image(data=data, mime_type=mime) for data, mime in images]
+            ),
             parent_message_id=parent_message_id,
+            context_mode=CONTEXT_MODES[context_mode],
         )
         try:
             async for event in self.stub.Chat(request, metadata=self._metadata(token)):

@@ -23,8 +23,10 @@ class PullerClient:
         result: dict[str, Any] = await self.api.json("GET", f"/api/v1/pulls/{quote(pull_id, safe='')}", token)
         return result
 
-    async def cancel(self, token: str, pull_id: str) -> None:
-        await self.api.request("DELETE", f"/api/v1/pulls/{quote(pull_id, safe='')}", token)
+    async def cancel(self, token: str, pull_id: str) -> dict[str, Any]:
+        """Cancels the pull; its job as the puller then reports it (cancelling an ended pull changes nothing)."""
+        result: dict[str, Any] = await self.api.json("DELETE", f"/api/v1/pulls/{quote(pull_id, safe='')}", token)
+        return result
 
     def events(self, token: str, pull_id: str) -> AsyncIterator[str]:
         """The pull's server-sent event lines, relayed as they come."""

@@ -33,6 +33,21 @@ class RagClient:
         result: dict[str, Any] = await self.api.json("GET", "/api/v1/knowledge" + _path(knowledge_id), token)
         return result
 
+    async def set_access(
+        self, token: str, knowledge_id: str, *, public_read: bool, grants: list[dict[str, str]], version: int | None
+    ) -> dict[str, Any]:
+        """Replaces who may read and change the collection (owner and admins only); ``version`` refuses a change
+        made since it was read (409)."""
+        headers = {"If-Match": f'"{version}"'} if version is not None else {}
+        result: dict[str, Any] = await self.api.json(
+            "PATCH",
+            "/api/v1/knowledge" + _path(knowledge_id),
+            token,
+            json={"public_read": public_read, "grants": grants},
+            headers=headers,
+        )
+        return result
+
     async def delete_collection(self, token: str, knowledge_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self.api.json("DELETE", "/api/v1/knowledge" + _path(knowledge_id), token)
         return result

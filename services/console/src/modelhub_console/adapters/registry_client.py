@@ -8,6 +8,7 @@ from urllib.parse import quote
 import httpx
 
 from modelhub_console.adapters.http_backend import RestBackend
+from modelhub_console.errors import BackendError
 
 
 def _id(model_id: str) -> str:
@@ -71,6 +72,34 @@ class RegistryClient:
             headers={"Content-Type": "application/merge-patch+json"},
         )
         return result
+
+    async def set_access(
+        self, token: str, model_id: str, access: dict[str, Any], *, version: int | None
+    ) -> dict[str, Any]:
+        """Replaces who may read and change the model (``{public_read, grants}``); ``version`` refuses a change
+        made since it was read (409)."""
+        headers = {"Content-Type": "application/merge-patch+json"}
+        if version is not None:
+            headers["If-Match"] = f'"{version}"'
+        result: dict[str, Any] = await self.api.json(
+            "PATCH", f"/api/v1/models/{_id(model_id)}", token, json={"access": access}, headers=headers
+        )
+        return result
+
+    async def directory(self, token: str) -> tuple[list[str], list[str]]:
+        """User and group ids, for suggestions when granting access; only admins may list them, so anyone
+        else gets two empty lists."""
+        try:
+            users = await self.api.json("GET", "/api/v1/users", token)
+            groups = await self.api.json("GET", "/api/v1/groups", token)
+        except BackendError as exc:
+            if exc.status in (401, 403):
+                return [], []
+            raise
+        return (
+            sorted(str(u["id"]) for u in users.get("items", []) if "id" in u),
+            sorted(str(g["id"]) for g in groups.get("items", []) if "id" in g),
+        )
 
     async def clone_model(self, token: str, model_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self.api.json("POST", f"/api/v1/models/{_id(model_id)}/clone", token)

@@ -16,6 +16,7 @@ from modelhub_console.adapters.gateway_client import GatewayClient
 from modelhub_console.adapters.puller_client import PullerClient
 from modelhub_console.adapters.rag_client import RagClient
 from modelhub_console.adapters.registry_client import RegistryClient
+from modelhub_console.adapters.stored_images import StoredImages
 from modelhub_console.errors import BackendError, BackendUnavailableError, CsrfError, SignInRequiredError
 from modelhub_console.sessions import COOKIE, Session, SessionStore
 from modelhub_console.settings import ConsoleSettings
@@ -39,6 +40,7 @@ class Console:
     flashes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     # session id -> an uploaded import file waiting for "apply" after its dry run
     pending_imports: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    images: StoredImages | None = None
 
     def flash(self, session: Session, kind: str, text: str) -> None:
         self.flashes.setdefault(session.id, []).append((kind, text))

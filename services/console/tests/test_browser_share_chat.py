@@ -1,0 +1,223 @@
+"""Share, tools, images and "Pull X" from the chat picker in a real browser (headless chromium) against the real
+stack: the owner shares a model file with a user and makes it public from the keyboard; a tool call of a real
+MCP server shows in the transcript live and when the conversation is reopened; an image goes to a vision
+model file while the second model's column shows the gateway's refusal; a name typed into the picker is
+pulled with its progress and then chosen. Screenshots go to the artefacts directory."""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from console_kit import SMOLLM2, Stack, admin_headers, browser_sign_in, unique
+from PIL import Image
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import Select, WebDriverWait
+from test_browser_pull import pushed_model  # noqa: F401 - the fixture
+
+from modelhub_devstack.tool_servers import ToolServerEndpoint
+
+WAIT_SECONDS = 180
+
+
+def _wait(browser: WebDriver) -> WebDriverWait[WebDriver]:
+    return WebDriverWait(browser, WAIT_SECONDS)
+
+
+def _css(browser: WebDriver, selector: str) -> Any:
+    return _wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, selector)))
+
+
+def _session(browser: WebDriver, stack: Stack) -> httpx.Client:
+    cookies = {c["name"]: c["value"] for c in browser.get_cookies()}
+    return httpx.Client(base_url=stack.console_url, cookies=cookies, timeout=60)
+
+
+def _in_picker(browser: WebDriver, stack: Stack, model_ids: list[str]) -> None:
+    """Waits until the gateway's catalog (kept current by the registry's events) lists the models."""
+    client = _session(browser, stack)
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not set(model_ids) <= {m["id"] for m in client.get("/chat/models").json()["models"]}:
+        assert time.monotonic() < deadline, f"{model_ids} never reached the picker"
+        time.sleep(0.2)
+
+
+def _fits_a_phone(browser: WebDriver) -> None:
+    overflow = browser.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{browser.current_url} scrolls sideways by {overflow} px at phone width"
+
+
+def test_the_owner_shares_a_model_file_from_the_keyboard(stack: Stack, browser: WebDriver, artefacts: Path) -> None:
+    model = stack.create_model("alice", id=unique("alice-share"), name="Share me")
+    wait = _wait(browser)
+    browser_sign_in(browser, stack, wait)
+    browser.get(stack.console_url + "/models?q=" + model["id"])
+    _css(browser, f'li.card[data-model-id="{model["id"]}"] a[aria-label="Share Share me"]').click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "share-title"), "Share Share me"))
+    assert _css(browser, "#visibility").get_attribute("data-public") == "false"
+
+    Select(browser.find_element(By.ID, "grant-type")).select_by_value("user")
+    Select(browser.find_element(By.ID, "grant-permission")).select_by_value("write")
+    browser.find_element(By.ID, "grant-id").send_keys("bob", Keys.ENTER)  # submitted from the keyboard
+    row = _css(browser, 'tr[data-grant="user:bob"]')
+    assert row.get_attribute("data-permission") == "write" and "read and change" in row.text
+    assert "User bob can now read and change it." in _css(browser, ".flash-ok").text
+
+    make_public = _css(browser, "#make-public")
+    make_public.send_keys(Keys.ENTER)
+    wait.until(lambda d: d.find_element(By.ID, "visibility").get_attribute("data-public") == "true")
+    browser.save_screenshot(str(artefacts / "share.png"))
+    browser.set_window_size(390, 844)
+    try:
+        _fits_a_phone(browser)
+        browser.save_screenshot(str(artefacts / "share-phone.png"))
+    finally:
+        browser.set_window_size(1280, 900)
+
+    _css(browser, 'button[aria-label="Stop sharing with user bob"]').click()
+    _css(browser, "#no-grants")
+    stored = stack.http.get(f"{stack.registry_url}/api/v1/models/{model['id']}", headers=admin_headers()).json()
+    assert stored["access"] == {"public_read": True, "grants": []}
+
+
+def _answer(browser: WebDriver, turn: int, model_id: str) -> Any:
+    def found(d: WebDriver) -> Any:
+        turns = d.find_elements(By.CSS_SELECTOR, "section.turn")
+        if len(turns) <= turn:
+            return False
+        answers = turns[turn].find_elements(By.CSS_SELECTOR, f'article.answer[data-model-id="{model_id}"]')
+        return answers[0] if answers else False
+
+    return _wait(browser).until(found)
+
+
+def _settled(answer: Any) -> Any:
+    return lambda d: answer.get_attribute("data-status") in ("done", "error")
+
+
+@pytest.fixture
+def tool_model(stack: Stack, mcp_tool_server: ToolServerEndpoint) -> str:
+    server_id = f"mcp-{uuid.uuid4().hex[:8]}"
+    response = stack.http.post(
+        f"{stack.registry_url}/api/v1/tool-servers",
+        json={
+            "id": server_id,
+            "name": "browser test tools",
+            "kind": "mcp",
+            "url": mcp_tool_server.url,
+            "auth": "bearer",
+            "secret": mcp_tool_server.token,
+        },
+        headers=admin_headers(),
+    )
+    assert response.status_code == 201, response.text
+    model = stack.create_model(
+        "alice",
+        id=unique("alice-tools"),
+        name="Echo tools",
+        meta={"toolIds": [server_id]},
+        params={"tool_choice": "echo", "max_tokens": 48},
+    )
+    return str(model["id"])
+
+
+def test_a_tool_call_shows_in_the_transcript_live_and_when_reopened(
+    stack: Stack, browser: WebDriver, tool_model: str, artefacts: Path
+) -> None:
+    wait = _wait(browser)
+    browser_sign_in(browser, stack, wait)
+    _in_picker(browser, stack, [tool_model])
+    browser.get(stack.console_url + "/chat")
+    Select(_css(browser, "#model-1")).select_by_value(tool_model)
+    browser.find_element(By.ID, "message").send_keys("Say hello to Ada.", Keys.ENTER)
+    answer = _answer(browser, 0, tool_model)
+    wait.until(_settled(answer))
+    step = answer.find_element(By.CSS_SELECTOR, "li.tool-step")
+    assert step.get_attribute("data-tool") == "echo" and step.get_attribute("data-state") == "ok"
+    call = step.find_element(By.CLASS_NAME, "tool-call").text
+    assert call.startswith("\u2192 echo({") and "on mcp-" in call
+    result = step.find_element(By.CLASS_NAME, "tool-result").text
+    assert result.startswith("\u2190 echo: ")
+    browser.save_screenshot(str(artefacts / "chat-tools.png"))
+
+    conversation_id = browser.find_element(By.ID, "transcript").get_attribute("data-conversation-id")
+    browser.get(stack.console_url + "/chat?conversation=" + conversation_id)
+    reopened = _answer(browser, 0, tool_model)
+    again = reopened.find_element(By.CSS_SELECTOR, "li.tool-step")
+    assert again.find_element(By.CLASS_NAME, "tool-call").text == call
+    assert again.find_element(By.CLASS_NAME, "tool-result").text == result
+
+
+def test_an_image_goes_to_the_vision_model_and_the_other_model_says_it_cannot_read_it(
+    stack: Stack, browser: WebDriver, tmp_path: Path, artefacts: Path
+) -> None:
+    vision = stack.create_model("alice", id=unique("alice-eyes"), name="Eyes", meta={"capabilities": {"vision": True}})[
+        "id"
+    ]
+    picture = tmp_path / "red.png"
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 40, 40)).save(buffer, format="PNG")
+    picture.write_bytes(buffer.getvalue())
+    wait = _wait(browser)
+    browser_sign_in(browser, stack, wait)
+    _in_picker(browser, stack, [vision])
+    browser.get(stack.console_url + "/chat")
+    Select(_css(browser, "#model-1")).select_by_value(SMOLLM2)
+    assert not browser.find_element(By.ID, "attach").is_displayed()  # no chosen model reads images
+    Select(browser.find_element(By.ID, "model-1")).select_by_value(vision)
+    Select(browser.find_element(By.ID, "model-2")).select_by_value(SMOLLM2)
+    wait.until(lambda d: d.find_element(By.ID, "attach").is_displayed())
+    assert "cannot read images" in browser.find_element(By.ID, "images-help").text
+    browser.find_element(By.ID, "images").send_keys(str(picture))
+    _css(browser, "#image-previews img")
+    browser.find_element(By.ID, "message").send_keys("What colour is this?")
+    browser.find_element(By.ID, "send").click()
+    _css(browser, "section.turn .user-images img")
+    blind = _answer(browser, 0, SMOLLM2)
+    wait.until(_settled(blind))
+    assert blind.get_attribute("data-status") == "error"
+    assert "cannot read images" in blind.find_element(By.CLASS_NAME, "answer-note").text
+    wait.until(_settled(_answer(browser, 0, vision)))
+    browser.save_screenshot(str(artefacts / "chat-image.png"))
+
+    conversation_id = browser.find_element(By.ID, "transcript").get_attribute("data-conversation-id")
+    browser.get(stack.console_url + "/chat?conversation=" + conversation_id)
+    shown = _css(browser, "section.turn .user-images img")
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", shown) == 16)
+
+
+def test_a_name_typed_into_the_chat_picker_is_pulled_and_chosen(
+    stack: Stack,
+    browser: WebDriver,
+    pushed_model: str,  # noqa: F811 - the fixture
+    artefacts: Path,
+) -> None:
+    wait = _wait(browser)
+    browser_sign_in(browser, stack, wait)
+    browser.get(stack.console_url + "/chat")
+    finder = _css(browser, "#model-find")
+    finder.send_keys(SMOLLM2)
+    assert browser.find_element(By.ID, "model-1").get_attribute("value") == SMOLLM2  # a known name chooses it
+    assert not browser.find_element(By.ID, "chat-pull").is_displayed()
+    finder.clear()
+    finder.send_keys(pushed_model)
+    button = browser.find_element(By.ID, "chat-pull")
+    wait.until(lambda d: button.is_displayed())
+    assert button.text == f"Pull {pushed_model}"
+    finder.send_keys(Keys.ENTER)  # Enter pulls, as the button does
+    box = wait.until(ec.visibility_of_element_located((By.ID, "chat-pull-progress")))
+    wait.until(lambda d: box.get_attribute("data-state") in ("completed", "failed", "cancelled", "refused"))
+    assert box.get_attribute("data-state") == "completed", browser.find_element(By.ID, "chat-pull-label").text
+    assert browser.find_element(By.ID, "chat-pull-bar").get_attribute("value") == "100"
+    # A pull from a host other than Ollama's keeps the whole name as the base model's id.
+    wait.until(lambda d: d.find_element(By.ID, "model-1").get_attribute("value") == pushed_model)
+    assert "is ready and chosen" in browser.find_element(By.ID, "model-find-status").text
+    browser.save_screenshot(str(artefacts / "chat-pull.png"))
