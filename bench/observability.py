@@ -13,8 +13,18 @@ database and runs three registry processes on it (`python -m modelhub_registry s
 
 It seeds model files through the "off" registry, then measures `GET /api/v1/models/{id}` on random ids in
 alternating rounds against the three (so drift on a shared machine hits both alike) and prints p50/p99 and the
-on/off ratio. The HTTP metrics middleware alone is measured in-process: a trivial route called through ASGI
-with and without it (no network, so the difference is the middleware's own cost per request).
+on/off ratio.
+
+The chat gateway the same way: three gateway processes (off, on, sampled) on one database, resolving models
+through the "off" registry, stream answers from the fast Ollama-compatible backend of `bench/gateway.py` (its
+own process; it stands in for a remote model server and sends its first token at once). One turn at a time,
+in alternating rounds, the client times `ChatService.Chat` to the first delta: the added time to first token
+is a gateway's p50 minus the untraced one's.
+
+In-process (no network, so the differences are the middlewares' own cost per request), a trivial route called
+through ASGI: bare, with the metrics middleware, and with tracing's server span — modelhub's own
+`ServerSpanMiddleware` and, for comparison, OpenTelemetry's ASGI instrumentation (`FastAPIInstrumentor`),
+each with every request recorded and with none sampled, spans batched to an exporter that drops them.
 
 Progress goes to stderr, the markdown tables to stdout.
 """
@@ -31,6 +41,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import grpc
 import httpx
 from _support import (
     BenchStack,
@@ -43,15 +54,25 @@ from _support import (
     sigterm_raises_interrupt,
 )
 from fastapi import FastAPI
+from gateway import FAST, BackendProcess, gateway_stream
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from rich.console import Console
 
+from modelhub.chat.v1 import chat_pb2_grpc
+from modelhub_chat_gateway import bootstrap as gateway_bootstrap
+from modelhub_chat_gateway.settings import ENV_PREFIX as GATEWAY_PREFIX
+from modelhub_chat_gateway.settings import ChatGatewaySettings
 from modelhub_common.auth import issue_token
 from modelhub_common.metrics import HttpMetricsMiddleware, ServiceMetrics
+from modelhub_common.tracing import ServerSpanMiddleware
 from modelhub_devstack.ports import pick_free_port
 from modelhub_registry import bootstrap
 from modelhub_registry.settings import RegistrySettings
 
 ENV_PREFIX = "MODELHUB_REGISTRY_"
+VARIANTS = ("off", "on", "sampled")
 STDERR = Console(stderr=True)
 
 
@@ -125,18 +146,69 @@ async def run_http(urls: dict[str, str], token: str, models: int, rounds: int, r
     return samples
 
 
-async def middleware_cost(calls: int) -> tuple[float, float]:
-    """Microseconds per request through ASGI for a trivial route, without and with the metrics middleware."""
+async def measure_ttft(target: dict[str, str], token: str, rounds: int, turns: int) -> dict[str, list[float]]:
+    """Client-side time to the first delta of one-model turns, one at a time, per gateway, in alternating rounds."""
+    metadata = [("authorization", f"Bearer {token}")]
+    channels = {name: grpc.aio.insecure_channel(address) for name, address in target.items()}
+    stubs = {name: chat_pb2_grpc.ChatServiceStub(channel) for name, channel in channels.items()}
+    samples: dict[str, list[float]] = {name: [] for name in channels}
+    try:
+        for name, stub in stubs.items():  # warm-up: the model is resolved and cached, connections opened
+            for _ in range(20):
+                stream = await gateway_stream(stub, metadata, [FAST])
+                if stream.error or not stream.ttft:
+                    raise RuntimeError(f"gateway ({name}) did not answer: {stream.error or 'no delta'}")
+        for r in range(rounds):
+            order = list(stubs) if r % 2 == 0 else list(reversed(stubs))
+            for name in order:
+                for _ in range(turns):
+                    stream = await gateway_stream(stubs[name], metadata, [FAST])
+                    if stream.error:
+                        raise RuntimeError(f"gateway ({name}) answered {stream.error}")
+                    samples[name].append(stream.ttft)
+            STDERR.print(f"[dim]gateway round {r + 1}/{rounds} done[/dim]")
+    finally:
+        for channel in channels.values():
+            await channel.close()
+    return samples
 
-    def build(with_metrics: bool) -> Any:
+
+class _DropSpans(SpanExporter):
+    """Accepts every batch and keeps nothing: the cost measured is making and batching spans, not exporting."""
+
+    def export(self, spans: Any) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+
+def middleware_cost(calls: int) -> dict[str, float]:
+    """Microseconds per request through ASGI for a trivial route: bare, with the metrics middleware, and with
+    each kind of server span (recorded, or not sampled), lowest of five runs each."""
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    providers = {}
+    for name, sampler in (("recorded", ALWAYS_ON), ("unsampled", ALWAYS_OFF)):
+        provider = TracerProvider(sampler=sampler)
+        provider.add_span_processor(BatchSpanProcessor(_DropSpans()))
+        providers[name] = provider
+
+    def build(kind: str) -> Any:
         app = FastAPI()
 
         @app.get("/api/v1/things/{thing_id}")
         async def thing(thing_id: str) -> dict[str, str]:
             return {"id": thing_id}
 
-        if with_metrics:
+        if kind == "metrics":
             app.add_middleware(HttpMetricsMiddleware, metrics=ServiceMetrics("bench", process_metrics=False))
+        elif kind.startswith("modelhub "):
+            app.add_middleware(ServerSpanMiddleware, tracer_provider=providers[kind.split()[1]])
+        elif kind.startswith("opentelemetry "):
+            FastAPIInstrumentor.instrument_app(
+                app, tracer_provider=providers[kind.split()[1]], exclude_spans=["receive", "send"]
+            )
         return app
 
     async def time_app(app: Any) -> float:
@@ -157,7 +229,7 @@ async def middleware_cost(calls: int) -> tuple[float, float]:
                 "raw_path": f"/api/v1/things/{n}".encode(),
                 "query_string": b"",
                 "root_path": "",
-                "headers": [],
+                "headers": [(b"host", b"127.0.0.1")],
                 "client": ("127.0.0.1", 1),
                 "server": ("127.0.0.1", 80),
             }
@@ -170,19 +242,69 @@ async def middleware_cost(calls: int) -> tuple[float, float]:
             await call(n)
         return (time.perf_counter() - began) / calls * 1e6
 
-    plain, metered = build(False), build(True)
-    results = {"plain": [], "metered": []}  # type: dict[str, list[float]]
-    for _ in range(5):
-        results["plain"].append(await time_app(plain))
-        results["metered"].append(await time_app(metered))
-    return min(results["plain"]), min(results["metered"])
+    kinds = [
+        "bare",
+        "metrics",
+        "modelhub recorded",
+        "modelhub unsampled",
+        "opentelemetry recorded",
+        "opentelemetry unsampled",
+    ]
+    apps = {kind: build(kind) for kind in kinds}
+
+    async def run_all() -> dict[str, float]:
+        results: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for _ in range(5):
+            for kind in kinds:
+                results[kind].append(await time_app(apps[kind]))
+        return {kind: min(values) for kind, values in results.items()}
+
+    try:
+        return asyncio.run(run_all())
+    finally:
+        for provider in providers.values():
+            provider.shutdown()
+
+
+def tracing_env(name: str, sink_port: int, service: str) -> dict[str, str]:
+    """The OTEL_* variables of one variant: none (off), every trace (on), or 10 % of them (sampled)."""
+    if name == "off":
+        return {}
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}", "OTEL_SERVICE_NAME": service}
+    if name == "sampled":
+        env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+        env["OTEL_TRACES_SAMPLER_ARG"] = str(SAMPLE_RATIO)
+    return env
+
+
+def ratio_rows(label: str, unit: str, samples: dict[str, list[float]], scale: float) -> list[list[str]]:
+    p50 = {name: percentile(values, 50) * scale for name, values in samples.items()}
+    p99 = {name: percentile(values, 99) * scale for name, values in samples.items()}
+    titles = {
+        "off": "tracing off (metrics on)",
+        "on": "tracing on, every trace (OTLP to a local sink)",
+        "sampled": f"tracing on, {SAMPLE_RATIO:.0%} of traces sampled",
+    }
+    rows = []
+    for name in VARIANTS:
+        row = [titles[name], f"{len(samples[name]):,}", f"{p50[name]:.3f}", f"{p99[name]:.3f}"]
+        if name == "off":
+            row += ["", ""]
+        else:
+            row += [
+                f"**{p50[name] - p50['off']:+.3f}** / {p99[name] - p99['off']:+.3f}",
+                f"**{p50[name] / p50['off']:.3f}x** / {p99[name] / p99['off']:.3f}x",
+            ]
+        rows.append(row)
+    return [[label, "samples", f"p50 {unit}", f"p99 {unit}", f"added p50 / p99 ({unit})", "ratio p50 / p99"], *rows]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=int, default=500, help="model files to seed (default 500)")
-    parser.add_argument("--rounds", type=int, default=10, help="alternating rounds per registry (default 10)")
-    parser.add_argument("--requests", type=int, default=200, help="GETs per round (default 200)")
+    parser.add_argument("--rounds", type=int, default=10, help="alternating rounds per service (default 10)")
+    parser.add_argument("--requests", type=int, default=200, help="GETs per round and registry (default 200)")
+    parser.add_argument("--turns", type=int, default=50, help="chat turns per round and gateway (default 50)")
     parser.add_argument("--keep", action="store_true", help="leave the temporary directory (logs, data) behind")
     args = parser.parse_args()
     sigterm_raises_interrupt()
@@ -197,77 +319,84 @@ def main() -> None:
         db = stack.database("modelhub_registry")
         secret = secrets.token_urlsafe(48)
         sink = cleanup.enter_context(otlp_sink())
+        sink_port = sink.server_address[1]
         base: dict[str, object] = {
             **stack.service_values(db, secret),
             "connection_sync_seconds": 0,
+            "allow_private_urls": True,  # the chat backend below is on loopback
             # One process each: the figures compare tracing on and off, not worker counts.
             "workers": 1,
         }
         settings = RegistrySettings(**{**base, "port": pick_free_port()})  # type: ignore[arg-type]
         asyncio.run(bootstrap.run_migrations(settings))
         urls = {}
-        for name in ("off", "on", "sampled"):
+        for name in VARIANTS:
             port = pick_free_port()
-            env = service_env(ENV_PREFIX, {**base, "port": port})
-            if name != "off":
-                env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink.server_address[1]}"
-                env["OTEL_SERVICE_NAME"] = "modelhub-registry-bench"
-            if name == "sampled":
-                env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
-                env["OTEL_TRACES_SAMPLER_ARG"] = str(SAMPLE_RATIO)
+            env = {**service_env(ENV_PREFIX, {**base, "port": port}), **tracing_env(name, sink_port, "registry")}
             process = ServiceProcess(
-                root / f"registry-{name}", module="modelhub_registry", env=env, port=port, name=name
+                root / f"registry-{name}", module="modelhub_registry", env=env, port=port, name=f"registry-{name}"
             )
             cleanup.callback(process.stop)
             process.start()
             urls[name] = process.base_url
             log(f"registry ({name}) ready at {process.base_url}")
-        token = issue_token(secret, subject="bench-admin", role="admin", ttl_seconds=3600)
-        samples = asyncio.run(run_http(urls, token, args.models, args.rounds, args.requests))
-        plain_us, metered_us = asyncio.run(middleware_cost(20_000))
+        admin = issue_token(secret, subject="bench-admin", role="admin", ttl_seconds=3600)
+
+        # The gateways: one streaming backend, its models registered through the untraced registry.
+        backend = BackendProcess(root / "backend", pick_free_port(), 8, 0.005)
+        backend.start()
+        cleanup.callback(backend.stop)
+        with httpx.Client(base_url=urls["off"], headers={"Authorization": f"Bearer {admin}"}, timeout=60) as api:
+            connection = api.post("/api/v1/connections", json={"type": "ollama", "url": backend.url})
+            connection.raise_for_status()
+            api.post(f"/api/v1/connections/{connection.json()['id']}/sync").raise_for_status()
+        gateway_db = stack.database("modelhub_gateway")
+        gateway_base: dict[str, object] = {
+            **stack.service_values(gateway_db, secret),
+            "registry_url": urls["off"],
+            "rag_url": "http://127.0.0.1:9",
+            "allow_private_urls": True,
+        }
+        asyncio.run(
+            gateway_bootstrap.run_migrations(
+                ChatGatewaySettings(**{**gateway_base, "port": pick_free_port(), "grpc_port": pick_free_port()})  # type: ignore[arg-type]
+            )
+        )
+        targets = {}
+        for name in VARIANTS:
+            port, grpc_port = pick_free_port(), pick_free_port()
+            values = {**gateway_base, "port": port, "grpc_port": grpc_port}
+            env = {**service_env(GATEWAY_PREFIX, values), **tracing_env(name, sink_port, "chat-gateway")}
+            process = ServiceProcess(
+                root / f"gateway-{name}", module="modelhub_chat_gateway", env=env, port=port, name=f"gateway-{name}"
+            )
+            cleanup.callback(process.stop)
+            process.start()
+            targets[name] = f"127.0.0.1:{grpc_port}"
+            log(f"gateway ({name}) ready, gRPC on {targets[name]}")
+
+        samples = asyncio.run(run_http(urls, admin, args.models, args.rounds, args.requests))
+        user = issue_token(secret, subject="bench-user", role="user", ttl_seconds=3600)
+        ttft = asyncio.run(measure_ttft(targets, user, args.rounds, args.turns))
+        costs = middleware_cost(20_000)
         exports = sink.exports
 
-    p50 = {name: percentile(values, 50) * 1000 for name, values in samples.items()}
-    p99 = {name: percentile(values, 99) * 1000 for name, values in samples.items()}
     print(f"\n{machine_summary()}\n")
-    print(
-        markdown_table(
-            ["registry GET /api/v1/models/{id}", "requests", "p50 ms", "p99 ms"],
-            [
-                ["tracing off (metrics on)", f"{len(samples['off']):,}", f"{p50['off']:.2f}", f"{p99['off']:.2f}"],
-                [
-                    "tracing on (OTLP to a local sink)",
-                    f"{len(samples['on']):,}",
-                    f"{p50['on']:.2f}",
-                    f"{p99['on']:.2f}",
-                ],
-                ["ratio on/off", "", f"{p50['on'] / p50['off']:.2f}x", f"{p99['on'] / p99['off']:.2f}x"],
-                [
-                    f"tracing on, {SAMPLE_RATIO:.0%} of traces sampled",
-                    f"{len(samples['sampled']):,}",
-                    f"{p50['sampled']:.2f}",
-                    f"{p99['sampled']:.2f}",
-                ],
-                [
-                    "ratio sampled/off",
-                    "",
-                    f"{p50['sampled'] / p50['off']:.2f}x",
-                    f"{p99['sampled'] / p99['off']:.2f}x",
-                ],
-            ],
-        )
-    )
+    print(markdown_table(*_split(ratio_rows("registry GET /api/v1/models/{id}", "ms", samples, 1000))))
+    print()
+    print(markdown_table(*_split(ratio_rows("gateway Chat, time to first token", "ms", ttft, 1000))))
     print(f"\nOTLP exports received by the sink: {exports:,} (batches)\n")
+    bare = costs["bare"]
     print(
         markdown_table(
-            ["ASGI call of a trivial route (in-process)", "µs per request"],
-            [
-                ["without the metrics middleware", f"{plain_us:.1f}"],
-                ["with the metrics middleware", f"{metered_us:.1f}"],
-                ["the middleware's cost", f"{metered_us - plain_us:.1f}"],
-            ],
+            ["ASGI call of a trivial route (in-process)", "µs per request", "added µs"],
+            [[kind, f"{value:.1f}", "" if kind == "bare" else f"{value - bare:+.1f}"] for kind, value in costs.items()],
         )
     )
+
+
+def _split(table: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    return table[0], table[1:]
 
 
 if __name__ == "__main__":

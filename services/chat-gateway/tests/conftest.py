@@ -131,6 +131,8 @@ class OllamaDouble:
     requests: list[dict[str, Any]] = field(default_factory=list)
     closed_early: list[str] = field(default_factory=list)
     barrier_arrivals: set[str] = field(default_factory=set)
+    #: The ``traceparent`` header of each ``/api/chat`` request, by model ("" when none was sent).
+    traceparents: list[tuple[str, str]] = field(default_factory=list)
 
     def requests_for(self, model: str) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["model"] == model]
@@ -160,6 +162,7 @@ class OllamaDouble:
         async def chat(request: Request) -> Any:
             body = await request.json()
             self.requests.append(body)
+            self.traceparents.append((body["model"], request.headers.get("traceparent", "")))
             name = body["model"]
             kind = name.split("-")[0]
             if kind == "fail":

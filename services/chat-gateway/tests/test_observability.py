@@ -129,3 +129,49 @@ async def test_grpc_calls_are_traced_when_tracing_is_on(gateway_factory: Any) ->
         s.context.trace_id == trace_id and s.kind is SpanKind.CLIENT and "db.system" in str(dict(s.attributes or {}))
         for s in exporter.get_finished_spans()
     )
+
+
+async def test_a_two_model_turn_is_one_trace_with_the_answers_as_sibling_spans(
+    gateway_factory: Any, ollama_double: OllamaDouble
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    from modelhub_common import tracing
+
+    exporter = InMemorySpanExporter()
+    tracing.install(TracerProvider(), SimpleSpanProcessor(exporter))
+    try:
+        gateway = await gateway_factory()
+        text = f"traced {uuid.uuid4().hex[:6]}"
+        result = await gateway.chat(["echo-a:latest", "fail-x:latest"], text)
+        assert result.answers["echo-a:latest"].error is None and result.answers["fail-x:latest"].error
+    finally:
+        tracing.uninstall()
+    spans = exporter.get_finished_spans()
+    [call] = [s for s in spans if s.kind is SpanKind.SERVER and s.name.endswith("/Chat")]
+    in_trace = [s for s in spans if s.context.trace_id == call.context.trace_id]
+    answers = {
+        (s.attributes or {})["modelhub.model.id"]: s
+        for s in in_trace
+        if s.name == "answer" and s.parent is not None and s.parent.span_id == call.context.span_id
+    }
+    # Both models answer under the call, side by side; the failing one says so.
+    assert set(answers) == {"echo-a:latest", "fail-x:latest"}
+    assert answers["fail-x:latest"].status.status_code is StatusCode.ERROR
+    assert answers["echo-a:latest"].status.status_code is not StatusCode.ERROR
+    for model, answer in answers.items():
+        [backend] = [
+            s
+            for s in in_trace
+            if s.kind is SpanKind.CLIENT
+            and s.parent is not None
+            and s.parent.span_id == answer.context.span_id
+            and s.name == "chat ollama"
+        ]
+        assert (backend.attributes or {})["gen_ai.request.model"] == model
+        # The backend was sent that span as its parent: a traced model server continues the same trace.
+        sent = [header.rsplit("-", 1)[0] for name, header in ollama_double.traceparents if name == model and header]
+        assert f"00-{call.context.trace_id:032x}-{backend.context.span_id:016x}" in sent

@@ -4,8 +4,8 @@
 builds an SDK tracer provider that exports over OTLP/HTTP in batches; the standard variables apply
 (``OTEL_SERVICE_NAME`` — default ``modelhub-<service>`` —, ``OTEL_RESOURCE_ATTRIBUTES``,
 ``OTEL_TRACES_SAMPLER``/``_ARG``, ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_SDK_DISABLED``...). Then
-:func:`install` instruments psycopg, httpx and the gRPC aio server, and :func:`instrument_app` (called by
-``create_app``) each FastAPI app.
+:func:`install` instruments psycopg and httpx, :func:`instrument_app` (called by ``create_app``) adds a server
+span to each FastAPI app's requests, and gRPC servers start theirs with :func:`start_server_span`.
 
 Across NATS the W3C trace context travels in message headers (``traceparent``/``tracestate``):
 :func:`inject_headers` on publish, :func:`consume_span` around a handler. The outbox stores the creating
@@ -36,11 +36,16 @@ __all__ = [
     "current_carrier",
     "enabled",
     "inject_headers",
+    "internal_span",
     "Span",
     "install",
     "instrument_app",
     "mark_failed",
     "produce_span",
+    "ServerSpanMiddleware",
+    "span_in_context",
+    "start_server_span",
+    "start_client_span",
     "uninstall",
 ]
 
@@ -76,7 +81,7 @@ def configure_tracing(service: str, *, environ: Mapping[str, str] | None = None)
 
 
 def install(provider: TracerProvider, *processors: SpanProcessor) -> None:
-    """Makes ``provider`` the process's tracer provider and instruments psycopg, httpx and gRPC servers.
+    """Makes ``provider`` the process's tracer provider and instruments psycopg and httpx.
 
     Tests pass a provider with an in-memory exporter. Calling it again only adds ``processors``.
     """
@@ -90,12 +95,12 @@ def install(provider: TracerProvider, *processors: SpanProcessor) -> None:
         _state["provider"].add_span_processor(processor)
     if _state["instrumentors"]:
         return
-    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 
-    grpc_server = GrpcAioInstrumentorServer()  # type: ignore[no-untyped-call]
-    for instrumentor in (PsycopgInstrumentor(), HTTPXClientInstrumentor(), grpc_server):
+    # gRPC servers make their spans in their own interceptor (one already wraps every call for metrics):
+    # a second interceptor per call cost more than the span itself.
+    for instrumentor in (PsycopgInstrumentor(), HTTPXClientInstrumentor()):
         instrumentor.instrument(tracer_provider=_state["provider"])
         _state["instrumentors"].append(instrumentor)
 
@@ -111,19 +116,92 @@ def uninstall() -> None:
 
 def instrument_app(app: Any) -> None:
     """Traces a FastAPI app's requests when tracing is on (``/healthz``, ``/readyz`` and ``/metrics`` are
-    probes and scrapes: not traced)."""
+    probes and scrapes: not traced), with :class:`ServerSpanMiddleware` as the outermost middleware."""
     if not enabled():
         return
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    app.add_middleware(ServerSpanMiddleware)
 
-    # One span per request: the ASGI instrumentation's extra spans for each message received and sent
-    # (three on a plain GET) cost more than they tell.
-    FastAPIInstrumentor.instrument_app(
-        app,
-        tracer_provider=_state["provider"],
-        excluded_urls="/healthz,/readyz,/metrics",
-        exclude_spans=["receive", "send"],
-    )
+
+#: Paths never traced: probes and scrapes, called every few seconds, would drown the requests.
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
+
+
+class ServerSpanMiddleware:
+    """ASGI middleware: one SERVER span per HTTP request, child of the caller's ``traceparent``.
+
+    The OpenTelemetry ASGI instrumentation does the same with much more work on every request, sampled or
+    not (it builds the full attribute set before the sampler decides, wraps every message, matches the path
+    against all routes for the span's name): on a registry GET that was most of tracing's cost. Here an
+    unsampled request costs the sampler's decision and one context switch; a recorded one gets the
+    semantic-convention attributes (method, route template, path, status, scheme, peer) named after the
+    route the router matched, read from the scope after the app ran, as the metrics middleware does.
+    """
+
+    def __init__(self, app: Any, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self.app = app
+        self._provider = tracer_provider
+        self._tracer: tuple[Any, trace.Tracer] | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        provider = self._provider or _state["provider"]
+        if scope["type"] != "http" or provider is None or scope["path"] in UNTRACED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        carrier = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name in _TRACE_HEADERS
+        }
+        parent = propagate.extract(carrier) if carrier else None
+        method = scope["method"]
+        if self._tracer is None or self._tracer[0] is not provider:
+            self._tracer = (provider, trace.get_tracer(_TRACER_NAME, tracer_provider=provider))
+        span = self._tracer[1].start_span(method, context=parent, kind=SpanKind.SERVER)
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        if not span.is_recording():
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                otel_context.detach(token)
+            return
+        status = 500
+
+        async def send_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except BaseException as exc:
+            span.record_exception(exc)  # the status stays 500 unless an answer had started
+            raise
+        finally:
+            _finish_server_span(span, scope, method, status)
+            otel_context.detach(token)
+
+
+def _finish_server_span(span: Span, scope: Any, method: str, status: int) -> None:
+    route = getattr(scope.get("route"), "path", None)
+    attributes: dict[str, Any] = {
+        "http.request.method": method,
+        "http.response.status_code": status,
+        "url.path": scope["path"],
+        "url.scheme": scope.get("scheme", "http"),
+    }
+    if isinstance(route, str) and route:
+        attributes["http.route"] = route
+        span.update_name(f"{method} {route}")
+    client = scope.get("client")
+    if client:
+        attributes["client.address"] = client[0]
+    span.set_attributes(attributes)
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
+    span.end()
 
 
 def _tracer() -> trace.Tracer:
@@ -183,6 +261,50 @@ def consume_span(subject: str, headers: Mapping[str, str], consumer: str) -> Ite
             set_status_on_exception=True,
         ) as span:
             yield span
+    finally:
+        otel_context.detach(token)
+
+
+def start_server_span(name: str, carrier: Mapping[str, Any], **attributes: Any) -> Span | None:
+    """A SERVER span, child of the context ``carrier`` (request metadata) holds; not made current — wrap the
+    handler in :func:`span_in_context` — and ended by the caller. None when tracing is off."""
+    if not enabled():
+        return None
+    headers = {key: value for key in ("traceparent", "tracestate") if isinstance(value := carrier.get(key), str)}
+    parent = propagate.extract(headers) if headers else None
+    return _tracer().start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+
+
+@contextlib.contextmanager
+def internal_span(name: str, **attributes: Any) -> Iterator[Span | None]:
+    """An INTERNAL span around a block, current inside it (a step of a request: one model's answer)."""
+    if not enabled():
+        yield None
+        return
+    with _tracer().start_as_current_span(
+        name, attributes=attributes, record_exception=True, set_status_on_exception=True
+    ) as span:
+        yield span
+
+
+def start_client_span(name: str, **attributes: Any) -> Span | None:
+    """A CLIENT span that is not made current: for a call driven by an async generator, which must not leave
+    its span current in the consumer between items. Make it current around each step with
+    :func:`span_in_context`; the caller ends it."""
+    if not enabled():
+        return None
+    return _tracer().start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+
+
+@contextlib.contextmanager
+def span_in_context(span: Span | None) -> Iterator[None]:
+    """Makes ``span`` current for the block (nothing when it is None)."""
+    if span is None:
+        yield
+        return
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield
     finally:
         otel_context.detach(token)
 

@@ -57,6 +57,7 @@ from modelhub_chat_gateway.service_layer.generation import EMPTY_ANSWER, Generat
 from modelhub_chat_gateway.service_layer.model_catalog import Caller, ModelCatalog
 from modelhub_chat_gateway.service_layer.tool_directory import ToolDirectory
 from modelhub_chat_gateway.service_layer.tool_loop import ToolRunner, plan_options, stream_with_tools
+from modelhub_common import tracing
 from modelhub_common.errors import ModelhubError
 
 logger = logging.getLogger(__name__)
@@ -342,6 +343,22 @@ class ChatService:
         return chosen
 
     async def _answer(
+        self,
+        turn: Turn,
+        model: ResolvedModel,
+        answer_id: str,
+        stored: asyncio.Task[None],
+        emit: Callable[[ev.TurnEvent], None],
+    ) -> str:
+        """One model's answer in a span of its own: a two-model turn's answers are sibling spans of the call."""
+        attributes = {"modelhub.model.id": model.id, "modelhub.answer.id": answer_id}
+        with tracing.internal_span("answer", **attributes) as span:
+            status = await self._answer_untraced(turn, model, answer_id, stored, emit)
+            if status == "error":
+                tracing.mark_failed(span, "the answer failed")
+            return status
+
+    async def _answer_untraced(
         self,
         turn: Turn,
         model: ResolvedModel,

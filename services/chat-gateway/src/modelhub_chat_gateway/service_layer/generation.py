@@ -21,6 +21,7 @@ from modelhub_chat_gateway.domain.model import ResolvedModel
 from modelhub_chat_gateway.domain.params import int_param
 from modelhub_chat_gateway.domain.prompt import FittedPrompt, PromptUser, fit_to_context, knowledge_block, render_system
 from modelhub_chat_gateway.errors import BackendError, BackendTimeoutError, InvalidRequestError
+from modelhub_common import tracing
 
 #: Said when an answer ends without any text, so an empty answer is never mistaken for a silent success.
 EMPTY_ANSWER = BackendWarning(
@@ -102,25 +103,41 @@ class Generator:
         loop = asyncio.get_running_loop()
         first_deadline = loop.time() + self._timeouts.first_token
         got_text = False
-        async with contextlib.aclosing(backend.stream(request, model.location)) as chunks:
-            iterator = aiter(chunks)
-            while True:
-                # The timeout covers only the wait for the backend, never the time our caller takes.
-                limit = self._timeouts.idle if got_text else max(first_deadline - loop.time(), 0.0)
-                try:
-                    async with asyncio.timeout(limit):
-                        chunk = await anext(iterator)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError as exc:
-                    if got_text:
+        # The backend call's span is current only while the backend is being waited for (an HTTP backend
+        # sends it on as traceparent), never in our caller between chunks.
+        span = tracing.start_client_span(
+            f"chat {model.location.backend}",
+            **{"gen_ai.request.model": model.location.upstream_model, "modelhub.backend": model.location.backend},
+        )
+        try:
+            async with contextlib.aclosing(backend.stream(request, model.location)) as chunks:
+                iterator = aiter(chunks)
+                while True:
+                    # The timeout covers only the wait for the backend, never the time our caller takes.
+                    limit = self._timeouts.idle if got_text else max(first_deadline - loop.time(), 0.0)
+                    try:
+                        with tracing.span_in_context(span):
+                            async with asyncio.timeout(limit):
+                                chunk = await anext(iterator)
+                    except StopAsyncIteration:
+                        return
+                    except TimeoutError as exc:
+                        if got_text:
+                            raise BackendTimeoutError(
+                                f"'{model.id}' sent nothing for {self._timeouts.idle:g} s in the middle of its answer",
+                                code="idle_timeout",
+                            ) from exc
                         raise BackendTimeoutError(
-                            f"'{model.id}' sent nothing for {self._timeouts.idle:g} s in the middle of its answer",
-                            code="idle_timeout",
+                            f"'{model.id}' sent no first token within {self._timeouts.first_token:g} s",
+                            code="first_token_timeout",
                         ) from exc
-                    raise BackendTimeoutError(
-                        f"'{model.id}' sent no first token within {self._timeouts.first_token:g} s",
-                        code="first_token_timeout",
-                    ) from exc
-                got_text = got_text or bool(chunk.text) or bool(chunk.tool_calls)
-                yield chunk
+                    got_text = got_text or bool(chunk.text) or bool(chunk.tool_calls)
+                    yield chunk
+        except BaseException as exc:
+            if span is not None and not isinstance(exc, GeneratorExit | asyncio.CancelledError):
+                span.record_exception(exc)
+                tracing.mark_failed(span, type(exc).__name__)
+            raise
+        finally:
+            if span is not None:
+                span.end()

@@ -19,6 +19,7 @@ from yarl import URL
 
 from modelhub_chat_gateway.adapters.backends.base import http_error
 from modelhub_chat_gateway.errors import BackendError, BackendTimeoutError
+from modelhub_common import tracing
 
 __all__ = ["StreamingHttpClient", "transport_error"]
 
@@ -101,7 +102,8 @@ class StreamingHttpClient:
         if self._session is None:
             raise RuntimeError("the streaming HTTP client is not open")
         # A key is sent as a bearer token (OpenAI, or Ollama behind an authenticating proxy).
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        tracing.inject_headers(headers)  # the backend call's span (see Generator.stream), when tracing is on
         target = URL(url)
         proxy = self._proxy(target)
         try:
