@@ -6,7 +6,6 @@ pulled with its progress and then chosen. Screenshots go to the artefacts direct
 
 from __future__ import annotations
 
-import io
 import time
 import uuid
 from pathlib import Path
@@ -14,8 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from console_kit import SMOLLM2, Stack, admin_headers, browser_sign_in, unique
-from PIL import Image
+from console_kit import Stack, admin_headers, browser_sign_in, unique
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -154,70 +152,3 @@ def test_a_tool_call_shows_in_the_transcript_live_and_when_reopened(
     again = reopened.find_element(By.CSS_SELECTOR, "li.tool-step")
     assert again.find_element(By.CLASS_NAME, "tool-call").text == call
     assert again.find_element(By.CLASS_NAME, "tool-result").text == result
-
-
-def test_an_image_goes_to_the_vision_model_and_the_other_model_says_it_cannot_read_it(
-    stack: Stack, browser: WebDriver, tmp_path: Path, artefacts: Path
-) -> None:
-    vision = stack.create_model("alice", id=unique("alice-eyes"), name="Eyes", meta={"capabilities": {"vision": True}})[
-        "id"
-    ]
-    picture = tmp_path / "red.png"
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), (200, 40, 40)).save(buffer, format="PNG")
-    picture.write_bytes(buffer.getvalue())
-    wait = _wait(browser)
-    browser_sign_in(browser, stack, wait)
-    _in_picker(browser, stack, [vision])
-    browser.get(stack.console_url + "/chat")
-    Select(_css(browser, "#model-1")).select_by_value(SMOLLM2)
-    assert not browser.find_element(By.ID, "attach").is_displayed()  # no chosen model reads images
-    Select(browser.find_element(By.ID, "model-1")).select_by_value(vision)
-    Select(browser.find_element(By.ID, "model-2")).select_by_value(SMOLLM2)
-    wait.until(lambda d: d.find_element(By.ID, "attach").is_displayed())
-    assert "cannot read images" in browser.find_element(By.ID, "images-help").text
-    browser.find_element(By.ID, "images").send_keys(str(picture))
-    _css(browser, "#image-previews img")
-    browser.find_element(By.ID, "message").send_keys("What colour is this?")
-    browser.find_element(By.ID, "send").click()
-    _css(browser, "section.turn .user-images img")
-    blind = _answer(browser, 0, SMOLLM2)
-    wait.until(_settled(blind))
-    assert blind.get_attribute("data-status") == "error"
-    assert "cannot read images" in blind.find_element(By.CLASS_NAME, "answer-note").text
-    wait.until(_settled(_answer(browser, 0, vision)))
-    browser.save_screenshot(str(artefacts / "chat-image.png"))
-
-    conversation_id = browser.find_element(By.ID, "transcript").get_attribute("data-conversation-id")
-    browser.get(stack.console_url + "/chat?conversation=" + conversation_id)
-    shown = _css(browser, "section.turn .user-images img")
-    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", shown) == 16)
-
-
-def test_a_name_typed_into_the_chat_picker_is_pulled_and_chosen(
-    stack: Stack,
-    browser: WebDriver,
-    pushed_model: str,  # noqa: F811 - the fixture
-    artefacts: Path,
-) -> None:
-    wait = _wait(browser)
-    browser_sign_in(browser, stack, wait)
-    browser.get(stack.console_url + "/chat")
-    finder = _css(browser, "#model-find")
-    finder.send_keys(SMOLLM2)
-    assert browser.find_element(By.ID, "model-1").get_attribute("value") == SMOLLM2  # a known name chooses it
-    assert not browser.find_element(By.ID, "chat-pull").is_displayed()
-    finder.clear()
-    finder.send_keys(pushed_model)
-    button = browser.find_element(By.ID, "chat-pull")
-    wait.until(lambda d: button.is_displayed())
-    assert button.text == f"Pull {pushed_model}"
-    finder.send_keys(Keys.ENTER)  # Enter pulls, as the button does
-    box = wait.until(ec.visibility_of_element_located((By.ID, "chat-pull-progress")))
-    wait.until(lambda d: box.get_attribute("data-state") in ("completed", "failed", "cancelled", "refused"))
-    assert box.get_attribute("data-state") == "completed", browser.find_element(By.ID, "chat-pull-label").text
-    assert browser.find_element(By.ID, "chat-pull-bar").get_attribute("value") == "100"
-    # A pull from a host other than Ollama's keeps the whole name as the base model's id.
-    wait.until(lambda d: d.find_element(By.ID, "model-1").get_attribute("value") == pushed_model)
-    assert "is ready and chosen" in browser.find_element(By.ID, "model-find-status").text
-    browser.save_screenshot(str(artefacts / "chat-pull.png"))
