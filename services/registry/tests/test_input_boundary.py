@@ -104,7 +104,9 @@ def test_a_decompression_bomb_avatar_is_a_413_before_decoding(registry: Registry
     assert not model["meta"].get("profile_image_url")
 
 
-@pytest.mark.parametrize("model_id", ["../../etc/passwd", "a/./b", "..", "a/..", "tab\there", "nul\u0001x"])
+@pytest.mark.parametrize(
+    "model_id", ["../../etc/passwd", "a/./b", "..", "a/..", "tab\there", "nul\u0001x", "line-end\n"]
+)
 def test_ids_unsafe_in_urls_file_names_and_keys_are_refused(registry: Registry, model_id: str) -> None:
     registry.add_base()
     response = registry.client.post(

@@ -17,7 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from modelhub_registry.domain.limits import Limits
 
 # Printable characters without whitespace; ids such as "llama3.1:8b" or "hf.co/user/repo:Q4_K_M" are valid.
-MODEL_ID_RE = re.compile(r"^[!-~\u00a1-\U0010ffff]+$")
+MODEL_ID_RE = re.compile(r"[!-~\u00a1-\U0010ffff]+")  # fullmatch: "$" would let a final newline in
 ID_RULE = "must be printable characters without whitespace, with no '.' or '..' path segment"
 
 
@@ -26,7 +26,7 @@ def id_problem(value: str) -> str | None:
     keys), or None."""
     if not value:
         return "must not be empty"
-    if not MODEL_ID_RE.match(value) or any(segment in (".", "..") for segment in value.split("/")):
+    if not MODEL_ID_RE.fullmatch(value) or any(segment in (".", "..") for segment in value.split("/")):
         return ID_RULE
     return None
 
