@@ -4,6 +4,8 @@ ASGI in-process with the SDK's in-memory exporter (no server is needed to see wh
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -49,13 +51,17 @@ def exporter() -> InMemorySpanExporter:
     return InMemorySpanExporter()
 
 
+def _provider(exporter: InMemorySpanExporter, **options: Any) -> TracerProvider:
+    provider = TracerProvider(**options)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider
+
+
 async def test_a_request_is_one_server_span_named_after_its_route_and_child_of_the_callers_context(
     exporter: InMemorySpanExporter,
 ) -> None:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
     seen: list[int] = []
-    async with _client(_app(provider, seen)) as client:
+    async with _client(_app(_provider(exporter), seen)) as client:
         answer = await client.get("/api/v1/things/7", headers={"traceparent": f"00-{TRACE_ID}-{PARENT_SPAN}-01"})
         assert answer.status_code == 200
         assert (await client.get("/healthz")).status_code == 200
@@ -76,9 +82,7 @@ async def test_a_request_is_one_server_span_named_after_its_route_and_child_of_t
 
 
 async def test_a_failing_handler_gives_an_error_span_with_the_exception(exporter: InMemorySpanExporter) -> None:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    async with _client(_app(provider, [])) as client:
+    async with _client(_app(_provider(exporter), [])) as client:
         assert (await client.get("/api/v1/broken")).status_code == 500
     [span] = exporter.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR
@@ -88,10 +92,8 @@ async def test_a_failing_handler_gives_an_error_span_with_the_exception(exporter
 
 async def test_the_callers_decision_not_to_sample_is_kept_and_passed_on(exporter: InMemorySpanExporter) -> None:
     # Sampling everything of our own: only the caller's flag can make the request unrecorded.
-    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(1.0)))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
     seen: list[int] = []
-    async with _client(_app(provider, seen)) as client:
+    async with _client(_app(_provider(exporter, sampler=ParentBased(TraceIdRatioBased(1.0))), seen)) as client:
         answer = await client.get("/api/v1/things/8", headers={"traceparent": f"00-{TRACE_ID}-{PARENT_SPAN}-00"})
         assert answer.status_code == 200
         assert (await client.get("/api/v1/things/9")).status_code == 200

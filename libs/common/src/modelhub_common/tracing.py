@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 _TRACER_NAME = "modelhub"
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
-_state: dict[str, Any] = {"provider": None, "instrumentors": []}
+_state: dict[str, Any] = {"provider": None, "tracer": None, "instrumentors": []}
 
 
 def enabled() -> bool:
@@ -91,6 +91,8 @@ def install(provider: TracerProvider, *processors: SpanProcessor) -> None:
         # uninstall): keep using the one in place.
         effective = trace.get_tracer_provider()
         _state["provider"] = effective if isinstance(effective, TracerProvider) else provider
+        # One tracer for the process: the SDK builds a new one on every get_tracer call.
+        _state["tracer"] = trace.get_tracer(_TRACER_NAME, tracer_provider=_state["provider"])
     for processor in processors:
         _state["provider"].add_span_processor(processor)
     if _state["instrumentors"]:
@@ -112,6 +114,7 @@ def uninstall() -> None:
             instrumentor.uninstrument()
     _state["instrumentors"] = []
     _state["provider"] = None
+    _state["tracer"] = None
 
 
 def instrument_app(app: Any) -> None:
@@ -141,24 +144,23 @@ class ServerSpanMiddleware:
 
     def __init__(self, app: Any, tracer_provider: trace.TracerProvider | None = None) -> None:
         self.app = app
-        self._provider = tracer_provider
-        self._tracer: tuple[Any, trace.Tracer] | None = None
+        # A provider of its own (the benchmark compares several in one process); else the process's.
+        self._tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=tracer_provider) if tracer_provider else None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        provider = self._provider or _state["provider"]
-        if scope["type"] != "http" or provider is None or scope["path"] in UNTRACED_PATHS:
+        tracer = self._tracer or _state["tracer"]
+        if scope["type"] != "http" or tracer is None or scope["path"] in UNTRACED_PATHS:
             await self.app(scope, receive, send)
             return
-        carrier = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in scope["headers"]
-            if name in _TRACE_HEADERS
-        }
-        parent = propagate.extract(carrier) if carrier else None
+        parent = _parent_context(
+            {
+                name.decode("latin-1"): value.decode("latin-1")
+                for name, value in scope["headers"]
+                if name in _TRACE_HEADERS
+            }
+        )
         method = scope["method"]
-        if self._tracer is None or self._tracer[0] is not provider:
-            self._tracer = (provider, trace.get_tracer(_TRACER_NAME, tracer_provider=provider))
-        span = self._tracer[1].start_span(method, context=parent, kind=SpanKind.SERVER)
+        span = tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         if not span.is_recording():
             try:
@@ -205,7 +207,14 @@ def _finish_server_span(span: Span, scope: Any, method: str, status: int) -> Non
 
 
 def _tracer() -> trace.Tracer:
-    return trace.get_tracer(_TRACER_NAME, tracer_provider=_state["provider"])
+    tracer: trace.Tracer = _state["tracer"]
+    return tracer
+
+
+def _parent_context(carrier: Mapping[str, Any]) -> otel_context.Context | None:
+    """The context a caller sent (``traceparent``/``tracestate``), or None when it sent none."""
+    headers = {key: value for key in ("traceparent", "tracestate") if isinstance(value := carrier.get(key), str)}
+    return propagate.extract(headers) if headers else None
 
 
 def current_carrier() -> dict[str, str]:
@@ -270,9 +279,7 @@ def start_server_span(name: str, carrier: Mapping[str, Any], **attributes: Any) 
     handler in :func:`span_in_context` — and ended by the caller. None when tracing is off."""
     if not enabled():
         return None
-    headers = {key: value for key in ("traceparent", "tracestate") if isinstance(value := carrier.get(key), str)}
-    parent = propagate.extract(headers) if headers else None
-    return _tracer().start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+    return _tracer().start_span(name, context=_parent_context(carrier), kind=SpanKind.SERVER, attributes=attributes)
 
 
 @contextlib.contextmanager
