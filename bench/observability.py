@@ -277,7 +277,7 @@ def tracing_env(name: str, sink_port: int, service: str) -> dict[str, str]:
     return env
 
 
-def ratio_rows(label: str, unit: str, samples: dict[str, list[float]], scale: float) -> list[list[str]]:
+def ratio_table(label: str, unit: str, samples: dict[str, list[float]], scale: float) -> str:
     p50 = {name: percentile(values, 50) * scale for name, values in samples.items()}
     p99 = {name: percentile(values, 99) * scale for name, values in samples.items()}
     titles = {
@@ -296,7 +296,8 @@ def ratio_rows(label: str, unit: str, samples: dict[str, list[float]], scale: fl
                 f"**{p50[name] / p50['off']:.3f}x** / {p99[name] / p99['off']:.3f}x",
             ]
         rows.append(row)
-    return [[label, "samples", f"p50 {unit}", f"p99 {unit}", f"added p50 / p99 ({unit})", "ratio p50 / p99"], *rows]
+    headers = [label, "samples", f"p50 {unit}", f"p99 {unit}", f"added p50 / p99 ({unit})", "ratio p50 / p99"]
+    return markdown_table(headers, rows)
 
 
 def main() -> None:
@@ -382,9 +383,9 @@ def main() -> None:
         exports = sink.exports
 
     print(f"\n{machine_summary()}\n")
-    print(markdown_table(*_split(ratio_rows("registry GET /api/v1/models/{id}", "ms", samples, 1000))))
+    print(ratio_table("registry GET /api/v1/models/{id}", "ms", samples, 1000))
     print()
-    print(markdown_table(*_split(ratio_rows("gateway Chat, time to first token", "ms", ttft, 1000))))
+    print(ratio_table("gateway Chat, time to first token", "ms", ttft, 1000))
     print(f"\nOTLP exports received by the sink: {exports:,} (batches)\n")
     bare = costs["bare"]
     print(
@@ -393,10 +394,6 @@ def main() -> None:
             [[kind, f"{value:.1f}", "" if kind == "bare" else f"{value - bare:+.1f}"] for kind, value in costs.items()],
         )
     )
-
-
-def _split(table: list[list[str]]) -> tuple[list[str], list[list[str]]]:
-    return table[0], table[1:]
 
 
 if __name__ == "__main__":
