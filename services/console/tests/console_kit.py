@@ -59,6 +59,32 @@ class Stack:
         result: dict[str, Any] = response.json()
         return result
 
+    def create_tool_model(self, owner: str, model_id: str, name: str, tool_server: Any) -> tuple[str, str]:
+        """Registers ``tool_server`` (a real MCP server, bearer auth) and a model file of ``owner`` that always
+        calls its ``echo`` tool; returns the model's id and the tool server's id."""
+        server_id = f"mcp-{uuid.uuid4().hex[:8]}"
+        response = self.http.post(
+            f"{self.registry_url}/api/v1/tool-servers",
+            json={
+                "id": server_id,
+                "name": f"{name} tools",
+                "kind": "mcp",
+                "url": tool_server.url,
+                "auth": "bearer",
+                "secret": tool_server.token,
+            },
+            headers=admin_headers(),
+        )
+        assert response.status_code == 201, response.text
+        model = self.create_model(
+            owner,
+            id=model_id,
+            name=name,
+            meta={"toolIds": [server_id]},
+            params={"tool_choice": "echo", "max_tokens": 48},
+        )
+        return str(model["id"]), server_id
+
 
 def browser_sign_in(browser: Any, stack: Stack, wait: Any) -> None:
     """Signs alice in with her password in a fresh browser session (``wait``: a WebDriverWait of ``browser``)."""

@@ -6,13 +6,12 @@ test_console_chat_features.py)."""
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from console_kit import Stack, admin_headers, browser_sign_in, unique
+from console_kit import Stack, browser_sign_in, unique
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -47,11 +46,6 @@ def _in_picker(browser: WebDriver, stack: Stack, model_ids: list[str]) -> None:
         time.sleep(0.2)
 
 
-def _fits_a_phone(browser: WebDriver) -> None:
-    overflow = browser.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
-    assert overflow <= 0, f"{browser.current_url} scrolls sideways by {overflow} px at phone width"
-
-
 def _answer(browser: WebDriver, turn: int, model_id: str) -> Any:
     def found(d: WebDriver) -> Any:
         turns = d.find_elements(By.CSS_SELECTOR, "section.turn")
@@ -69,28 +63,8 @@ def _settled(answer: Any) -> Any:
 
 @pytest.fixture
 def tool_model(stack: Stack, mcp_tool_server: ToolServerEndpoint) -> str:
-    server_id = f"mcp-{uuid.uuid4().hex[:8]}"
-    response = stack.http.post(
-        f"{stack.registry_url}/api/v1/tool-servers",
-        json={
-            "id": server_id,
-            "name": "browser test tools",
-            "kind": "mcp",
-            "url": mcp_tool_server.url,
-            "auth": "bearer",
-            "secret": mcp_tool_server.token,
-        },
-        headers=admin_headers(),
-    )
-    assert response.status_code == 201, response.text
-    model = stack.create_model(
-        "alice",
-        id=unique("alice-tools"),
-        name="Echo tools",
-        meta={"toolIds": [server_id]},
-        params={"tool_choice": "echo", "max_tokens": 48},
-    )
-    return str(model["id"])
+    model_id, _ = stack.create_tool_model("alice", unique("alice-tools"), "Echo tools", mcp_tool_server)
+    return model_id
 
 
 def test_a_tool_call_shows_in_the_transcript_live_and_when_reopened(

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from console_kit import PASSWORD, SMOLLM2, Stack, admin_headers, token, unique
+from console_kit import PASSWORD, SMOLLM2, Stack, token, unique
 from PIL import Image
 from test_console_http import page_csrf, signed_in
 
@@ -124,33 +124,13 @@ def test_bad_images_are_refused_before_the_gateway(stack: Stack) -> None:
 def test_tool_calls_stream_into_the_transcript_and_come_back_when_reopened(
     stack: Stack, mcp_tool_server: ToolServerEndpoint
 ) -> None:
-    server_id = f"mcp-{uuid.uuid4().hex[:8]}"
-    registered = stack.http.post(
-        f"{stack.registry_url}/api/v1/tool-servers",
-        json={
-            "id": server_id,
-            "name": "console test tools",
-            "kind": "mcp",
-            "url": mcp_tool_server.url,
-            "auth": "bearer",
-            "secret": mcp_tool_server.token,
-        },
-        headers=admin_headers(),
-    )
-    assert registered.status_code == 201, registered.text
     owner = unique("tess")
-    model = stack.create_model(
-        owner,
-        id=f"{owner}-tools",
-        name="With tools",
-        meta={"toolIds": [server_id]},
-        params={"tool_choice": "echo", "max_tokens": 48},
-    )
+    model_id, server_id = stack.create_tool_model(owner, f"{owner}-tools", "With tools", mcp_tool_server)
     client = signed_in(stack, bearer=token(owner, "user"))
-    events = _stream(client, page_csrf(client, "/chat"), {"models": [model["id"]], "text": "Say hello to Ada."})
+    events = _stream(client, page_csrf(client, "/chat"), {"models": [model_id], "text": "Say hello to Ada."})
     (call,) = [e for e in events if e["type"] == "tool_call"]
     (result,) = [e for e in events if e["type"] == "tool_result"]
-    assert call["model_id"] == model["id"] and call["tool"] == "echo" and call["server_id"] == server_id
+    assert call["model_id"] == model_id and call["tool"] == "echo" and call["server_id"] == server_id
     arguments = json.loads(call["arguments"])
     assert result["id"] == call["id"] and result["ok"] is True and result["content"] == arguments["text"]
     order = [e["type"] for e in events]

@@ -53,26 +53,19 @@ def _version(body: dict[str, Any]) -> int | None:
 
 async def _load(app: Console, session: Session, kind: Kind, item_id: str) -> Shared:
     if kind == "model":
-        model = await app.registry.get_model(session.token, item_id)
-        access = model.get("access") or {}
-        return Shared(
-            kind,
-            str(model["id"]),
-            str(model.get("name") or model["id"]),
-            str(model.get("owner_id", "")),
-            _version(model),
-            Access.from_json(access.get("public_read"), access.get("grants")),
-        )
-    if app.rag is None:
-        raise BackendError(404, "knowledge_not_configured", "knowledge is not configured for this console")
-    collection = await app.rag.get_collection(session.token, item_id)
+        body = await app.registry.get_model(session.token, item_id)
+        access = body.get("access") or {}  # a model file keeps its sharing under "access"
+    else:
+        if app.rag is None:
+            raise BackendError(404, "knowledge_not_configured", "knowledge is not configured for this console")
+        body = access = await app.rag.get_collection(session.token, item_id)  # a collection, at the top level
     return Shared(
         kind,
-        str(collection["id"]),
-        str(collection.get("name") or collection["id"]),
-        str(collection.get("owner_id", "")),
-        _version(collection),
-        Access.from_json(collection.get("public_read"), collection.get("grants")),
+        str(body["id"]),
+        str(body.get("name") or body["id"]),
+        str(body.get("owner_id", "")),
+        _version(body),
+        Access.from_json(access.get("public_read"), access.get("grants")),
     )
 
 
