@@ -61,7 +61,7 @@ def serve_workers(app_factory: str, settings: ServiceSettings, workers: int) -> 
         port=settings.port,
         workers=workers,
         # The same loop the single-process service runs on, so one worker behaves as the service did.
-        loop="asyncio",
+        loop="uvloop",
         log_config=None,
         access_log=False,
         lifespan="on",

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import uvloop
-
 from modelhub_chat_gateway import bootstrap
 from modelhub_chat_gateway.settings import ENV_PREFIX, ChatGatewaySettings
 from modelhub_common.service_main import run_service
@@ -19,8 +17,6 @@ def main() -> int:
         env_prefix=ENV_PREFIX,
         serve=bootstrap.serve,
         migrate=bootstrap.run_migrations,
-        # Every streamed token is a few callbacks and socket operations on the loop; uvloop runs them in C.
-        loop_factory=uvloop.new_event_loop,
     )
 
 

@@ -271,7 +271,14 @@ async def _caller(request: Request) -> Caller:
 
 
 CallerDep = Annotated[Caller, Depends(_caller)]
-DepsDep = Annotated[OpenAIApiDeps, Depends(_deps)]
+
+
+async def _deps_dependency(request: Request) -> OpenAIApiDeps:
+    # async: FastAPI would run a plain function in its thread pool, a thread hop on every request
+    return _deps(request)
+
+
+DepsDep = Annotated[OpenAIApiDeps, Depends(_deps_dependency)]
 
 
 _OPENAI_ERROR_SCHEMA: dict[str, Any] = {

@@ -21,7 +21,7 @@ class Services:
     bus: PullEventBus
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
 

@@ -25,7 +25,7 @@ class Services:
     references: ReferenceService
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
 

@@ -28,6 +28,7 @@ class Services:
     passwords: PasswordService | None = None
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    # async: FastAPI runs a plain function dependency in its thread pool, a thread hop on every request
     svc: Services = request.app.state.services
     return svc
