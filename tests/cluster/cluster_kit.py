@@ -1,16 +1,20 @@
-"""What the cluster fault tests share: service replicas as separate OS processes (so SIGKILL is real), and the
-accounting line every test ends with."""
+"""What the cluster fault tests share: service replicas as separate OS processes (so SIGKILL is real), a network
+namespace to partition a server into, and the accounting line every test ends with."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import random
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,7 @@ import nats
 import nats.errors
 import nats.js.errors
 import psycopg
+import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
@@ -249,3 +254,73 @@ def created_models(
     subject = MODELS.subject("created")
     wanted = len(stored) if want is None else want
     return stored, asyncio.run(delivered_events(nats_urls, MODELS.stream, subject, model_of, wanted, wait))
+
+
+@dataclass(frozen=True)
+class NamespaceLink:
+    """A network namespace joined to this host by one veth pair on a private /30: the only path between a
+    server run inside it (under :attr:`launcher`) and the host. :meth:`cut` unplugs it, :meth:`restore`
+    plugs it back."""
+
+    namespace: str
+    host_end: str
+    namespace_end: str
+    host_address: str
+    namespace_address: str
+
+    @property
+    def launcher(self) -> list[str]:
+        return ["ip", "netns", "exec", self.namespace]
+
+    def cut(self) -> None:
+        """Takes the namespace's end down: the host's end loses its carrier, packets both ways are dropped and
+        established connections stall, as in a partition. (Not the host's end: downing it removes the host's
+        route to the /30, and traffic for the namespace would then follow the default route off the machine.)"""
+        _run(*self.launcher, "ip", "link", "set", self.namespace_end, "down")
+
+    def restore(self) -> None:
+        _run(*self.launcher, "ip", "link", "set", self.namespace_end, "up")
+
+
+def _run(*argv: str) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def _unused_link_subnet() -> int:
+    """A third octet X for 10.213.X.0/30 that no address or route of this host uses yet."""
+    taken = _run("ip", "-4", "-o", "addr", "show") + _run("ip", "-4", "route", "show", "table", "all")
+    for _ in range(50):
+        octet = random.randint(1, 254)
+        if f"10.213.{octet}." not in taken:
+            return octet
+    raise AssertionError("no free 10.213.X.0/30 for the test's veth link")
+
+
+@contextmanager
+def namespace_link() -> Iterator[NamespaceLink]:
+    """A fresh :class:`NamespaceLink` (needs root and ``ip netns``); the namespace and the veth pair are
+    deleted on the way out, even on failure. Whatever was started inside must be stopped before."""
+    if shutil.which("ip") is None:
+        pytest.fail("a true network partition needs iproute2's `ip` (network namespaces and veth pairs)")
+    tag = secrets.token_hex(3)
+    octet = _unused_link_subnet()
+    link = NamespaceLink(f"mh-part-{tag}", f"mhp{tag}h", f"mhp{tag}n", f"10.213.{octet}.1", f"10.213.{octet}.2")
+    made = subprocess.run(["ip", "netns", "add", link.namespace], capture_output=True, text=True, timeout=30)
+    if made.returncode != 0:
+        pytest.fail(f"cannot make a network namespace (root and `ip netns` are needed): {made.stderr.strip()}")
+    try:
+        _run("ip", "link", "add", link.host_end, "type", "veth", "peer", "name", link.namespace_end)
+        _run("ip", "link", "set", link.namespace_end, "netns", link.namespace)
+        _run("ip", "addr", "add", f"{link.host_address}/30", "dev", link.host_end)
+        _run("ip", "link", "set", link.host_end, "up")
+        _run(*link.launcher, "ip", "addr", "add", f"{link.namespace_address}/30", "dev", link.namespace_end)
+        _run(*link.launcher, "ip", "link", "set", link.namespace_end, "up")
+        _run(*link.launcher, "ip", "link", "set", "lo", "up")
+        yield link
+    finally:
+        # Deleting the namespace destroys its end of the pair, and with it the host's end.
+        subprocess.run(["ip", "netns", "delete", link.namespace], capture_output=True, timeout=30)
+        subprocess.run(["ip", "link", "delete", link.host_end], capture_output=True, timeout=30)

