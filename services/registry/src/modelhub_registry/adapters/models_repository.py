@@ -200,10 +200,24 @@ class ModelsRepository:
         taken, id_is_base, chain, base_readable, terminal, terminal_is_base = row
         return WriteChecks(taken, id_is_base, list(chain), base_readable, terminal, terminal_is_base)
 
-    async def get(self, conn: AsyncConnection[Any], model_id: str, *, for_update: bool = False) -> StoredModel | None:
-        query = _SELECT + " WHERE m.id = %(id)s" + (" FOR UPDATE OF m" if for_update else "")
+    async def get(
+        self,
+        conn: AsyncConnection[Any],
+        model_id: str,
+        *,
+        for_update: bool = False,
+        readable_by: Principal | None = None,
+    ) -> StoredModel | None:
+        """The model file; with ``readable_by``, only if that caller may read it (decided in the query, so a
+        file the caller may not read costs what a missing one costs: no row is sent or decoded)."""
+        params: dict[str, Any] = {"id": model_id}
+        where = " WHERE m.id = %(id)s"
+        if readable_by is not None:
+            where += f" AND {_READABLE}"
+            params |= {"admin": readable_by.is_admin, "sub": readable_by.subject, "groups": sorted(readable_by.groups)}
+        query = _SELECT + where + (" FOR UPDATE OF m" if for_update else "")
         async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, {"id": model_id})
+            await cur.execute(query, params)
             row = await cur.fetchone()
         return row_to_model(row) if row else None
 

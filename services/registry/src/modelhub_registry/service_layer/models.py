@@ -205,9 +205,11 @@ class ModelService:
         write: bool,
         for_update: bool = False,
     ) -> StoredModel:
-        stored = await self.models.get(conn, model_id, for_update=for_update)
-        if stored is None or not can_read(stored.model, principal):
-            if stored is None and await self.base_models.get(conn, model_id) is not None:
+        # A file the caller may not read is no row, as a missing one is: both refusals make the same two queries
+        # and decode nothing, so a stranger cannot tell them apart by how long the 404 takes (bench/oracle.py).
+        stored = await self.models.get(conn, model_id, for_update=for_update, readable_by=principal)
+        if stored is None:
+            if await self.base_models.get(conn, model_id) is not None:
                 raise NotFoundError(
                     f"'{model_id}' is a base model, not a model file; create a model file on top of it first"
                 )
@@ -353,12 +355,12 @@ class ModelService:
 
     async def clone(self, model_id: str, principal: Principal) -> ModelFile:
         async with self.pool.connection() as conn, conn.transaction():
-            stored = await self.models.get(conn, model_id)
+            stored = await self.models.get(conn, model_id, readable_by=principal)  # as _load: the same refusals
             if stored is None and await self.base_models.get(conn, model_id) is not None:
                 raise ConflictError(
                     f"'{model_id}' is a base model and cannot be cloned; create a model file on top of it first"
                 )
-            if stored is None or not can_read(stored.model, principal):
+            if stored is None:
                 raise NotFoundError(f"model '{model_id}' does not exist or you cannot read it")
             new_id = await self._free_clone_id(conn, model_id)
             stamp = now()
