@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.telemetry import TelemetryConfig
 from psycopg import OperationalError
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -191,7 +192,11 @@ def create_app(
     ``/api/v1``. ``service`` names it in metrics (default: the title without ``modelhub ``); its
     :class:`ServiceMetrics` is ``app.state.metrics``. ``openai_prefixes``: paths of an OpenAI-compatible
     API, whose bad input is refused in OpenAI's error shape."""
-    app = FastAPI(title=title, version=version, description=description, lifespan=lifespan)
+    # FastAPI's own telemetry is off: once a tracer provider is set it adds a server span of its own and spans
+    # around dependencies, endpoint and serialization on every request (tripling tracing's cost per GET), while
+    # the service has its server span (tracing.ServerSpanMiddleware), metrics and logs already.
+    telemetry: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+    app = FastAPI(title=title, version=version, description=description, lifespan=lifespan, telemetry=telemetry)
     app.state.readiness = readiness
     metrics = app.state.metrics = ServiceMetrics(service or _service_name(title))
     install_error_handlers(app)
