@@ -13,7 +13,9 @@ the admin equals the registry's, it measures one request at a time:
 * **registry list (baseline)**: what the gateway did for every selector call before it held a catalog: every
   page of `GET /api/v1/models` (200 a page, the gateway's page size) and `GET /api/v1/base-models` for the
   caller's token, at the same time, merged;
-* **ListModels**: `ChatService.ListModels` over gRPC on the same token;
+* **ListModels**: `ChatService.ListModels` over gRPC on the same token, decoded into messages and the ids read
+  out, as a client would; and the same call with its answer left as bytes (the gateway's and the transport's
+  part of it: the difference is the client's own protobuf decoding);
 * **GET /v1/models**: the gateway's OpenAI-compatible model list on the same token.
 
 Callers: "viewer" owns nothing and reads what grants, its group and public files give it (the access filter's
@@ -141,6 +143,12 @@ def list_models(stub: chat_pb2_grpc.ChatServiceStub, token: str) -> list[str]:
     return [m.id for m in response.models]
 
 
+def raw_list_models(call: Callable[..., bytes], token: str) -> list[str]:
+    """``ListModels`` as bytes off the wire, left undecoded: the gateway's and the transport's part of a call."""
+    call(chat_pb2.ListModelsRequest(), metadata=(("authorization", f"Bearer {token}"),))
+    return []
+
+
 def openai_models(client: httpx.Client, token: str) -> list[str]:
     response = client.get("/v1/models", headers={"Authorization": f"Bearer {token}"})
     response.raise_for_status()
@@ -204,6 +212,7 @@ def measure(
     registry: httpx.Client,
     gateway: httpx.Client,
     stub: chat_pb2_grpc.ChatServiceStub,
+    raw: Callable[..., bytes],
     tokens: dict[str, str],
     samples: int,
 ) -> list[list[str]]:
@@ -220,11 +229,13 @@ def measure(
         base_samples = max(10, min(samples, 40_000 // size))
         base, listed = timed(functools.partial(registry_list, registry, token), base_samples)
         grpc_s, _ = timed(by_grpc, samples)
+        wire_s, _ = timed(functools.partial(raw_list_models, raw, token), samples)
         http_s, _ = timed(by_http, samples)
         decoding = decode_cost(stub, gateway, token)
         for name, figures, n in (
             ("registry list (baseline)", base, base_samples),
             ("ListModels (gRPC)", grpc_s, samples),
+            ("ListModels, bytes only (not decoded)", wire_s, samples),
             ("GET /v1/models", http_s, samples),
         ):
             p50, p99 = percentile(figures, 50), percentile(figures, 99)
@@ -319,6 +330,12 @@ def main() -> int:
         )
         cleanup.callback(channel.close)
         stub = chat_pb2_grpc.ChatServiceStub(channel)
+        # The same call with no response deserializer: grpc hands over the bytes as they arrived.
+        raw = channel.unary_unary(
+            "/modelhub.chat.v1.ChatService/ListModels",
+            request_serializer=chat_pb2.ListModelsRequest.SerializeToString,
+            response_deserializer=None,
+        )
         with (
             httpx.Client(base_url=registry.base_url, timeout=120) as reg,
             httpx.Client(base_url=gateway.base_url, timeout=120) as gw,
@@ -332,7 +349,7 @@ def main() -> int:
 
                 asyncio.run(create(done, size))
                 done = size
-                rows.extend(measure(size, reg, gw, stub, tokens, args.samples))
+                rows.extend(measure(size, reg, gw, stub, raw, tokens, args.samples))
     print(f"Run: {machine_summary()}; one request at a time from one client process.\n")
     print(
         markdown_table(
