@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import random
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,7 @@ from fastapi.testclient import TestClient
 from minio import Minio
 from pydantic import SecretStr
 
+from modelhub_puller import bootstrap
 from modelhub_puller.settings import ENV_PREFIX, PullerSettings
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -262,3 +268,52 @@ def stored_object(settings: PullerSettings, key: str) -> bytes | None:
     finally:
         response.close()
         response.release_conn()
+
+
+@contextmanager
+def puller_process(settings: PullerSettings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "modelhub_puller", "serve"],
+            env=environment(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{settings.port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the puller process did not get ready"
+            time.sleep(0.1)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+class ModelPull:
+    """One model's weights blob pulled by puller processes on a migrated database of its own."""
+
+    def __init__(self, settings: PullerSettings, model: PushedModel, token: str) -> None:
+        self.settings = settings
+        self.model = model
+        self.digest = model.digest("model")
+        self.size = len(model.layers["model"])
+        self.token = token
+        asyncio.run(bootstrap.run_migrations(settings))
+        unique_outbox_ids(settings.database_url.get_secret_value())
+
+    def client(self, port: int) -> httpx.Client:
+        return httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {self.token}"}, timeout=10
+        )

@@ -6,74 +6,29 @@ kill continues from where its spool ends instead of from its start.
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from puller_testkit import MIB, PushedModel, db_rows, environment, unique_outbox_ids
+from puller_testkit import MIB, ModelPull, PushedModel, db_rows, puller_process
 from registry_double import RegistryDouble
 
 from modelhub_devstack.ports import pick_free_port
-from modelhub_puller import bootstrap
 from modelhub_puller.settings import PullerSettings
-
-
-@contextmanager
-def puller_process(settings: PullerSettings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "modelhub_puller", "serve"],
-            env=environment(settings),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{settings.port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the puller process did not get ready"
-            time.sleep(0.1)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
 
 PART = 5 * MIB  # the part size puller_settings configures
 
 
-class KilledPull:
+class KilledPull(ModelPull):
     """A pull through the throttled double, the first puller process SIGKILLed mid-way, a second one finishing it."""
 
     def __init__(self, settings: PullerSettings, model: PushedModel, double: RegistryDouble, token: str) -> None:
-        self.settings = settings
-        self.model = model
+        super().__init__(settings, model, token)
         self.double = double
-        self.digest = model.digest("model")
-        self.size = len(model.layers["model"])
-        self.api = httpx.Client(
-            base_url=f"http://127.0.0.1:{settings.port}", headers={"Authorization": f"Bearer {token}"}, timeout=10
-        )
-        asyncio.run(bootstrap.run_migrations(settings))
-        unique_outbox_ids(settings.database_url.get_secret_value())
+        self.api = self.client(settings.port)
 
     def parts_stored(self) -> set[int]:
         rows = db_rows(self.settings, "SELECT part_number FROM blob_upload_parts WHERE digest = %s", (self.digest,))

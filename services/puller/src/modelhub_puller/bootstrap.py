@@ -40,6 +40,7 @@ from modelhub_puller.metrics import PullerMetrics
 from modelhub_puller.service_layer import events
 from modelhub_puller.service_layer.importer import GgufImporter, ImportResult
 from modelhub_puller.service_layer.ollama_pull import OllamaPuller
+from modelhub_puller.service_layer.part_helper import PartHelper
 from modelhub_puller.service_layer.pulls import PullPolicy, PullService
 from modelhub_puller.service_layer.store_models import StoredModelService
 from modelhub_puller.service_layer.store_pull import StoreLimits, StorePuller
@@ -130,6 +131,7 @@ class Wiring:
     services: Services
     worker: PullWorker
     sweeper: UploadSweeper
+    helper: PartHelper
 
 
 def build(settings: PullerSettings, runtime: Runtime, http: HttpClients) -> Wiring:
@@ -151,6 +153,7 @@ def build(settings: PullerSettings, runtime: Runtime, http: HttpClients) -> Wiri
             backoff_seconds=settings.retry_backoff_seconds,
             backoff_max_seconds=settings.retry_backoff_max_seconds,
             lease_seconds=settings.lease_seconds,
+            share_parts=settings.share_parts,
         ),
         worker=(me := worker_id()),
         spool=spool,
@@ -202,9 +205,20 @@ def build(settings: PullerSettings, runtime: Runtime, http: HttpClients) -> Wiri
         bus=bus,
     )
     sweeper = UploadSweeper(pool, repo, store, spool, older_than_seconds=settings.abandoned_upload_seconds)
+    helper = PartHelper(
+        pool,
+        repo,
+        registry,
+        transfer,
+        worker=me,
+        has_free_slot=lambda: len(worker.running) < settings.max_concurrent_pulls,
+        poll_seconds=settings.share_poll_seconds,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        lease_seconds=settings.lease_seconds,
+    )
     if runtime.metrics is not None:
         runtime.metrics.extension(PullerMetrics).attach(transfer, worker)
-    return Wiring(services=services, worker=worker, sweeper=sweeper)
+    return Wiring(services=services, worker=worker, sweeper=sweeper, helper=helper)
 
 
 def build_app(settings: PullerSettings) -> FastAPI:
@@ -238,6 +252,8 @@ def build_app(settings: PullerSettings) -> FastAPI:
                 runtime.spawn(f"pull-worker-{index}", consumer.run(runtime.stop))
             runtime.spawn("pull-shutdown-watch", wiring.worker.watch_shutdown())
             runtime.spawn("upload-sweeper", wiring.sweeper.run(runtime.stop, settings.upload_sweep_interval_seconds))
+            if settings.share_parts:
+                runtime.spawn("part-helper", wiring.helper.run(runtime.stop))
             readiness.started = True
             logger.info("puller started", extra={"port": settings.port, "worker": wiring.worker.worker})
             try:

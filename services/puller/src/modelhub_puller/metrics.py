@@ -32,6 +32,26 @@ class PullerMetrics:
             ("outcome",),
             registry=r,
         )
+        self.parts_stored = Counter(
+            "modelhub_puller_parts_stored",
+            "Parts this replica stored into S3 multipart uploads (its own pulls' and those it helped with).",
+            registry=r,
+        )
+        self.parts_helped = Counter(
+            "modelhub_puller_parts_helped",
+            "Parts this replica stored for an upload another replica holds (shared pulls).",
+            registry=r,
+        )
+        self.read_back = Counter(
+            "modelhub_puller_read_back_bytes",
+            "Blob bytes read back from S3 to verify a digest (parts another process stored).",
+            registry=r,
+        )
+        self.read_back_seconds = Counter(
+            "modelhub_puller_read_back_seconds",
+            "Time spent reading blob bytes back from S3 to verify them.",
+            registry=r,
+        )
         self.active = Gauge("modelhub_puller_active_pulls", "Pulls this replica is running now.", registry=r)
         for outcome in OUTCOMES:
             self.pulls.labels(outcome)  # every outcome shows from the start, at 0
@@ -39,6 +59,14 @@ class PullerMetrics:
     def attach(self, transfer: BlobTransfer, worker: PullWorker) -> None:
         transfer.on_downloaded = self.bytes_downloaded.inc
         transfer.on_retry = self.retries.inc
+        transfer.on_part_stored = self.parts_stored.inc
+        transfer.on_helped = self.parts_helped.inc
+
+        def read_back(count: int, seconds: float) -> None:
+            self.read_back.inc(count)
+            self.read_back_seconds.inc(seconds)
+
+        transfer.on_read_back = read_back
         worker.on_outcome = lambda outcome: self.pulls.labels(outcome if outcome in OUTCOMES else "other").inc()
 
         async def read_active() -> None:

@@ -76,6 +76,16 @@ class PullerSettings(ServiceSettings, DatabaseSettings, ObjectStoreSettings):
         " unset: a restart fetches the parts in flight again.",
     )
 
+    share_parts: bool = Field(
+        True,
+        description="Whether replicas share the parts of one blob: a replica with a free pull slot (and a pull"
+        " waiting for a blob another pull downloads) fetches and stores parts of the upload another replica"
+        " holds; the holder verifies and completes it.",
+    )
+    share_poll_seconds: float = Field(
+        0.5, gt=0, description="How often a replica with a free pull slot looks for an upload to help with."
+    )
+
     abandoned_upload_seconds: float = Field(
         6 * 3600.0,
         gt=0,

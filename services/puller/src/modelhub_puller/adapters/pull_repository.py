@@ -34,6 +34,14 @@ class UploadRecord:
 
 
 @dataclass(frozen=True)
+class SharedUpload:
+    """An upload another replica holds, and the model of its pull (where the blob is fetched from)."""
+
+    upload: UploadRecord
+    model: str
+
+
+@dataclass(frozen=True)
 class StoredModel:
     model: str
     base_model_id: str
@@ -177,6 +185,7 @@ class PullRepository:
             " WHERE pull_id = %s AND worker = %s",
             (lease_seconds, pull_id, worker),
         )
+        await self.renew_part_claims(conn, worker=worker, lease_seconds=lease_seconds)
         return bool(row["cancel_requested"])
 
     async def release_job(self, conn: Conn, pull_id: str, *, worker: str, status: str) -> None:
@@ -185,6 +194,11 @@ class PullRepository:
             "UPDATE pull_jobs SET worker = NULL, lease_until = NULL, status = %s, updated_at = now()"
             " WHERE id = %s AND worker = %s AND state = 'running'",
             (status, pull_id, worker),
+        )
+        await conn.execute(
+            "UPDATE blob_part_claims SET worker = NULL, lease_until = NULL WHERE worker = %s"
+            " AND digest IN (SELECT digest FROM blob_uploads WHERE pull_id = %s)",
+            (worker, pull_id),
         )
         await conn.execute(
             "UPDATE blob_uploads SET worker = NULL, lease_until = NULL WHERE pull_id = %s AND worker = %s",
@@ -364,12 +378,117 @@ class PullRepository:
         )
         return cur.rowcount == 1
 
-    async def record_part(self, conn: Conn, digest: str, part_number: int, size: int, etag: str) -> None:
-        await conn.execute(
-            "INSERT INTO blob_upload_parts (digest, part_number, size, etag) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (digest, part_number) DO UPDATE SET size = excluded.size, etag = excluded.etag",
-            (digest, part_number, size, etag),
+    async def record_part(
+        self, conn: Conn, upload: UploadRecord, part_number: int, size: int, etag: str, *, worker: str
+    ) -> bool:
+        """Records a stored part and ends its claim; False when the upload is gone or is another one now."""
+        # The upload row first, with the foreign key's own lock: dropping the upload (which cascades to the
+        # claims) waits for this transaction instead of deadlocking with it, and heartbeats' lease updates
+        # do not wait at all.
+        held = await _row(
+            conn,
+            "SELECT 1 AS x FROM blob_uploads WHERE digest = %s AND upload_id = %s FOR KEY SHARE",
+            (upload.digest, upload.upload_id),
         )
+        if held is None:
+            return False
+        await conn.execute(
+            "DELETE FROM blob_part_claims WHERE digest = %s AND part_number = %s", (upload.digest, part_number)
+        )
+        await conn.execute(
+            "INSERT INTO blob_upload_parts (digest, part_number, size, etag, worker) VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (digest, part_number) DO UPDATE SET size = excluded.size, etag = excluded.etag,"
+            " worker = excluded.worker",
+            (upload.digest, part_number, size, etag, worker),
+        )
+        return True
+
+    async def stored_parts(self, conn: Conn, digest: str) -> dict[int, tuple[int, str]]:
+        rows = await _rows(conn, "SELECT part_number, size, etag FROM blob_upload_parts WHERE digest = %s", (digest,))
+        return {r["part_number"]: (r["size"], r["etag"]) for r in rows}
+
+    # ---- parts shared between replicas
+
+    async def open_part_claims(self, conn: Conn, digest: str, count: int) -> None:
+        """Makes every part of the upload that is not stored yet claimable (existing claims stay)."""
+        await conn.execute(
+            "INSERT INTO blob_part_claims (digest, part_number)"
+            " SELECT %s, n FROM generate_series(1, %s) AS n WHERE NOT EXISTS"
+            " (SELECT 1 FROM blob_upload_parts p WHERE p.digest = %s AND p.part_number = n)"
+            " ON CONFLICT (digest, part_number) DO NOTHING",
+            (digest, count, digest),
+        )
+
+    async def claim_part(
+        self, conn: Conn, digest: str, *, worker: str, lease_seconds: float, highest_first: bool
+    ) -> int | None:
+        """Claims the lowest (or highest) part nobody stored or holds a live claim on; None if there is none.
+
+        Replicas claiming at the same time skip each other's rows instead of waiting for them.
+        """
+        order = "DESC" if highest_first else "ASC"
+        row = await _row(
+            conn,
+            "UPDATE blob_part_claims SET worker = %s, lease_until = now() + make_interval(secs => %s)"
+            " WHERE digest = %s AND part_number = (SELECT part_number FROM blob_part_claims"
+            "  WHERE digest = %s AND (worker IS NULL OR lease_until IS NULL OR lease_until < now())"
+            f"  ORDER BY part_number {order} LIMIT 1 FOR UPDATE SKIP LOCKED)"
+            " RETURNING part_number",
+            (worker, lease_seconds, digest, digest),
+        )
+        return int(row["part_number"]) if row else None
+
+    async def renew_part_claims(self, conn: Conn, *, worker: str, lease_seconds: float) -> None:
+        # Rows another transaction holds (a part being recorded or claimed) are skipped, never waited for.
+        await conn.execute(
+            "UPDATE blob_part_claims SET lease_until = now() + make_interval(secs => %s)"
+            " WHERE (digest, part_number) IN (SELECT digest, part_number FROM blob_part_claims"
+            "  WHERE worker = %s ORDER BY digest, part_number FOR UPDATE SKIP LOCKED)",
+            (lease_seconds, worker),
+        )
+
+    async def release_part_claims(self, conn: Conn, digest: str, *, worker: str) -> None:
+        """Hands the parts ``worker`` claimed but did not store back, for anyone to claim at once."""
+        await conn.execute(
+            "UPDATE blob_part_claims SET worker = NULL, lease_until = NULL WHERE digest = %s AND worker = %s",
+            (digest, worker),
+        )
+
+    async def upload_to_help(self, conn: Conn, *, worker: str) -> SharedUpload | None:
+        """The upload another live replica holds with the most parts nobody has claimed, if any."""
+        row = await _row(
+            conn,
+            "SELECT u.digest, u.size, u.part_size, u.upload_id, j.model, o.open FROM blob_uploads u"
+            " JOIN pull_jobs j ON j.id = u.pull_id"
+            " CROSS JOIN LATERAL (SELECT count(*) AS open FROM blob_part_claims c WHERE c.digest = u.digest"
+            "  AND (c.worker IS NULL OR c.lease_until IS NULL OR c.lease_until < now())) o"
+            " WHERE u.worker IS NOT NULL AND u.worker <> %s AND u.lease_until > now() AND j.state = 'running'"
+            " AND o.open > 0 ORDER BY o.open DESC LIMIT 1",
+            (worker,),
+        )
+        if row is None:
+            return None
+        return SharedUpload(
+            upload=UploadRecord(
+                digest=row["digest"], size=row["size"], part_size=row["part_size"], upload_id=row["upload_id"], parts={}
+            ),
+            model=row["model"],
+        )
+
+    async def has_open_parts(self, conn: Conn, digest: str) -> bool:
+        row = await _row(
+            conn,
+            "SELECT 1 AS x FROM blob_part_claims WHERE digest = %s"
+            " AND (worker IS NULL OR lease_until IS NULL OR lease_until < now()) LIMIT 1",
+            (digest,),
+        )
+        return row is not None
+
+    async def shared_upload(self, conn: Conn, digest: str) -> UploadRecord | None:
+        row = await _row(
+            conn, "SELECT digest, size, part_size, upload_id FROM blob_uploads WHERE digest = %s", (digest,)
+        )
+        return UploadRecord(**row, parts={}) if row else None
 
     async def upload_progress(self, conn: Conn, digest: str) -> int | None:
         """Bytes stored so far by whoever holds the upload; None when there is no upload (any more)."""

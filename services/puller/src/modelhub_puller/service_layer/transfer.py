@@ -11,10 +11,16 @@ fetches those parts whole.
 
 * Parts of ``part_size`` bytes are fetched ``parallel_parts`` at a time, in order, each with its own retries
   and exponential back-off; a read that stalls for ``stall_timeout`` is retried from the byte where it broke off.
+* Parts are claimed one by one in Postgres (``blob_part_claims``, with a lease): the upload's holder claims
+  lowest first, and other replicas may help with the same upload (:mod:`.part_helper`), claiming highest
+  first and storing into the same S3 multipart upload. Only the holder completes the upload and verifies it.
 * SHA-256 is computed while downloading: parts are hashed in order as they arrive, out-of-order parts wait
-  in memory (at most ``reorder_window`` parts ahead of the hashing position). A digest mismatch aborts the
-  upload before the object exists. A *resumed* download cannot hash the parts stored earlier from memory, so
-  it completes the upload and then reads the object back once from S3 to verify it; a mismatch deletes it.
+  in memory (at most ``reorder_window`` parts ahead of the hashing position). When every part went through
+  this process's memory, a digest mismatch aborts the upload before the object exists. Parts another
+  process stored (a dead one before a resume, or a helper) cannot be read from an unfinished S3 upload:
+  hashing in memory stops at the first of them, the upload is completed, and the object is read back from
+  that byte on to finish the hash, before anything is recorded; a mismatch deletes it. With a helper that
+  read-back is about the helper's share of the blob.
 * Only a verified blob is recorded in ``blobs``, which is what "present" means to every other pull.
 * One download per digest: a pull that needs a blob another live pull is downloading waits for it instead
   (and takes the upload over, resuming it, if that pull's lease expires).
@@ -28,6 +34,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -51,6 +58,8 @@ from modelhub_puller.settings import MAX_PARTS, MIB
 logger = logging.getLogger(__name__)
 
 _WAIT_POLL_SECONDS = 0.5
+# How often a holder looks whether its helpers have stored the parts they claimed (one cheap query).
+_HELPERS_POLL_SECONDS = 0.1
 T = TypeVar("T")
 
 
@@ -63,6 +72,7 @@ class TransferLimits:
     backoff_seconds: float
     backoff_max_seconds: float
     lease_seconds: float
+    share_parts: bool = True
 
 
 def _ignore(*_: object) -> None:
@@ -104,6 +114,9 @@ class BlobTransfer:
         # Set by the bootstrap to count downloaded bytes and retries as metrics.
         self.on_downloaded: Callable[[int], None] = _ignore
         self.on_retry: Callable[[], None] = _ignore
+        self.on_part_stored: Callable[[], None] = _ignore
+        self.on_helped: Callable[[], None] = _ignore
+        self.on_read_back: Callable[[int, float], None] = _ignore
 
     # ---- presence
 
@@ -153,7 +166,7 @@ class BlobTransfer:
                     conn, layer.digest, pull_id=pull_id, worker=self._worker, lease_seconds=self._limits.lease_seconds
                 )
             if claim is False:
-                if await self._follow_other_pull(layer, completed):
+                if await self._follow_other_pull(session, layer, completed):
                     return False
                 continue
             if claim is None:
@@ -189,9 +202,16 @@ class BlobTransfer:
             return None
         return UploadRecord(digest=layer.digest, size=layer.size, part_size=part_size, upload_id=upload_id, parts={})
 
-    async def _follow_other_pull(self, layer: mf.Layer, completed: Callable[[int], None]) -> bool:
-        """Waits while another live pull downloads the blob; True once it is present."""
+    async def _follow_other_pull(
+        self, session: RegistrySession, layer: mf.Layer, completed: Callable[[int], None]
+    ) -> bool:
+        """Waits while another live pull downloads the blob (helping it, when sharing is on); True once present."""
         while True:
+            if self._limits.share_parts:
+                async with self._pool.connection() as conn:
+                    upload = await self._repo.shared_upload(conn, layer.digest)
+                if upload is not None:
+                    await self.help(session, layer, upload)
             if await self.is_present(layer):
                 completed(layer.size)
                 return True
@@ -208,6 +228,56 @@ class BlobTransfer:
                 )
                 if await cur.fetchone() is not None:
                     return False  # the other pull is gone: go back and take the upload over
+
+    # ---- helping another replica's upload
+
+    async def help(self, session: RegistrySession, layer: mf.Layer, upload: UploadRecord) -> int:
+        """Stores parts of an upload another process holds, highest numbers first; returns how many.
+
+        Stops when no part is left to claim, and quietly when the upload ends under it (completed,
+        cancelled or lost) or a part fails: the holder fetches whatever is still missing. The holder
+        verifies the whole blob; a helper only fetches, stores and records parts.
+        """
+        async with self._pool.connection() as conn:
+            if not await self._repo.has_open_parts(conn, layer.digest):
+                return 0
+        try:
+            location = await self.retrying(lambda: self._registry.locate(session, layer), f"locate {layer.digest[:19]}")
+        except PullerError as exc:
+            logger.info("cannot help with a blob", extra={"digest": layer.digest, "error": exc.message})
+            return 0
+        if not location.ranged:
+            return 0
+        key = mf.blob_key(layer.digest)
+        # No spool: a restarted process has a new worker id and is a stranger to this upload's parts.
+        fetcher = _RangedFetcher(self, session, layer, location, upload, BlobProgress(_ignore), UploadSpool(None, ""))
+        stored = 0
+
+        async def part_worker() -> None:
+            nonlocal stored
+            while (number := await self._claim_part(layer.digest, highest_first=True)) is not None:
+                part = await fetcher.fetch(number)
+                await self._store_part(key, upload, number, part.buffer)
+                stored += 1
+                self.on_helped()
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(self._limits.parallel_parts):
+                    group.create_task(part_worker())
+        except* PullerError as group:
+            failure = group.exceptions[0]
+            logger.info(
+                "stopped helping with a blob",
+                extra={"digest": layer.digest, "error": getattr(failure, "message", repr(failure))},
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                async with self._pool.connection() as conn, conn.transaction():
+                    await self._repo.release_part_claims(conn, layer.digest, worker=self._worker)
+        if stored:
+            logger.info("helped with a blob", extra={"digest": layer.digest, "parts": stored})
+        return stored
 
     # ---- multipart download
 
@@ -230,36 +300,16 @@ class BlobTransfer:
         pending = [n for n in range(1, count + 1) if n not in etags]
         spooled = sum(spool.spooled(n, _part_length(upload, n)) for n in pending) if location.ranged else 0
         completed(sum(_part_length(upload, n) for n in etags) + spooled)
-        # Bytes loaded from a spool were hashed by nobody in this process: such a download is verified at the end.
-        hasher = _OrderedHasher(
-            enabled=not etags and not spooled, window=max(self._limits.reorder_window, self._limits.parallel_parts)
-        )
+        hasher = _OrderedHasher(count, window=max(self._limits.reorder_window, self._limits.parallel_parts))
         log = {"digest": layer.digest, "size": upload.size, "parts": count, "resumed_parts": len(etags)}
         logger.info("downloading blob", extra={**log, "ranged": location.ranged, "spooled_bytes": spooled})
 
         if location.ranged:
-            fetcher = _RangedFetcher(self, session, layer, location, upload, progress, spool)
-
-            async def part_worker() -> None:
-                while pending:
-                    number = pending.pop(0)
-                    await hasher.wait_for_room(number)
-                    part = await fetcher.fetch(number)
-                    try:
-                        etags[number] = await self._store_part(key, upload, number, part.buffer)
-                    except BaseException:
-                        part.close()
-                        raise
-                    part.remove()
-                    await hasher.feed(number, part.buffer)
-
-            async with asyncio.TaskGroup() as group:
-                for _ in range(min(self._limits.parallel_parts, max(len(pending), 1))):
-                    group.create_task(part_worker())
+            etags = await self._ranged(session, layer, location, upload, progress, completed, spool, hasher)
         else:
             await self._sequential(session, layer, location, upload, progress, hasher, etags)
 
-        if hasher.enabled:
+        if hasher.hashed_parts == count:
             if hasher.digest() != layer.digest:
                 await self._discard(key, upload, spool)
                 raise DigestMismatchError(
@@ -267,8 +317,19 @@ class BlobTransfer:
                 )
             await self.retrying(lambda: self._store.complete_upload(key, upload.upload_id, etags), "store complete")
         else:
+            # Parts stored by another process (a dead one resumed, or a replica that helped) were never in
+            # this process's memory, and S3 cannot read the parts of an unfinished upload: the object is
+            # completed unpublished (no ``blobs`` row) and read back from the first byte not hashed here.
             await self.retrying(lambda: self._store.complete_upload(key, upload.upload_id, etags), "store complete")
-            actual = await self._hash_stored(key)
+            offset = hasher.hashed_parts * upload.part_size
+            began = time.perf_counter()
+            actual = await self._hash_stored(key, hasher, offset)
+            seconds = round(time.perf_counter() - began, 3)
+            self.on_read_back(upload.size - offset, seconds)
+            logger.info(
+                "blob verified by reading it back",
+                extra={**log, "read_back_bytes": upload.size - offset, "seconds": seconds},
+            )
             if actual != layer.digest:
                 spool.discard()
                 await self._store.remove(key)
@@ -285,6 +346,76 @@ class BlobTransfer:
             await self._repo.drop_upload(conn, layer.digest)
         spool.discard()
         logger.info("blob stored", extra=log)
+
+    async def _ranged(
+        self,
+        session: RegistrySession,
+        layer: mf.Layer,
+        location: BlobLocation,
+        upload: UploadRecord,
+        progress: BlobProgress,
+        completed: Callable[[int], None],
+        spool: UploadSpool,
+        hasher: _OrderedHasher,
+    ) -> dict[int, str]:
+        """Stores every part not stored yet, lowest first, with whichever replicas help; returns all ETags.
+
+        The parts are claimed in Postgres one at a time, so helpers (claiming highest first) and this
+        process never fetch the same part. Claims are taken one after another so that they come back in
+        ascending order: a part number skipped means someone else has (or had) that part, and hashing
+        in memory stops there.
+        """
+        key = mf.blob_key(layer.digest)
+        count = hasher.parts
+        async with self._pool.connection() as conn, conn.transaction():
+            await self._repo.open_part_claims(conn, layer.digest, count)
+        fetcher = _RangedFetcher(self, session, layer, location, upload, progress, spool)
+        claiming = asyncio.Lock()
+
+        async def part_worker() -> None:
+            while True:
+                async with claiming:
+                    number = await self._claim_part(layer.digest, highest_first=False)
+                    if number is None:
+                        return
+                    hasher.claimed(number)
+                await hasher.wait_for_room(number)
+                part = await fetcher.fetch(number)
+                try:
+                    await self._store_part(key, upload, number, part.buffer)
+                except BaseException:
+                    part.close()
+                    raise
+                part.remove()
+                await hasher.feed(number, part.buffer)
+
+        while True:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(self._limits.parallel_parts):
+                        group.create_task(part_worker())
+            except BaseExceptionGroup as failed:
+                raise _first_error(failed) from None
+            async with self._pool.connection() as conn:
+                stored = await self._repo.stored_parts(conn, layer.digest)
+            if len(stored) >= count:
+                return {number: etag for number, (_, etag) in stored.items()}
+            # The rest is claimed by helpers: wait for them, and take over what a dead one leaves behind.
+            completed(sum(size for size, _ in stored.values()))
+            await asyncio.sleep(_HELPERS_POLL_SECONDS)
+
+    async def _claim_part(self, digest: str, *, highest_first: bool) -> int | None:
+        async def claim() -> int | None:
+            async with self._pool.connection() as conn, conn.transaction():
+                return await self._repo.claim_part(
+                    conn,
+                    digest,
+                    worker=self._worker,
+                    lease_seconds=self._limits.lease_seconds,
+                    highest_first=highest_first,
+                )
+
+        return await self.retrying(claim, "claim part")
 
     async def _sequential(
         self,
@@ -335,7 +466,10 @@ class BlobTransfer:
             lambda: self._store.upload_part(key, upload.upload_id, number, data), f"store part {number}"
         )
         async with self._pool.connection() as conn, conn.transaction():
-            await self._repo.record_part(conn, upload.digest, number, len(data), etag)
+            recorded = await self._repo.record_part(conn, upload, number, len(data), etag, worker=self._worker)
+        if not recorded:
+            raise UploadLostError(f"the upload of {upload.digest[:19]} was dropped while part {number} was stored")
+        self.on_part_stored()
         return etag
 
     async def _discard(self, key: str, upload: UploadRecord, spool: UploadSpool) -> None:
@@ -345,16 +479,16 @@ class BlobTransfer:
         async with self._pool.connection() as conn, conn.transaction():
             await self._repo.drop_upload(conn, upload.digest)
 
-    async def _hash_stored(self, key: str) -> str:
+    async def _hash_stored(self, key: str, hasher: _OrderedHasher, offset: int) -> str:
+        """Continues ``hasher`` (which has hashed the bytes before ``offset``) over the stored object's rest."""
         objects = self._store.objects.sync
         bucket = self._store.bucket
 
         def digest() -> str:
-            hasher = hashlib.sha256()
-            with objects.get_stream(bucket, key, chunk_size=4 * MIB) as stream:
+            with objects.get_stream(bucket, key, offset=offset, chunk_size=4 * MIB) as stream:
                 for chunk in stream:
                     hasher.update(chunk)
-            return "sha256:" + hasher.hexdigest()
+            return hasher.digest()
 
         try:
             return await asyncio.to_thread(digest)
@@ -395,6 +529,14 @@ def _part_length(upload: UploadRecord, number: int) -> int:
     return min(upload.part_size, upload.size - start)
 
 
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error of a part worker, so that callers see a ``PullerError`` and its code, not a group."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup) and first.exceptions:
+        first = first.exceptions[0]
+    return first
+
+
 def _as_upstream(exc: Exception) -> PullerError:
     if isinstance(exc, PullerError):
         return exc
@@ -402,11 +544,18 @@ def _as_upstream(exc: Exception) -> PullerError:
 
 
 class _OrderedHasher:
-    """SHA-256 over parts fed in any order, hashing each as soon as the parts before it are in."""
+    """SHA-256 over parts fed in any order, hashing each as soon as the parts before it are in.
 
-    def __init__(self, *, enabled: bool, window: int) -> None:
-        self.enabled = enabled
+    Hashing in memory covers parts 1 .. ``stop - 1``: ``claimed`` moves ``stop`` down to the first part this
+    process will not have (another process stored it or holds it), and the rest is read back at the end.
+    """
+
+    def __init__(self, parts: int, *, window: int) -> None:
+        self.parts = parts
         self._window = window
+        self._stop = parts + 1
+        self._claimed: set[int] = set()
+        self._contiguous = 0  # every part up to this one was claimed by this process
         self._lock = asyncio.Lock()
         self._changed = asyncio.Condition()
         self.reset()
@@ -416,24 +565,40 @@ class _OrderedHasher:
         self._next = 1
         self._waiting: dict[int, bytes | bytearray] = {}
 
+    @property
+    def hashed_parts(self) -> int:
+        return self._next - 1
+
+    def claimed(self, number: int) -> None:
+        """This process claimed ``number`` (claims arrive in ascending order, except takeovers of old ones)."""
+        self._claimed.add(number)
+        while self._contiguous + 1 in self._claimed:
+            self._contiguous += 1
+        if number > self._contiguous and self._contiguous + 1 < self._stop:
+            self._stop = self._contiguous + 1
+            for waiting in [n for n in self._waiting if n >= self._stop]:
+                del self._waiting[waiting]
+
     async def wait_for_room(self, number: int) -> None:
-        if not self.enabled:
-            return
         async with self._changed:
-            await self._changed.wait_for(lambda: number < self._next + self._window)
+            await self._changed.wait_for(lambda: number >= self._stop or number < self._next + self._window)
 
     async def feed(self, number: int, data: bytes | bytearray) -> None:
-        if not self.enabled:
+        if number >= self._stop:
             return
         self._waiting[number] = data
         async with self._lock:
-            while self._next in self._waiting:
+            while self._next in self._waiting and self._next < self._stop:
                 chunk = self._waiting.pop(self._next)
                 # hashlib releases the GIL on large buffers: hashing overlaps the downloads.
                 await asyncio.to_thread(self._hash.update, chunk)
                 self._next += 1
                 async with self._changed:
                     self._changed.notify_all()
+
+    def update(self, chunk: bytes) -> None:
+        """Hashes bytes read back from the store (after the parts hashed in memory), from a thread."""
+        self._hash.update(chunk)
 
     def digest(self) -> str:
         return "sha256:" + self._hash.hexdigest()

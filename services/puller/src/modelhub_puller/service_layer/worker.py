@@ -309,6 +309,7 @@ class PullWorker:
                     await conn.execute(
                         "UPDATE blob_uploads SET worker = NULL, lease_until = NULL WHERE digest = %s", (digest,)
                     )
+                    await self._repo.release_part_claims(conn, digest, worker=self.worker)
                 else:
                     await self._repo.drop_upload(conn, digest)
             if not needed:
