@@ -13,7 +13,8 @@ database and runs three registry processes on it (`python -m modelhub_registry s
 
 It seeds model files through the "off" registry, then measures `GET /api/v1/models/{id}` on random ids in
 alternating rounds against the three (so drift on a shared machine hits both alike) and prints p50/p99 and the
-on/off ratio.
+on/off ratio, with each registry process's own CPU seconds per GET over its rounds (from /proc: steadier than
+latency on a shared machine, where what else runs on the two cores moves the latencies).
 
 The chat gateway the same way: three gateway processes (off, on, sampled) on one database, resolving models
 through the "off" registry, stream answers from the fast Ollama-compatible backend of `bench/gateway.py` (its
@@ -45,6 +46,7 @@ import grpc
 import httpx
 from _support import (
     BenchStack,
+    CpuMeter,
     ServiceProcess,
     machine_summary,
     markdown_table,
@@ -120,7 +122,10 @@ async def measure_get(client: httpx.AsyncClient, ids: list[str], headers: dict[s
     return samples
 
 
-async def run_http(urls: dict[str, str], token: str, models: int, rounds: int, requests: int) -> dict[str, list[float]]:
+async def run_http(
+    urls: dict[str, str], pids: dict[str, int], token: str, models: int, rounds: int, requests: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Latencies of each registry's GETs, and the CPU seconds its process spent on them."""
     headers = {"Authorization": f"Bearer {token}"}
     ids = [f"bench-obs-{n}" for n in range(models)]
     async with httpx.AsyncClient(base_url=urls["off"], timeout=60) as seed:
@@ -131,6 +136,8 @@ async def run_http(urls: dict[str, str], token: str, models: int, rounds: int, r
             if response.status_code != 201:
                 raise RuntimeError(f"seeding failed: {response.status_code} {response.text[:200]}")
     samples: dict[str, list[float]] = {name: [] for name in urls}
+    meter = CpuMeter(pids)
+    cpu = dict.fromkeys(urls, 0.0)
     clients = {name: httpx.AsyncClient(base_url=url, timeout=60) for name, url in urls.items()}
     try:
         for client in clients.values():  # warm-up: connections, caches, the first traced export
@@ -138,20 +145,27 @@ async def run_http(urls: dict[str, str], token: str, models: int, rounds: int, r
         for r in range(rounds):
             order = list(urls) if r % 2 == 0 else list(reversed(urls))
             for name in order:
+                before = meter.snapshot()
                 samples[name] += await measure_get(clients[name], ids, headers, requests)
+                cpu[name] += CpuMeter.delta(before, meter.snapshot())[name]
             STDERR.print(f"[dim]round {r + 1}/{rounds} done[/dim]")
     finally:
         for client in clients.values():
             await client.aclose()
-    return samples
+    return samples, cpu
 
 
-async def measure_ttft(target: dict[str, str], token: str, rounds: int, turns: int) -> dict[str, list[float]]:
-    """Client-side time to the first delta of one-model turns, one at a time, per gateway, in alternating rounds."""
+async def measure_ttft(
+    target: dict[str, str], pids: dict[str, int], token: str, rounds: int, turns: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Client-side time to the first delta of one-model turns, one at a time, per gateway, in alternating rounds;
+    and the CPU seconds each gateway process spent on those turns."""
     metadata = [("authorization", f"Bearer {token}")]
     channels = {name: grpc.aio.insecure_channel(address) for name, address in target.items()}
     stubs = {name: chat_pb2_grpc.ChatServiceStub(channel) for name, channel in channels.items()}
     samples: dict[str, list[float]] = {name: [] for name in channels}
+    meter = CpuMeter(pids)
+    cpu = dict.fromkeys(channels, 0.0)
     try:
         for name, stub in stubs.items():  # warm-up: the model is resolved and cached, connections opened
             for _ in range(20):
@@ -161,16 +175,18 @@ async def measure_ttft(target: dict[str, str], token: str, rounds: int, turns: i
         for r in range(rounds):
             order = list(stubs) if r % 2 == 0 else list(reversed(stubs))
             for name in order:
+                before = meter.snapshot()
                 for _ in range(turns):
                     stream = await gateway_stream(stubs[name], metadata, [FAST])
                     if stream.error:
                         raise RuntimeError(f"gateway ({name}) answered {stream.error}")
                     samples[name].append(stream.ttft)
+                cpu[name] += CpuMeter.delta(before, meter.snapshot())[name]
             STDERR.print(f"[dim]gateway round {r + 1}/{rounds} done[/dim]")
     finally:
         for channel in channels.values():
             await channel.close()
-    return samples
+    return samples, cpu
 
 
 class _DropSpans(SpanExporter):
@@ -266,6 +282,13 @@ def middleware_cost(calls: int) -> dict[str, float]:
             provider.shutdown()
 
 
+def _pid(process: ServiceProcess) -> int:
+    pid = process.recorded_pid()
+    if pid is None:
+        raise RuntimeError(f"{process.name} has no PID")
+    return pid
+
+
 def tracing_env(name: str, sink_port: int, service: str) -> dict[str, str]:
     """The OTEL_* variables of one variant: none (off), every trace (on), or 10 % of them (sampled)."""
     if name == "off":
@@ -277,7 +300,10 @@ def tracing_env(name: str, sink_port: int, service: str) -> dict[str, str]:
     return env
 
 
-def ratio_table(label: str, unit: str, samples: dict[str, list[float]], scale: float) -> str:
+def ratio_table(label: str, unit: str, samples: dict[str, list[float]], scale: float, cpu: dict[str, float]) -> str:
+    """p50/p99 of each variant with what it adds to "off", and the server's CPU per request (steadier than
+    latency on a shared machine: it does not move with what else is scheduled on the cores)."""
+    per_request = {name: cpu[name] / len(samples[name]) * 1e6 for name in samples}
     p50 = {name: percentile(values, 50) * scale for name, values in samples.items()}
     p99 = {name: percentile(values, 99) * scale for name, values in samples.items()}
     titles = {
@@ -289,14 +315,24 @@ def ratio_table(label: str, unit: str, samples: dict[str, list[float]], scale: f
     for name in VARIANTS:
         row = [titles[name], f"{len(samples[name]):,}", f"{p50[name]:.3f}", f"{p99[name]:.3f}"]
         if name == "off":
-            row += ["", ""]
+            row += ["", "", f"{per_request[name]:.0f}"]
         else:
+            added = per_request[name] - per_request["off"]
             row += [
                 f"**{p50[name] - p50['off']:+.3f}** / {p99[name] - p99['off']:+.3f}",
                 f"**{p50[name] / p50['off']:.3f}x** / {p99[name] / p99['off']:.3f}x",
+                f"{per_request[name]:.0f} ({added:+.0f}, {per_request[name] / per_request['off']:.2f}x)",
             ]
         rows.append(row)
-    headers = [label, "samples", f"p50 {unit}", f"p99 {unit}", f"added p50 / p99 ({unit})", "ratio p50 / p99"]
+    headers = [
+        label,
+        "samples",
+        f"p50 {unit}",
+        f"p99 {unit}",
+        f"added p50 / p99 ({unit})",
+        "ratio p50 / p99",
+        "server CPU µs per request (added, ratio)",
+    ]
     return markdown_table(headers, rows)
 
 
@@ -330,7 +366,7 @@ def main() -> None:
         }
         settings = RegistrySettings(**{**base, "port": pick_free_port()})  # type: ignore[arg-type]
         asyncio.run(bootstrap.run_migrations(settings))
-        urls = {}
+        urls, registry_pids = {}, {}
         for name in VARIANTS:
             port = pick_free_port()
             env = {**service_env(ENV_PREFIX, {**base, "port": port}), **tracing_env(name, sink_port, "registry")}
@@ -340,6 +376,7 @@ def main() -> None:
             cleanup.callback(process.stop)
             process.start()
             urls[name] = process.base_url
+            registry_pids[name] = _pid(process)
             log(f"registry ({name}) ready at {process.base_url}")
         admin = issue_token(secret, subject="bench-admin", role="admin", ttl_seconds=3600)
 
@@ -363,7 +400,7 @@ def main() -> None:
                 ChatGatewaySettings(**{**gateway_base, "port": pick_free_port(), "grpc_port": pick_free_port()})  # type: ignore[arg-type]
             )
         )
-        targets = {}
+        targets, gateway_pids = {}, {}
         for name in VARIANTS:
             port, grpc_port = pick_free_port(), pick_free_port()
             values = {**gateway_base, "port": port, "grpc_port": grpc_port}
@@ -374,18 +411,21 @@ def main() -> None:
             cleanup.callback(process.stop)
             process.start()
             targets[name] = f"127.0.0.1:{grpc_port}"
+            gateway_pids[name] = _pid(process)
             log(f"gateway ({name}) ready, gRPC on {targets[name]}")
 
-        samples = asyncio.run(run_http(urls, admin, args.models, args.rounds, args.requests))
+        samples, registry_cpu = asyncio.run(
+            run_http(urls, registry_pids, admin, args.models, args.rounds, args.requests)
+        )
         user = issue_token(secret, subject="bench-user", role="user", ttl_seconds=3600)
-        ttft = asyncio.run(measure_ttft(targets, user, args.rounds, args.turns))
+        ttft, gateway_cpu = asyncio.run(measure_ttft(targets, gateway_pids, user, args.rounds, args.turns))
         costs = middleware_cost(20_000)
         exports = sink.exports
 
     print(f"\n{machine_summary()}\n")
-    print(ratio_table("registry GET /api/v1/models/{id}", "ms", samples, 1000))
+    print(ratio_table("registry GET /api/v1/models/{id}", "ms", samples, 1000, registry_cpu))
     print()
-    print(ratio_table("gateway Chat, time to first token", "ms", ttft, 1000))
+    print(ratio_table("gateway Chat, time to first token", "ms", ttft, 1000, gateway_cpu))
     print(f"\nOTLP exports received by the sink: {exports:,} (batches)\n")
     bare = costs["bare"]
     print(
