@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.util
+import json
 import os
 import random
 import shutil
@@ -40,6 +41,7 @@ from modelhub_registry.settings import RegistrySettings
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "puller" / "tests"))
 from console_kit import MODELS_BUCKET, PASSWORD, REPO_ROOT, SECRET, SMOLLM2, SMOLLM2_PARAMS, Stack, admin_headers  # noqa: E402
+from puller_testkit import OLLAMA, OciPusher, make_gguf  # noqa: E402
 from registry_double import RegistryDouble  # noqa: E402
 
 
@@ -106,6 +108,9 @@ def stack(
             registry_settings = RegistrySettings(
                 **common,
                 allow_private_urls=True,
+                # Every browser test signs alice in with her password from 127.0.0.1: a whole run is more than
+                # the default 20 a minute (the limit itself is the registry's tests' subject).
+                login_attempts_per_minute=1000,
                 nats_url=nats.url,
                 database_url=database_url(postgres_admin_url, registry_db),
                 connection_sync_seconds=0,
@@ -205,6 +210,34 @@ def _seed_registry(http: httpx.Client, url: str, digest: str) -> None:
     assert response.status_code == 201, response.text
     response = http.put(f"{url}/api/v1/groups/pullers/members/alice", headers=admin_headers())
     assert response.status_code == 204, response.text
+
+
+@pytest.fixture
+def pushed_model(stack: Stack, tmp_path: Path) -> str:
+    """A 12 MiB GGUF with a template and params, pushed under a unique name; returns its pull name."""
+    oci = OciPusher(stack.oci_registry_url)
+    repository = f"library/console{uuid.uuid4().hex[:8]}"
+    layers = [
+        (OLLAMA + "model", make_gguf(tmp_path / "m.gguf", megabytes=12, seed=7)),
+        (OLLAMA + "template", b"{{ .System }} {{ .Prompt }}"),
+        (OLLAMA + "params", json.dumps({"temperature": 0.5}).encode()),
+    ]
+    config = {"model_format": "gguf", "model_family": "llama", "file_type": "Q4_K_M", "os": "linux"}
+    oci.push_manifest(repository, "latest", config, layers)
+    return f"{oci.host}/{repository}:latest"
+
+
+@pytest.fixture
+def slow_model(stack: Stack, tmp_path: Path) -> Iterator[str]:
+    """A 16 MiB model pushed to the OCI registry, named through the throttling front (so its pull takes a while
+    and a test can cancel it while it runs)."""
+    oci = OciPusher(stack.oci_registry_url)
+    repository = f"library/slow{uuid.uuid4().hex[:8]}"
+    layers = [(OLLAMA + "model", make_gguf(tmp_path / "slow.gguf", megabytes=16, seed=11))]
+    oci.push_manifest(repository, "latest", {"model_format": "gguf", "model_family": "llama"}, layers)
+    stack.slow_registry.reset(bytes_per_second=128 * 1024)
+    yield f"{stack.slow_registry.host}/{repository}:latest"
+    stack.slow_registry.reset()
 
 
 @pytest.fixture(scope="session")

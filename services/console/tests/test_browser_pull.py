@@ -3,37 +3,15 @@ real puller, its progress bar reaches 100 % from the puller's server-sent events
 
 from __future__ import annotations
 
-import json
-import sys
-import uuid
 from pathlib import Path
 
-import pytest
 from console_kit import Stack, browser_sign_in
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "puller" / "tests"))
-from puller_testkit import OLLAMA, OciPusher, make_gguf  # noqa: E402
-
 WAIT_SECONDS = 180
-
-
-@pytest.fixture
-def pushed_model(stack: Stack, tmp_path: Path) -> str:
-    """A 12 MiB GGUF with a template and params, pushed under a unique name; returns its pull name."""
-    oci = OciPusher(stack.oci_registry_url)
-    repository = f"library/console{uuid.uuid4().hex[:8]}"
-    layers = [
-        (OLLAMA + "model", make_gguf(tmp_path / "m.gguf", megabytes=12, seed=7)),
-        (OLLAMA + "template", b"{{ .System }} {{ .Prompt }}"),
-        (OLLAMA + "params", json.dumps({"temperature": 0.5}).encode()),
-    ]
-    config = {"model_format": "gguf", "model_family": "llama", "file_type": "Q4_K_M", "os": "linux"}
-    oci.push_manifest(repository, "latest", config, layers)
-    return f"{oci.host}/{repository}:latest"
 
 
 def test_pull_shows_progress_to_100_percent_and_the_base_model_appears(

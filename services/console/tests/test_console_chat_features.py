@@ -9,22 +9,14 @@ import base64
 import io
 import json
 import re
-import sys
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from console_kit import PASSWORD, SMOLLM2, Stack, token, unique
 from PIL import Image
 from test_console_http import page_csrf, signed_in
 
 from modelhub_devstack.tool_servers import ToolServerEndpoint
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "puller" / "tests"))
-from puller_testkit import OLLAMA, OciPusher, make_gguf  # noqa: E402
 
 
 def _png() -> bytes:
@@ -72,7 +64,10 @@ def test_an_image_sent_to_a_model_without_vision_gets_the_gateways_refusal(stack
 
 def test_a_vision_models_image_is_stored_and_shown_when_the_conversation_is_reopened(stack: Stack) -> None:
     owner = unique("vic")
-    model = stack.create_model(owner, id=f"{owner}-eyes", name="Eyes", meta={"capabilities": {"vision": True}})
+    # A context large enough for the image's share of the prompt (the base model's 512 is not).
+    model = stack.create_model(
+        owner, id=f"{owner}-eyes", name="Eyes", meta={"capabilities": {"vision": True}}, params={"num_ctx": 1024}
+    )
     client = signed_in(stack, bearer=token(owner, "user"))
     picker = client.get("/chat/models").json()["models"]
     assert next(m for m in picker if m["id"] == model["id"])["vision"] is True
@@ -91,6 +86,8 @@ def test_a_vision_models_image_is_stored_and_shown_when_the_conversation_is_reop
     # The gateway accepts the image for a vision model file; the embedded llama.cpp backend under it reads no
     # images, so the answer itself is that backend's refusal (a real vision backend would answer).
     assert not [e for e in events if e["type"] == "stream_error"]
+    (error,) = [e for e in events if e["type"] == "answer_error"]
+    assert error["model_id"] == model["id"] and error["message"] == "the local backend cannot read images"
     (turn,) = _reopened(client, _conversation_id(events))["turns"]
     (image_url,) = turn["images"]
     assert image_url.startswith("/chat/image?")
@@ -162,18 +159,6 @@ def test_the_per_model_thread_mode_reaches_the_gateway_and_is_restored(stack: St
         headers={"X-CSRF-Token": csrf, "Accept": "application/json"},
     )
     assert refused.status_code == 422
-
-
-@pytest.fixture
-def slow_model(stack: Stack, tmp_path: Path) -> Iterator[str]:
-    """A 16 MiB model pushed to the OCI registry, named through the throttling front (so its pull takes a while)."""
-    oci = OciPusher(stack.oci_registry_url)
-    repository = f"library/slow{uuid.uuid4().hex[:8]}"
-    layers = [(OLLAMA + "model", make_gguf(tmp_path / "slow.gguf", megabytes=16, seed=11))]
-    oci.push_manifest(repository, "latest", {"model_format": "gguf", "model_family": "llama"}, layers)
-    stack.slow_registry.reset(bytes_per_second=512 * 1024)
-    yield f"{stack.slow_registry.host}/{repository}:latest"
-    stack.slow_registry.reset()
 
 
 def _events(client: httpx.Client, pull_id: str) -> Any:
