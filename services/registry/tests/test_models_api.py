@@ -139,7 +139,7 @@ def test_list_filters_search_and_pagination(registry: Registry) -> None:
 
 
 def test_a_list_shows_each_model_as_a_get_does(registry: Registry) -> None:
-    # Lists build their items straight from the rows; a get goes through the model objects.
+    # Lists and a get build their answers straight from the rows; a write answers through the model objects.
     alice = registry.as_user("alice")
     registry.create(
         alice,
@@ -174,13 +174,19 @@ def test_a_list_shows_each_model_as_a_get_does(registry: Registry) -> None:
         "/api/v1/models/plain/avatar", files={"file": ("a.png", png, "image/png")}, headers=alice
     )
     assert upload.status_code == 200, upload.text
+    # A PATCH answers with the file read back through its model object (model_json), as the avatar upload does.
+    rich = registry.client.patch("/api/v1/models/hf.co/u/rich:Q4", json={"name": "Rich 2"}, headers=alice)
+    assert rich.status_code == 200, rich.text
 
     listed = registry.client.get(
         "/api/v1/models", params={"include_hidden": True, "include_disabled": True}, headers=alice
     ).json()["items"]
     assert [item["id"] for item in listed] == ["hf.co/u/rich:Q4", "plain"]
+    written = {"hf.co/u/rich:Q4": rich.json(), "plain": upload.json()}
     for item in listed:
-        assert item == registry.client.get(f"/api/v1/models/{item['id']}", headers=alice).json()
+        got = registry.client.get(f"/api/v1/models/{item['id']}", headers=alice).json()
+        assert item == got
+        assert got == {k: v for k, v in written[item["id"]].items() if k != "warnings"}
 
 
 def test_patch_merges_bumps_version_and_keeps_revisions(registry: Registry) -> None:

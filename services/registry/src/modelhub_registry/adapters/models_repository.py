@@ -210,6 +210,18 @@ class ModelsRepository:
     ) -> StoredModel | None:
         """The model file; with ``readable_by``, only if that caller may read it (decided in the query, so a
         file the caller may not read costs what a missing one costs: no row is sent or decoded)."""
+        row = await self.get_row(conn, model_id, for_update=for_update, readable_by=readable_by)
+        return row_to_model(row) if row else None
+
+    async def get_row(
+        self,
+        conn: AsyncConnection[Any],
+        model_id: str,
+        *,
+        for_update: bool = False,
+        readable_by: Principal | None = None,
+    ) -> ModelRow | None:
+        """:meth:`get` as the database row (see :data:`ModelRow`), for answers that need no model object."""
         params: dict[str, Any] = {"id": model_id}
         where = " WHERE m.id = %(id)s"
         if readable_by is not None:
@@ -218,8 +230,8 @@ class ModelsRepository:
         query = _SELECT + where + (" FOR UPDATE OF m" if for_update else "")
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query, params)
-            row = await cur.fetchone()
-        return row_to_model(row) if row else None
+            row: ModelRow | None = await cur.fetchone()
+        return row
 
     async def exists(self, conn: AsyncConnection[Any], model_id: str) -> bool:
         cur = await conn.execute("SELECT 1 FROM models WHERE id = %s", (model_id,))

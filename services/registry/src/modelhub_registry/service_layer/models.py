@@ -209,14 +209,18 @@ class ModelService:
         # and decode nothing, so a stranger cannot tell them apart by how long the 404 takes (bench/oracle.py).
         stored = await self.models.get(conn, model_id, for_update=for_update, readable_by=principal)
         if stored is None:
-            if await self.base_models.get(conn, model_id) is not None:
-                raise NotFoundError(
-                    f"'{model_id}' is a base model, not a model file; create a model file on top of it first"
-                )
-            raise NotFoundError(f"model '{model_id}' does not exist or you cannot read it")
+            raise await self._not_found(conn, model_id)
         if write and not can_write(stored.model, principal):
             raise ForbiddenError(f"you can read model '{model_id}' but not change it; ask its owner for write access")
         return stored
+
+    async def _not_found(self, conn: AsyncConnection[Any], model_id: str) -> NotFoundError:
+        """The refusal of a model file that is missing or that the caller may not read (one answer for both)."""
+        if await self.base_models.get(conn, model_id) is not None:
+            return NotFoundError(
+                f"'{model_id}' is a base model, not a model file; create a model file on top of it first"
+            )
+        return NotFoundError(f"model '{model_id}' does not exist or you cannot read it")
 
     async def _write_checks(self, conn: AsyncConnection[Any], spec: ModelFileSpec, principal: Principal) -> WriteChecks:
         checks = await self.models.write_checks(conn, spec.id, spec.base_model_id, principal, max_depth=MAX_CHAIN_DEPTH)
@@ -228,6 +232,14 @@ class ModelService:
     async def get(self, model_id: str, principal: Principal) -> StoredModel:
         async with autocommit_connection(self.pool) as conn:
             return await self._load(conn, model_id, principal, write=False)
+
+    async def get_row(self, model_id: str, principal: Principal) -> ModelRow:
+        """:meth:`get` as the database row, for the GET route, which turns it into JSON without a model object."""
+        async with autocommit_connection(self.pool) as conn:
+            row = await self.models.get_row(conn, model_id, readable_by=principal)
+            if row is None:
+                raise await self._not_found(conn, model_id)
+            return row
 
     async def list_page(self, principal: Principal, query: ListQuery) -> Page:
         rows = await self.list_rows(principal, query)
