@@ -305,7 +305,11 @@ class BlobTransfer:
         logger.info("downloading blob", extra={**log, "ranged": location.ranged, "spooled_bytes": spooled})
 
         if location.ranged:
-            etags = await self._ranged(session, layer, location, upload, progress, completed, spool, hasher)
+            etags, own = await self._ranged(session, layer, location, upload, progress, completed, spool, hasher)
+            if any(etags.get(n) != own.get(n) for n in range(1, hasher.hashed_parts + 1)):
+                # A part hashed here was stored again by another process (after this one's claim ran out):
+                # what S3 holds is what gets verified, so all of it is read back.
+                hasher.reset()
         else:
             await self._sequential(session, layer, location, upload, progress, hasher, etags)
 
@@ -357,8 +361,9 @@ class BlobTransfer:
         completed: Callable[[int], None],
         spool: UploadSpool,
         hasher: _OrderedHasher,
-    ) -> dict[int, str]:
-        """Stores every part not stored yet, lowest first, with whichever replicas help; returns all ETags.
+    ) -> tuple[dict[int, str], dict[int, str]]:
+        """Stores every part not stored yet, lowest first, with whichever replicas help; returns the ETags
+        of all parts as recorded, and of the parts this process stored.
 
         The parts are claimed in Postgres one at a time, so helpers (claiming highest first) and this
         process never fetch the same part. Claims are taken one after another so that they come back in
@@ -371,6 +376,7 @@ class BlobTransfer:
             await self._repo.open_part_claims(conn, layer.digest, count)
         fetcher = _RangedFetcher(self, session, layer, location, upload, progress, spool)
         claiming = asyncio.Lock()
+        own: dict[int, str] = {}
 
         async def part_worker() -> None:
             while True:
@@ -382,7 +388,7 @@ class BlobTransfer:
                 await hasher.wait_for_room(number)
                 part = await fetcher.fetch(number)
                 try:
-                    await self._store_part(key, upload, number, part.buffer)
+                    own[number] = await self._store_part(key, upload, number, part.buffer)
                 except BaseException:
                     part.close()
                     raise
@@ -399,7 +405,7 @@ class BlobTransfer:
             async with self._pool.connection() as conn:
                 stored = await self._repo.stored_parts(conn, layer.digest)
             if len(stored) >= count:
-                return {number: etag for number, (_, etag) in stored.items()}
+                return {number: etag for number, (_, etag) in stored.items()}, own
             # The rest is claimed by helpers: wait for them, and take over what a dead one leaves behind.
             completed(sum(size for size, _ in stored.values()))
             await asyncio.sleep(_HELPERS_POLL_SECONDS)
