@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import psycopg
-from fastapi import Body
+from fastapi import APIRouter, Body
 
 from modelhub_common.health import Readiness
 from modelhub_common.webapp import create_app
@@ -20,9 +20,29 @@ def _app() -> Any:
     async def echo(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
         return body
 
-    @app.get("/db")
+    router = APIRouter()  # routes of an included router are matched through it, not the app's own list
+
+    @router.get("/db")
     async def db() -> None:
         raise psycopg.OperationalError("connection refused")
+
+    @router.delete("/db")
+    async def db_delete() -> None:
+        raise psycopg.OperationalError("connection refused")
+
+    @router.get("/things/export")
+    async def export() -> None:
+        return None
+
+    @router.get("/things/{thing_id:path}")
+    async def thing(thing_id: str) -> None:
+        return None
+
+    @router.delete("/things/{thing_id:path}")
+    async def delete_thing(thing_id: str) -> None:
+        return None
+
+    app.include_router(router)
 
     @app.get("/crash")
     async def crash() -> None:
@@ -80,6 +100,16 @@ async def test_outages_and_bugs_answer_in_the_shared_shape() -> None:
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
         wrong = await client.delete("/echo")
         assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"
+        # Two routes on one path: the 405 names the methods of both, not only the first route's.
+        two = await client.post("/db")
+        assert two.status_code == 405 and two.headers["Allow"] == "DELETE, GET"
+        assert two.json()["error"]["message"] == "POST is not allowed on /db; use DELETE, GET"
+        # The most literal path's methods: /things/export is a resource of its own, though a thing's
+        # {thing_id:path} route would take the DELETE.
+        export = await client.options("/things/export")
+        assert export.status_code == 405 and export.headers["Allow"] == "GET"
+        one = await client.options("/things/t1")
+        assert one.status_code == 405 and one.headers["Allow"] == "DELETE, GET"
 
 
 async def test_an_openai_compatible_api_gets_its_refusals_in_openais_shape() -> None:
@@ -103,6 +133,18 @@ async def test_an_openai_compatible_api_gets_its_refusals_in_openais_shape() -> 
         assert openai.json()["error"]["param"] == "messages[0].content"
         shared = await client.post("/api/echo", content=content, headers=headers)
         assert shared.status_code == 422 and shared.json()["error"]["details"][0]["field"] == "messages[0].content"
+        # A body that is not what the route takes (here: none at all) is a 422, in OpenAI's shape there too.
+        missing = await client.post("/v1/chat/completions")
+        assert missing.status_code == 422, missing.text
+        assert missing.json() == {
+            "error": {
+                "message": "body: Field required",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_request",
+            }
+        }
+        assert (await client.post("/api/echo")).json()["error"]["code"] == "invalid_request"
 
 
 async def test_the_openapi_document_declares_every_error_in_the_shared_shape() -> None:

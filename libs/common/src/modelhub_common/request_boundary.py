@@ -32,6 +32,20 @@ _SUSPECT = re.compile(r"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+def openai_refusal(shared: dict[str, Any]) -> dict[str, Any]:
+    """A refusal in the shared shape (``{"error": {"code", "message", "details"?}}``) in OpenAI's shape."""
+    error = shared["error"]
+    details = error.get("details") or []
+    return {
+        "error": {
+            "message": error["message"],
+            "type": "invalid_request_error",
+            "param": (details[0]["field"] or None) if details else None,
+            "code": error["code"],
+        }
+    }
+
+
 def unstorable_text(value: str) -> str | None:
     """Why ``value`` cannot be stored as text, or None when it can."""
     if "\x00" in value:
@@ -113,15 +127,7 @@ class RequestBoundary:
         path = scope.get("path", "")
         if refusal is None or not self.openai_prefixes or not str(path).startswith(self.openai_prefixes):
             return refusal
-        shared = json.loads(bytes(refusal.body))["error"]
-        details = shared.get("details") or []
-        error = {
-            "message": shared["message"],
-            "type": "invalid_request_error",
-            "param": details[0]["field"] if details else None,
-            "code": shared["code"],
-        }
-        return JSONResponse({"error": error}, status_code=400)
+        return JSONResponse(openai_refusal(json.loads(bytes(refusal.body))), status_code=400)
 
 
 def _check_target(scope: Scope) -> JSONResponse | None:

@@ -6,11 +6,13 @@ here, in the entrypoint, and nowhere else.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Annotated
+from typing import Annotated, Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, Request
@@ -35,7 +37,7 @@ from modelhub_common.errors import (
 from modelhub_common.health import Readiness, health_router
 from modelhub_common.metrics import HttpMetricsMiddleware, ServiceMetrics, metrics_router
 from modelhub_common.openapi_errors import document_errors
-from modelhub_common.request_boundary import RequestBoundary
+from modelhub_common.request_boundary import RequestBoundary, openai_refusal
 from modelhub_common.request_ids import RequestIdMiddleware
 from modelhub_common.settings import ServiceSettings
 
@@ -83,10 +85,36 @@ async def _validation_error_handler(request: Request, exc: Exception) -> JSONRes
         for err in exc.errors()
     ]
     summary = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems)
-    return JSONResponse(error_body("invalid_request", summary, problems), status_code=422)
+    body = error_body("invalid_request", summary, problems)
+    if request.url.path.startswith(getattr(request.app.state, "openai_prefixes", ())):
+        body = openai_refusal(body)
+    return JSONResponse(body, status_code=422)
 
 
 _HTTP_CODES = {400: "invalid_body", 401: "unauthenticated", 404: "not_found", 405: "method_not_allowed"}
+
+
+_DOCUMENTED_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options", "trace"})
+
+
+@functools.lru_cache(maxsize=1024)
+def _template(path: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)))
+
+
+def _allowed_methods(request: Request) -> str:
+    """The methods the app's OpenAPI document gives the most literal path that matches: Starlette's 405 names
+    only the first route whose path matched, though ``GET`` and ``POST`` on one path are two routes, and
+    a ``{model_id:path}`` route also matches ``/models/export``, which is a resource of its own."""
+    best: tuple[tuple[int, int], dict[str, Any]] | None = None
+    for path, item in request.app.openapi().get("paths", {}).items():
+        if _template(path).fullmatch(request.url.path):
+            specificity = (path.count("{"), -len(path))
+            if best is None or specificity < best[0]:
+                best = (specificity, item)
+    if best is None:
+        return ""
+    return ", ".join(sorted(method.upper() for method in best[1] if method in _DOCUMENTED_METHODS))
 
 
 async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -98,8 +126,11 @@ async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 404 and message == "Not Found":
         message = f"there is no {request.url.path}; see /docs for the routes"
     elif exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
+        allowed = _allowed_methods(request) or (exc.headers or {}).get("Allow", "")
         message = f"{request.method} is not allowed on {request.url.path}" + (f"; use {allowed}" if allowed else "")
+        if allowed:
+            headers = {**(exc.headers or {}), "Allow": allowed}
+            return JSONResponse(error_body(code, message), status_code=405, headers=headers)
     elif exc.status_code == 400 and "parsing the body" in message:
         message = "the request body cannot be parsed as JSON (or is nested too deeply)"
     return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
@@ -191,13 +222,15 @@ def create_app(
     """A FastAPI app with health routes, ``/metrics`` and error handlers; services add their routers under
     ``/api/v1``. ``service`` names it in metrics (default: the title without ``modelhub ``); its
     :class:`ServiceMetrics` is ``app.state.metrics``. ``openai_prefixes``: paths of an OpenAI-compatible
-    API, whose bad input is refused in OpenAI's error shape."""
+    API, whose bad input (the boundary's refusals, and 422s of a body off its model) is refused in OpenAI's
+    error shape."""
     # FastAPI's own telemetry is off: once a tracer provider is set it adds a server span of its own and spans
     # around dependencies, endpoint and serialization on every request (tripling tracing's cost per GET), while
     # the service has its server span (tracing.ServerSpanMiddleware), metrics and logs already.
     telemetry: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
     app = FastAPI(title=title, version=version, description=description, lifespan=lifespan, telemetry=telemetry)
     app.state.readiness = readiness
+    app.state.openai_prefixes = openai_prefixes
     metrics = app.state.metrics = ServiceMetrics(service or _service_name(title))
     install_error_handlers(app)
     document_errors(app)
