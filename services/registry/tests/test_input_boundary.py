@@ -4,6 +4,7 @@ and nothing is written."""
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zlib
 from typing import TYPE_CHECKING, Any
@@ -118,6 +119,17 @@ def test_ids_unsafe_in_urls_file_names_and_keys_are_refused(registry: Registry, 
     base = registry.client.post("/api/v1/base-models", json={"id": model_id}, headers=registry.admin)
     assert "id" in _error(base, 422)["message"]
     _no_models(registry)
+
+
+@pytest.mark.parametrize(
+    "model_id",
+    ["../../etc/passwd", "a/./b", "..", "a/..", "./a", "tab\there", "nul\u0001x", "line-end\n", "\u00a0", ""]
+    + ["hf.co/user/repo.v2:Q4_K_M", "llama3.1:8b", ".x", "a/.b", "é", "x\U0010fffe"],
+)
+def test_the_documented_id_pattern_is_the_id_rule(model_id: str) -> None:
+    from modelhub_registry.domain.model_file import ID_PATTERN, id_problem
+
+    assert bool(re.search(ID_PATTERN, model_id)) == (id_problem(model_id) is None)
 
 
 def test_ids_with_dots_inside_segments_still_work(registry: Registry) -> None:

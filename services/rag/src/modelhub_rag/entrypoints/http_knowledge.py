@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Header, Query, Request, Response, UploadFile
 
 from modelhub_common.if_match import IF_MATCH_PATTERN, parse_if_match
+from modelhub_common.openapi_links import links_to
 from modelhub_common.webapp import AdminPrincipal, CurrentPrincipal
 from modelhub_rag.domain.collection import FileStatus
 from modelhub_rag.entrypoints.deps import ServicesDep
@@ -42,7 +43,24 @@ async def list_collections(principal: CurrentPrincipal, svc: ServicesDep) -> dic
     return {"items": [collection_json(v) for v in await svc.collections.list_readable(principal)]}
 
 
-@router.post("/knowledge", status_code=201, summary="Create a knowledge collection")
+_ONE = "/api/v1/knowledge/{knowledge_id}"
+#: What a client can do next with the collection it created, by the id in the answer.
+_COLLECTION_LINKS = links_to(
+    201,
+    "knowledge_id",
+    {
+        "GetCollection": ("GET", _ONE),
+        "ChangeCollection": ("PATCH", _ONE),
+        "DeleteCollection": ("DELETE", _ONE),
+        "ListFiles": ("GET", f"{_ONE}/files"),
+        "AddFile": ("POST", f"{_ONE}/files"),
+        "Query": ("POST", f"{_ONE}/query"),
+        "Reindex": ("POST", f"{_ONE}/reindex"),
+    },
+)
+
+
+@router.post("/knowledge", status_code=201, summary="Create a knowledge collection", responses=_COLLECTION_LINKS)
 async def create_collection(
     body: CreateCollectionBody, principal: CurrentPrincipal, svc: ServicesDep
 ) -> dict[str, Any]:

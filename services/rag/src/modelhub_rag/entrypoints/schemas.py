@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from fastapi import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from modelhub_rag.domain.collection import FILE_STATUSES, Grant, KnowledgeFile
 from modelhub_rag.service_layer.collections import CollectionView
@@ -30,7 +30,7 @@ class CreateCollectionBody(BaseModel):
 
     name: str = Field(min_length=1)
     description: str = ""
-    public_read: bool = False
+    public_read: StrictBool = False  # JSON's true or false; lax mode would also take 0, 1 and "yes"
     grants: list[GrantBody] = Field(default_factory=list)
 
 
@@ -39,7 +39,7 @@ class PatchCollectionBody(BaseModel):
 
     name: str | None = Field(default=None, min_length=1)
     description: str | None = None
-    public_read: bool | None = None
+    public_read: StrictBool | None = None
     grants: list[GrantBody] | None = None
 
 

@@ -19,6 +19,9 @@ from modelhub_registry.domain.limits import Limits
 # Printable characters without whitespace; ids such as "llama3.1:8b" or "hf.co/user/repo:Q4_K_M" are valid.
 MODEL_ID_RE = re.compile(r"[!-~\u00a1-\U0010ffff]+")  # fullmatch: "$" would let a final newline in
 ID_RULE = "must be printable characters without whitespace, with no '.' or '..' path segment"
+#: :func:`id_problem`'s rule as a JSON-schema pattern, for the documents: MODEL_ID_RE's characters, no "." or
+#: ".." segment; it ends with "(?![\s\S])", not "$", which Python also matches before a final newline.
+ID_PATTERN = "^(?!\\.\\.?(?:/|$))(?!.*/\\.\\.?(?:/|$))[!-~\u00a1-\U0010ffff]+(?![\\s\\S])"
 
 
 def id_problem(value: str) -> str | None:

@@ -7,9 +7,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 
+from modelhub_common.openapi_links import links_to
 from modelhub_common.webapp import AdminPrincipal, CurrentPrincipal
 from modelhub_registry.domain.base_model import BaseModelRecord
-from modelhub_registry.domain.model_file import id_problem
+from modelhub_registry.domain.model_file import ID_PATTERN, id_problem
 from modelhub_registry.entrypoints.deps import Services, services
 from modelhub_registry.errors import InvalidModelError
 
@@ -19,7 +20,8 @@ _ID = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*
 
 
 class BaseModelIn(BaseModel):
-    id: str = Field(min_length=1, max_length=256)
+    # Documented; the route checks it with id_problem and names the field.
+    id: str = Field(min_length=1, max_length=256, json_schema_extra={"pattern": ID_PATTERN})
     name: str | None = Field(None, max_length=256)
     # "local": weights already in the model store (details.model_digest names the GGUF blob).
     source: Literal["manual", "local"] = "manual"
@@ -63,7 +65,13 @@ async def list_base_models(
     return {"items": [item.model_dump(mode="json") for item in items]}
 
 
-@router.post("/base-models", tags=["base models"], status_code=201, summary="Register a base model by hand")
+@router.post(
+    "/base-models",
+    tags=["base models"],
+    status_code=201,
+    summary="Register a base model by hand",
+    responses=links_to(201, "model_id", {"DeleteBaseModel": ("DELETE", "/api/v1/base-models/{model_id}")}),
+)
 async def register_base_model(
     body: BaseModelIn, principal: AdminPrincipal, svc: Annotated[Services, Depends(services)]
 ) -> dict[str, Any]:
@@ -137,7 +145,12 @@ async def delete_connection(
 # ---- users, groups, tokens (admin only)
 
 
-@router.post("/users", tags=["users"], status_code=201)
+@router.post(
+    "/users",
+    tags=["users"],
+    status_code=201,
+    responses=links_to(201, "user_id", {"DeleteUser": ("DELETE", "/api/v1/users/{user_id}")}),
+)
 async def add_user(
     body: UserIn, principal: AdminPrincipal, svc: Annotated[Services, Depends(services)]
 ) -> dict[str, Any]:
@@ -156,7 +169,19 @@ async def delete_user(user_id: str, principal: AdminPrincipal, svc: Annotated[Se
     return Response(status_code=204)
 
 
-@router.post("/groups", tags=["groups"], status_code=201)
+@router.post(
+    "/groups",
+    tags=["groups"],
+    status_code=201,
+    responses=links_to(
+        201,
+        "group_id",
+        {
+            "DeleteGroup": ("DELETE", "/api/v1/groups/{group_id}"),
+            "AddMember": ("PUT", "/api/v1/groups/{group_id}/members/{user_id}"),
+        },
+    ),
+)
 async def add_group(
     body: GroupIn, principal: AdminPrincipal, svc: Annotated[Services, Depends(services)]
 ) -> dict[str, Any]:

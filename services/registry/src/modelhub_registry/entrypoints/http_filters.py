@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelhub_common.openapi_links import links_to
 from modelhub_common.webapp import AdminPrincipal
 from modelhub_registry.domain.filter import FILTER_ID_RE
 from modelhub_registry.entrypoints.deps import Services, services
@@ -47,7 +48,20 @@ def _list_row(body: dict[str, Any]) -> dict[str, Any]:
     return {key: body[key] for key in ("id", "name", "kind", "direction", "enabled", "has_secret", "version")}
 
 
-@router.post("/filters", status_code=201, summary="Configure a filter")
+_ONE = "/api/v1/filters/{filter_id}"
+_FILTER_LINKS = links_to(
+    201,
+    "filter_id",
+    {
+        "GetFilter": ("GET", _ONE),
+        "GetConfig": ("GET", f"{_ONE}/config"),
+        "ChangeFilter": ("PATCH", _ONE),
+        "DeleteFilter": ("DELETE", _ONE),
+    },
+)
+
+
+@router.post("/filters", status_code=201, summary="Configure a filter", responses=_FILTER_LINKS)
 async def create_filter(
     body: FilterIn, principal: AdminPrincipal, svc: Annotated[Services, Depends(services)]
 ) -> dict[str, Any]:
@@ -77,11 +91,12 @@ async def filter_configs(
         ),
     ],
 ) -> dict[str, Any]:
-    wanted = [part.strip() for part in ids.split(",") if part.strip()]
+    # Exactly the documented pattern: no blanks, no empty items (the gateway never sends them).
+    wanted = ids.split(",")
     limit = svc.settings.max_filters
     if len(wanted) > max(limit, 1):
         raise InvalidModelError(f"ids: at most {limit} ids at once (setting max_filters)")
-    bad = next((i for i in wanted if not FILTER_ID_RE.match(i)), None)
+    bad = next((i for i in wanted if not FILTER_ID_RE.fullmatch(i)), None)
     if bad is not None:
         raise InvalidModelError(f"ids: '{bad[:80]}' is not a filter id (a-z, 0-9, '.', '_', '-')")
     return {"items": [item.config_json() for item in await _filters(svc).configs(wanted)]}

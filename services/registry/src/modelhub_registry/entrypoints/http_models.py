@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 
 from modelhub_common.auth import parse_authorization_header
 from modelhub_common.if_match import IF_MATCH_PATTERN, parse_if_match
+from modelhub_common.openapi_links import links_to
 from modelhub_common.webapp import CurrentPrincipal
 from modelhub_registry.adapters.models_repository import AvatarRef, ListQuery, ModelRow, Revision, StoredModel
 from modelhub_registry.domain.model_file import ModelMeta
@@ -144,7 +145,23 @@ async def list_models(
     return json_response({"items": [row_json(row) for row in page.items], "next_cursor": page.next_cursor})
 
 
-@router.post("/models", status_code=201, summary="Create a model file")
+_ONE = "/api/v1/models/{model_id}"
+#: What a client can do next with the model file it created, by the id in the answer.
+_MODEL_LINKS = links_to(
+    201,
+    "model_id",
+    {
+        "GetModel": ("GET", _ONE),
+        "ChangeModel": ("PATCH", _ONE),
+        "DeleteModel": ("DELETE", _ONE),
+        "CloneModel": ("POST", f"{_ONE}/clone"),
+        "Revisions": ("GET", f"{_ONE}/revisions"),
+        "Effective": ("GET", f"{_ONE}/effective"),
+    },
+)
+
+
+@router.post("/models", status_code=201, summary="Create a model file", responses=_MODEL_LINKS)
 async def create_model(
     principal: CurrentPrincipal, svc: Annotated[Services, Depends(services)], body: Annotated[dict[str, Any], Body()]
 ) -> dict[str, Any]:

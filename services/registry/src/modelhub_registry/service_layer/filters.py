@@ -72,7 +72,7 @@ class FilterService:
     async def _checked(self, data: dict[str, Any]) -> dict[str, Any]:
         """``data`` (id, name, description, kind, direction, config, enabled) with its config normalised;
         raises InvalidModelError naming the field."""
-        if not isinstance(data.get("id"), str) or not FILTER_ID_RE.match(data["id"]):
+        if not isinstance(data.get("id"), str) or not FILTER_ID_RE.fullmatch(data["id"]):
             raise _invalid("id", "must be 1-64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit")
         if not isinstance(data.get("name"), str) or not data["name"].strip():
             raise _invalid("name", "must not be empty")
