@@ -11,33 +11,18 @@ do not spell out on each string (tests/test_bad_input_burst.py and the boundary 
 
 "A schema-valid request is accepted" is left out for the operations in
 :data:`NOT_CHECKED_FOR_ACCEPTANCE`: what they accept depends on more than a schema can say (a base model or
-URL that must exist or be allowed, opaque cursors, ids with per-kind configurations), so a generated "valid"
+URL that must exist or be allowed, opaque cursors, per-kind configurations, file contents), so a generated "valid"
 body is refused there with a 422 naming the field.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import random
-import time
-import uuid
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
-import httpx
-import psycopg
 import pytest
-import schemathesis
+from fuzzed_services import admin_headers, served, served_gateway
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-
-from modelhub_common.auth import issue_token
-from modelhub_devstack.asgi import serve_in_thread
-from modelhub_devstack.databases import create_database, database_url, drop_database
-from modelhub_devstack.ports import pick_free_port
 
 #: Examples per operation: enough to reach every validator of a route, few enough for CI.
 EXAMPLES = 20
@@ -45,7 +30,8 @@ EXAMPLES = 20
 NOT_CHECKED_FOR_ACCEPTANCE = {
     "POST /api/v1/models": "the base model must exist and be readable",
     "POST /api/v1/models/import": "a multipart file of Open WebUI model files, validated item by item",
-    "POST /api/v1/base-models": "ids are any printable text without whitespace (no JSON-schema pattern for it)",
+    "POST /api/v1/knowledge/{knowledge_id}/files": "the content must be a document of a kind the service reads "
+    "(text, HTML, PDF, DOCX...), not empty: it decides the type, not a schema",
     "POST /api/v1/connections": "the URL must pass the outbound URL policy",
     "POST /api/v1/tool-servers": "the URL must pass the URL policy and answer discovery",
     "PATCH /api/v1/tool-servers/{server_id}": "a merge patch of the changeable fields only",
@@ -55,100 +41,6 @@ NOT_CHECKED_FOR_ACCEPTANCE = {
     "GET /api/v1/audit": "cursors are opaque: only one this API gave out is valid",
     "POST /v1/chat/completions": "OpenAI's message, tool and response-format shapes are checked by the route",
 }
-
-
-def _admin(jwt_secret: str) -> dict[str, str]:
-    token = issue_token(jwt_secret, subject="fuzz-admin", role="admin", ttl_seconds=3600)
-    return {"Authorization": f"Bearer {token}"}
-
-
-def _values(nats_url: str, s3: Any, db_url: str, jwt_secret: str) -> dict[str, Any]:
-    return {
-        "host": "127.0.0.1",
-        "port": pick_free_port(),
-        "nats_url": nats_url,
-        "jwt_secret": jwt_secret,
-        "database_url": db_url,
-        "s3_endpoint": s3.endpoint,
-        "s3_access_key": s3.access_key,
-        "s3_secret_key": s3.secret_key,
-        "s3_secure": s3.secure,
-        "shutdown_grace_seconds": 2,
-    }
-
-
-def _wait_ready(url: str, seconds: float = 30.0) -> None:
-    """Fuzzing a gateway whose catalog has not loaded yet would only meet its 503s."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if httpx.get(f"{url}/readyz").status_code == 200:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{url} never became ready: {httpx.get(f'{url}/readyz').text}")
-
-
-@contextlib.contextmanager
-def _gateway(nats_url: str, s3: Any, postgres_admin_url: str, registry_url: str, jwt_secret: str) -> Iterator[Any]:
-    """The chat gateway's HTTP surface (its OpenAI-compatible API), with a real registry behind it."""
-    from modelhub_chat_gateway import bootstrap as gateway_bootstrap
-    from modelhub_chat_gateway.settings import ChatGatewaySettings
-
-    name = f"fuzz_gateway_{uuid.uuid4().hex[:10]}"
-    create_database(postgres_admin_url, name, ("vector",))
-    try:
-        values = _values(nats_url, s3, database_url(postgres_admin_url, name), jwt_secret)
-        settings = ChatGatewaySettings(
-            **values, grpc_port=pick_free_port(), registry_url=registry_url, rag_url="http://127.0.0.1:9"
-        )
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, gateway_bootstrap.run_migrations(settings)).result()
-        app = gateway_bootstrap.build_app(settings)
-        with serve_in_thread(app, name="fuzzed-gateway", port=settings.port, start_timeout=120) as url:
-            _wait_ready(url)
-            yield schemathesis.openapi.from_url(f"{url}/openapi.json")
-    finally:
-        drop_database(postgres_admin_url, name)
-
-
-@contextlib.contextmanager
-def _served(kind: str, nats_url: str, s3: Any, postgres_admin_url: str, jwt_secret: str, **extra: Any) -> Iterator[Any]:
-    """One service (``registry``, ``rag``, ``puller``) on a database of its own; yields its OpenAPI schema and
-    its base URL."""
-    name = f"fuzz_{kind}_{uuid.uuid4().hex[:10]}"
-    create_database(postgres_admin_url, name, ("vector",))
-    try:
-        values = _values(nats_url, s3, database_url(postgres_admin_url, name), jwt_secret)
-        embedder = extra.pop("embedder", None)
-        if kind == "registry":
-            from modelhub_registry import bootstrap as registry_bootstrap
-            from modelhub_registry.settings import RegistrySettings
-
-            settings: Any = RegistrySettings(**values, connection_sync_seconds=0, **extra)
-            migrate, build = registry_bootstrap.run_migrations, registry_bootstrap.build_app
-        elif kind == "rag":
-            from modelhub_rag import bootstrap as rag_bootstrap
-            from modelhub_rag.settings import RagSettings
-
-            settings = RagSettings(**values, consume_model_events=False, **extra)
-            migrate = rag_bootstrap.run_migrations
-
-            def build(settings: Any) -> Any:
-                return rag_bootstrap.build_app(settings, embedder=embedder)
-        else:
-            from modelhub_puller import bootstrap as puller_bootstrap
-            from modelhub_puller.settings import PullerSettings
-
-            settings = PullerSettings(**values, **extra)
-            migrate, build = puller_bootstrap.run_migrations, puller_bootstrap.build_app
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, migrate(settings)).result()
-        with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True) as conn:
-            # Every test shares one NATS: keep this database's outbox message ids apart from other tests'.
-            conn.execute("SELECT setval('outbox_id_seq', %s)", (random.randrange(10**9, 10**15),))
-        with serve_in_thread(build(settings), name=f"fuzzed-{kind}", port=settings.port, start_timeout=120) as url:
-            yield schemathesis.openapi.from_url(f"{url}/openapi.json"), url
-    finally:
-        drop_database(postgres_admin_url, name)
 
 
 def fuzz(
@@ -201,22 +93,9 @@ def fuzz(
 
 
 @pytest.mark.parametrize("kind", ["registry", "rag", "puller"])
-def test_no_request_gets_a_server_error(
-    kind: str,
-    nats_url: str,
-    s3: Any,
-    postgres_admin_url: str,
-    jwt_secret: str,
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
-) -> None:
-    extra: dict[str, Any] = {}
-    if kind == "rag":
-        extra["embedder"] = request.getfixturevalue("onnx_embedder")
-    if kind == "puller":
-        extra["spool_dir"] = tmp_path / "spool"
-    with _served(kind, nats_url, s3, postgres_admin_url, jwt_secret, **extra) as (schema, _):
-        sent, problems = fuzz(schema, _admin(jwt_secret))
+def test_no_request_gets_a_server_error(kind: str, fuzzed_service: Any, jwt_secret: str) -> None:
+    with fuzzed_service(kind) as (schema, _):
+        sent, problems = fuzz(schema, admin_headers(jwt_secret))
     print(f"{kind}: {sent} requests, {len(problems)} problems")  # noqa: T201 - shown with -s
     assert sent > 50
     assert not problems, "\n".join(dict.fromkeys(problems))
@@ -225,10 +104,10 @@ def test_no_request_gets_a_server_error(
 def test_the_gateways_openai_surface_never_answers_a_server_error(
     nats_url: str, s3: Any, postgres_admin_url: str, jwt_secret: str
 ) -> None:
-    with _served("registry", nats_url, s3, postgres_admin_url, jwt_secret) as (_, registry_url):
-        with _gateway(nats_url, s3, postgres_admin_url, registry_url, jwt_secret) as schema:
+    with served("registry", nats_url, s3, postgres_admin_url, jwt_secret) as (_, registry_url):
+        with served_gateway(nats_url, s3, postgres_admin_url, registry_url, jwt_secret) as (schema, _):
             paths = sorted(schema.raw_schema["paths"])
-            sent, problems = fuzz(schema, _admin(jwt_secret), examples=60)
+            sent, problems = fuzz(schema, admin_headers(jwt_secret), examples=60)
     assert "/v1/chat/completions" in paths, paths
     print(f"gateway: {sent} requests, {len(problems)} problems")  # noqa: T201 - shown with -s
     assert sent > 20
