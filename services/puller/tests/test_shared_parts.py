@@ -76,10 +76,12 @@ def shared_pull(
     puller_settings: Callable[..., PullerSettings],
     push_model: Callable[..., PushedModel],
     make_token: Callable[..., str],
-) -> Callable[[int], SharedPull]:
-    def build(seed: int) -> SharedPull:
-        settings = puller_settings(parallel_parts=1, max_concurrent_pulls=1, share_poll_seconds=0.2, log_level="INFO")
-        return SharedPull(settings, push_model(megabytes=MODEL_MIB, seed=seed), make_token("root", "admin"))
+) -> Callable[..., SharedPull]:
+    def build(seed: int, *, megabytes: float = MODEL_MIB, **overrides: Any) -> SharedPull:
+        settings = puller_settings(
+            parallel_parts=1, max_concurrent_pulls=1, share_poll_seconds=0.2, log_level="INFO", **overrides
+        )
+        return SharedPull(settings, push_model(megabytes=megabytes, seed=seed), make_token("root", "admin"))
 
     return build
 
@@ -99,7 +101,7 @@ def _by_pid(processes: list[subprocess.Popen[bytes]], worker: str) -> int:
 
 
 def test_two_replicas_store_the_parts_of_one_blob_and_one_completes_it(
-    shared_pull: Callable[[int], SharedPull], double: RegistryDouble, tmp_path: Path
+    shared_pull: Callable[..., SharedPull], double: RegistryDouble, tmp_path: Path
 ) -> None:
     pull = shared_pull(81)
     double.reset(bytes_per_second=4 * MIB)  # per connection: slow enough for the other replica to join
@@ -130,7 +132,7 @@ def test_two_replicas_store_the_parts_of_one_blob_and_one_completes_it(
 
 
 def test_a_helper_killed_mid_pull_leaves_its_parts_to_the_holder(
-    shared_pull: Callable[[int], SharedPull], double: RegistryDouble, tmp_path: Path
+    shared_pull: Callable[..., SharedPull], double: RegistryDouble, tmp_path: Path
 ) -> None:
     pull = shared_pull(82)
     double.reset(bytes_per_second=3 * MIB)
@@ -159,6 +161,22 @@ def test_a_helper_killed_mid_pull_leaves_its_parts_to_the_holder(
     for number in (n for n, worker in parts.items() if worker in helpers):
         wanted = f"bytes={(number - 1) * PART}-{min(number * PART, pull.size) - 1}"
         assert ranged.count(wanted) == 1, (number, ranged)
+    pull.check_stored_once()
+
+
+def test_with_sharing_off_one_replica_stores_every_part(
+    shared_pull: Callable[..., SharedPull], double: RegistryDouble, tmp_path: Path
+) -> None:
+    pull = shared_pull(83, share_parts=False, megabytes=15)
+    double.reset(bytes_per_second=4 * MIB)
+    with ExitStack() as stack:
+        _pair(pull, tmp_path, stack)
+        api = pull.client(pull.ports[0])
+        pull_id = str(api.post("/api/v1/pulls", json={"model": pull.model.name(double.host)}).json()["id"])
+        assert pull.wait_final(api, pull_id)["state"] == "completed"
+        stored = sorted(_metric(port, "modelhub_puller_parts_stored") for port in pull.ports)
+    assert stored == [0, pull.parts], stored
+    assert len(set(pull.seen.values())) == 1, pull.seen
     pull.check_stored_once()
 
 
