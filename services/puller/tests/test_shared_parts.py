@@ -1,6 +1,7 @@
 """Two puller processes on one database share one pull's blob: each stores parts of the same S3 multipart
 upload, the holder verifies the whole blob and completes it once. A helper killed mid-pull costs only
-its parts in flight: the holder takes them over when their claims' lease runs out.
+its parts in flight: the holder takes them over when their claims' lease runs out. A holder killed
+mid-pull leaves the pull to the other replica, which resumes it from every part either had stored.
 """
 
 from __future__ import annotations
@@ -161,6 +162,42 @@ def test_a_helper_killed_mid_pull_leaves_its_parts_to_the_holder(
     for number in (n for n, worker in parts.items() if worker in helpers):
         wanted = f"bytes={(number - 1) * PART}-{min(number * PART, pull.size) - 1}"
         assert ranged.count(wanted) == 1, (number, ranged)
+    pull.check_stored_once()
+
+
+def test_the_helper_finishes_a_pull_whose_holder_was_killed(
+    shared_pull: Callable[..., SharedPull], double: RegistryDouble, tmp_path: Path
+) -> None:
+    pull = shared_pull(84)
+    double.reset(bytes_per_second=3 * MIB)
+    with ExitStack() as stack:
+        processes = _pair(pull, tmp_path, stack)
+        api = pull.client(pull.ports[0])
+        pull_id = str(api.post("/api/v1/pulls", json={"model": pull.model.name(double.host)}).json()["id"])
+        deadline = time.monotonic() + 60
+        while True:
+            holder, parts = pull.look()
+            workers = set(parts.values())
+            if holder in workers and len(workers) == 2 and len(parts) <= pull.parts - 3:
+                break
+            assert time.monotonic() < deadline, (holder, parts)
+            time.sleep(0.05)
+        doomed = processes[_by_pid(processes, holder)]
+        doomed.send_signal(signal.SIGKILL)  # the job and the upload stay claimed until their leases run out
+        doomed.wait()
+        kept = dict(pull.look()[1])
+        time.sleep(0.5)  # a request the killed replica sent just before dying may still reach the double
+        double.reset()
+        survivor = pull.ports[1 - processes.index(doomed)]
+        state = pull.wait_final(pull.client(survivor), pull_id)
+        assert state["state"] == "completed", state
+        assert state["attempts"] >= 2  # the work item was redelivered to the survivor
+
+    # Parts either replica had stored before the kill were not fetched again (the log restarted at the reset).
+    requested = [r.range for r in double.blob_requests(pull.digest) if r.range not in (None, "bytes=0-0")]
+    kept_ranges = {f"bytes={(n - 1) * PART}-{min(n * PART, pull.size) - 1}" for n in kept}
+    assert not kept_ranges & set(requested), (sorted(kept_ranges), requested)
+    assert len(requested) == len(set(requested)), requested  # and nothing twice after the kill
     pull.check_stored_once()
 
 
