@@ -96,6 +96,28 @@ def _pair(pull: SharedPull, tmp_path: Path, stack: ExitStack) -> list[subprocess
     ]
 
 
+def _start(
+    pull: SharedPull, double: RegistryDouble, tmp_path: Path, stack: ExitStack
+) -> tuple[list[subprocess.Popen[bytes]], httpx.Client, str]:
+    """Both processes started; the pull requested through the first. Returns them, its client and the pull id."""
+    processes = _pair(pull, tmp_path, stack)
+    api = pull.client(pull.ports[0])
+    pull_id = str(api.post("/api/v1/pulls", json={"model": pull.model.name(double.host)}).json()["id"])
+    return processes, api, pull_id
+
+
+def _both_storing(pull: SharedPull) -> tuple[str, dict[int, str]]:
+    """Waits until the holder and the other replica have each stored a part, with 3 or more still to go."""
+    deadline = time.monotonic() + 60
+    while True:
+        holder, parts = pull.look()
+        workers = set(parts.values())
+        if holder in workers and len(workers) == 2 and len(parts) <= pull.parts - 3:
+            return holder, parts
+        assert time.monotonic() < deadline, (holder, parts)
+        time.sleep(0.05)
+
+
 def _by_pid(processes: list[subprocess.Popen[bytes]], worker: str) -> int:
     pid = int(worker.rsplit("-", 2)[1])  # worker ids are <host>-<pid>-<random>
     return next(n for n, p in enumerate(processes) if p.pid == pid)
@@ -107,9 +129,7 @@ def test_two_replicas_store_the_parts_of_one_blob_and_one_completes_it(
     pull = shared_pull(81)
     double.reset(bytes_per_second=4 * MIB)  # per connection: slow enough for the other replica to join
     with ExitStack() as stack:
-        processes = _pair(pull, tmp_path, stack)
-        api = pull.client(pull.ports[0])
-        pull_id = str(api.post("/api/v1/pulls", json={"model": pull.model.name(double.host)}).json()["id"])
+        processes, api, pull_id = _start(pull, double, tmp_path, stack)
         state = pull.wait_final(api, pull_id)
         assert state["state"] == "completed", state
         stored = [_metric(port, "modelhub_puller_parts_stored") for port in pull.ports]
@@ -138,17 +158,9 @@ def test_a_helper_killed_mid_pull_leaves_its_parts_to_the_holder(
     pull = shared_pull(82)
     double.reset(bytes_per_second=3 * MIB)
     with ExitStack() as stack:
-        processes = _pair(pull, tmp_path, stack)
-        api = pull.client(pull.ports[0])
-        pull_id = str(api.post("/api/v1/pulls", json={"model": pull.model.name(double.host)}).json()["id"])
-        deadline = time.monotonic() + 60
-        while True:
-            holder, parts = pull.look()
-            helpers = {w for w in parts.values() if w != holder}
-            if holder and helpers and len(parts) <= pull.parts - 3:
-                break
-            assert time.monotonic() < deadline, (holder, parts)
-            time.sleep(0.05)
+        processes, api, pull_id = _start(pull, double, tmp_path, stack)
+        holder, parts = _both_storing(pull)
+        helpers = {w for w in parts.values() if w != holder}
         doomed = processes[_by_pid(processes, next(iter(helpers)))]
         doomed.send_signal(signal.SIGKILL)  # no goodbye: its claims stay until their lease runs out
         doomed.wait()
@@ -171,17 +183,8 @@ def test_the_helper_finishes_a_pull_whose_holder_was_killed(
     pull = shared_pull(84)
     double.reset(bytes_per_second=3 * MIB)
     with ExitStack() as stack:
-        processes = _pair(pull, tmp_path, stack)
-        api = pull.client(pull.ports[0])
-        pull_id = str(api.post("/api/v1/pulls", json={"model": pull.model.name(double.host)}).json()["id"])
-        deadline = time.monotonic() + 60
-        while True:
-            holder, parts = pull.look()
-            workers = set(parts.values())
-            if holder in workers and len(workers) == 2 and len(parts) <= pull.parts - 3:
-                break
-            assert time.monotonic() < deadline, (holder, parts)
-            time.sleep(0.05)
+        processes, api, pull_id = _start(pull, double, tmp_path, stack)
+        holder, _ = _both_storing(pull)
         doomed = processes[_by_pid(processes, holder)]
         doomed.send_signal(signal.SIGKILL)  # the job and the upload stay claimed until their leases run out
         doomed.wait()
