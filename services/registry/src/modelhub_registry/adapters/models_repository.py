@@ -39,6 +39,11 @@ _READABLE = """
 """
 
 
+def _reader(principal: Principal) -> dict[str, Any]:
+    """The parameters :data:`_READABLE` takes for ``principal``."""
+    return {"admin": principal.is_admin, "sub": principal.subject, "groups": sorted(principal.groups)}
+
+
 @dataclass(frozen=True)
 class AvatarRef:
     key: str | None
@@ -185,14 +190,7 @@ class ModelsRepository:
         self, conn: AsyncConnection[Any], model_id: str, base_id: str | None, principal: Principal, *, max_depth: int
     ) -> WriteChecks:
         """One round trip instead of a query per link of the base chain."""
-        params = {
-            "id": model_id,
-            "base": base_id,
-            "max_depth": max_depth,
-            "admin": principal.is_admin,
-            "sub": principal.subject,
-            "groups": sorted(principal.groups),
-        }
+        params = {"id": model_id, "base": base_id, "max_depth": max_depth, **_reader(principal)}
         cur = await conn.execute(_WRITE_CHECKS, params)
         row = await cur.fetchone()
         if row is None:  # the query always returns one row
@@ -226,7 +224,7 @@ class ModelsRepository:
         where = " WHERE m.id = %(id)s"
         if readable_by is not None:
             where += f" AND {_READABLE}"
-            params |= {"admin": readable_by.is_admin, "sub": readable_by.subject, "groups": sorted(readable_by.groups)}
+            params |= _reader(readable_by)
         query = _SELECT + where + (" FOR UPDATE OF m" if for_update else "")
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query, params)
@@ -245,12 +243,7 @@ class ModelsRepository:
         self, conn: AsyncConnection[Any], model_id: str, principal: Principal
     ) -> tuple[bool, str | None]:
         """(exists and ``principal`` may read it, base_model_id) of a model file."""
-        params = {
-            "id": model_id,
-            "admin": principal.is_admin,
-            "sub": principal.subject,
-            "groups": sorted(principal.groups),
-        }
+        params = {"id": model_id, **_reader(principal)}
         cur = await conn.execute(f"SELECT base_model_id FROM models m WHERE m.id = %(id)s AND {_READABLE}", params)
         row = await cur.fetchone()
         return (row is not None, row[0] if row else None)
@@ -366,12 +359,7 @@ class ModelsRepository:
         """A page of rows as the database returns them (see :data:`ModelRow`), for lists that need no model
         objects."""
         clauses = [_READABLE]
-        params: dict[str, Any] = {
-            "admin": principal.is_admin,
-            "sub": principal.subject,
-            "groups": sorted(principal.groups),
-            "limit": query.limit,
-        }
+        params: dict[str, Any] = {**_reader(principal), "limit": query.limit}
         if not query.include_hidden:
             clauses.append("NOT m.hidden")
         if not query.include_disabled:
@@ -399,7 +387,7 @@ class ModelsRepository:
     ) -> AsyncIterator[ModelRow]:
         """Every row ``principal`` may read (hidden and disabled ones included), by id, from a server-side
         cursor fetched ``batch`` rows at a time: one query, however many rows. Needs an open transaction."""
-        params = {"admin": principal.is_admin, "sub": principal.subject, "groups": sorted(principal.groups)}
+        params = _reader(principal)
         async with conn.cursor(name="export_models", row_factory=dict_row) as cur:
             cur.itersize = batch
             await cur.execute(_SELECT + " WHERE " + _READABLE + " ORDER BY m.id", params)
