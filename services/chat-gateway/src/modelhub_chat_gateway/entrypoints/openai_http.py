@@ -256,13 +256,14 @@ class OpenAIApiDeps:
     completions: Callable[[], CompletionService]
 
 
-def _deps(request: Request) -> OpenAIApiDeps:
+async def _deps(request: Request) -> OpenAIApiDeps:
+    # async: FastAPI would run a plain function in its thread pool, a thread hop on every request
     deps: OpenAIApiDeps = request.app.state.openai
     return deps
 
 
 async def _caller(request: Request) -> Caller:
-    deps = _deps(request)
+    deps = await _deps(request)
     try:
         token = parse_authorization_header(request.headers.get("authorization"))
         return Caller(deps.tokens.verify(token), token)
@@ -273,12 +274,7 @@ async def _caller(request: Request) -> Caller:
 CallerDep = Annotated[Caller, Depends(_caller)]
 
 
-async def _deps_dependency(request: Request) -> OpenAIApiDeps:
-    # async: FastAPI would run a plain function in its thread pool, a thread hop on every request
-    return _deps(request)
-
-
-DepsDep = Annotated[OpenAIApiDeps, Depends(_deps_dependency)]
+DepsDep = Annotated[OpenAIApiDeps, Depends(_deps)]
 
 
 _OPENAI_ERROR_SCHEMA: dict[str, Any] = {
