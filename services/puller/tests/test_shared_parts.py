@@ -123,6 +123,15 @@ def _by_pid(processes: list[subprocess.Popen[bytes]], worker: str) -> int:
     return next(n for n, p in enumerate(processes) if p.pid == pid)
 
 
+def _kill(pull: SharedPull, processes: list[subprocess.Popen[bytes]], worker: str) -> int:
+    """SIGKILLs the replica running as ``worker`` (no goodbye: what it claimed stays claimed until its lease
+    runs out); returns the port of the other one."""
+    doomed = processes[_by_pid(processes, worker)]
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    return pull.ports[1 - processes.index(doomed)]
+
+
 def test_two_replicas_store_the_parts_of_one_blob_and_one_completes_it(
     shared_pull: Callable[..., SharedPull], double: RegistryDouble, tmp_path: Path
 ) -> None:
@@ -161,10 +170,7 @@ def test_a_helper_killed_mid_pull_leaves_its_parts_to_the_holder(
         processes, api, pull_id = _start(pull, double, tmp_path, stack)
         holder, parts = _both_storing(pull)
         helpers = {w for w in parts.values() if w != holder}
-        doomed = processes[_by_pid(processes, next(iter(helpers)))]
-        doomed.send_signal(signal.SIGKILL)  # no goodbye: its claims stay until their lease runs out
-        doomed.wait()
-        survivor = pull.ports[1 - processes.index(doomed)]
+        survivor = _kill(pull, processes, next(iter(helpers)))
         state = pull.wait_final(pull.client(survivor), pull_id)
         assert state["state"] == "completed", state
         assert state["attempts"] == 1  # the holder was never interrupted
@@ -185,13 +191,10 @@ def test_the_helper_finishes_a_pull_whose_holder_was_killed(
     with ExitStack() as stack:
         processes, api, pull_id = _start(pull, double, tmp_path, stack)
         holder, _ = _both_storing(pull)
-        doomed = processes[_by_pid(processes, holder)]
-        doomed.send_signal(signal.SIGKILL)  # the job and the upload stay claimed until their leases run out
-        doomed.wait()
+        survivor = _kill(pull, processes, holder)  # the job and the upload stay claimed until their leases run out
         kept = dict(pull.look()[1])
         time.sleep(0.5)  # a request the killed replica sent just before dying may still reach the double
         double.reset()
-        survivor = pull.ports[1 - processes.index(doomed)]
         state = pull.wait_final(pull.client(survivor), pull_id)
         assert state["state"] == "completed", state
         assert state["attempts"] >= 2  # the work item was redelivered to the survivor
