@@ -148,6 +148,12 @@ def test_a_postgres_restart_under_load_is_a_clean_503_and_recovers_by_itself(
         assert after.status_code == 200, after.text
 
         stored, delivered = created_models(own_postgres.url("registry"), cluster.urls, prefix)
-        Accounting("restart PostgreSQL under load", CREATES, acknowledged, stored, delivered).report()
+        try:
+            Accounting("restart PostgreSQL under load", CREATES, acknowledged, stored, delivered).report()
+        except AssertionError:
+            for log in sorted(tmp_path.glob("modelhub_registry-*.log")):  # what the relays said, for the report
+                relay_lines = [line for line in log.read_text().splitlines() if "outbox" in line]
+                print(f"{log.name}:", *relay_lines[-20:], sep="\n")  # noqa: T201
+            raise
     finally:
         replicas.stop_all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import textwrap
@@ -17,6 +18,7 @@ import psycopg
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from modelhub.events.v1 import events_pb2
@@ -510,6 +512,93 @@ async def test_relay_reconnects_when_its_database_session_is_killed(db: str, js:
     finally:
         stop.set()
         await running
+
+
+class FreezingProxy:
+    """A TCP hop in front of PostgreSQL whose established connections can be frozen: from then on their bytes
+    are dropped both ways while both sockets stay open, as behind a load balancer or NAT that lost the flow, or
+    on a half-open connection after a restart. Connections opened later pass normally."""
+
+    def __init__(self, url: str) -> None:
+        params = conninfo_to_dict(url)
+        self._target = (str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432))
+        self._url = url
+        self._frozen: set[int] = set()
+        self._open: list[int] = []
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        """Starts listening on loopback and returns ``url`` pointed at the proxy."""
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return make_conninfo(self._url, host="127.0.0.1", port=port)
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self._writers:
+            writer.close()
+        assert self._server is not None
+        self._server.close()
+
+    def freeze(self) -> None:
+        """Freezes every connection open now."""
+        self._frozen.update(self._open)
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(*self._target)
+        self._writers += [client_w, server_w]
+        number = len(self._open)
+        self._open.append(number)
+
+        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while data := await reader.read(65536):
+                if number not in self._frozen:
+                    writer.write(data)
+                    await writer.drain()
+
+        with contextlib.suppress(ConnectionError):
+            await asyncio.gather(pump(client_r, server_w), pump(server_r, client_w))
+
+
+async def relay_sessions(db: str) -> int:
+    async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = 'outbox-relay:svc' AND datname = current_database()"
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+async def test_a_silent_database_session_is_dropped_and_its_lock_released(
+    db: str, js: JetStreamContext, area: Area
+) -> None:
+    """The relay's session stops answering without being closed: the relay drops it after the step timeout,
+    ends its server process (which holds the publisher lock) from a new session, and publishes the rest."""
+    proxy = FreezingProxy(db)
+    async with proxy as proxied:
+        relay = new_relay(proxied, js, step_timeout=1.0)
+        stop = asyncio.Event()
+        running = asyncio.create_task(relay.run(stop))
+
+        async def all_published() -> bool:
+            return await unpublished(db) == []
+
+        try:
+            ids = await add_events(db, area.subject(), range(1, 3))
+            await eventually(all_published, "the first rows to be published")
+            proxy.freeze()
+            ids += await add_events(db, area.subject(), range(3, 6))
+            await eventually(all_published, "the relay to drop its silent session and publish the rest")
+
+            expected = [(mid(db, i), n) for i, n in zip(ids, range(1, 6), strict=True)]
+            assert await stream_messages(js, area.stream) == expected
+            assert relay.active and relay.stats.dropped == 1
+            assert await relay_sessions(db) == 1  # the silent session's server process was ended
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, WAIT_SECONDS)  # a relay stuck on the silent session never stops
 
 
 async def test_purge_deletes_only_published_rows_past_retention(db: str, js: JetStreamContext, area: Area) -> None:

@@ -30,6 +30,10 @@ Guarantees of the relay:
   rows of a batch, in their own order, so that the one each change adds does not cut its events' runs.
 * **Prompt.** :func:`enqueue` also sends a ``NOTIFY`` (delivered on commit), which wakes the relay at once;
   a poll interval catches anything a lost notification would miss.
+* **Never stuck on a silent session.** Every statement of the relay's session is bounded by ``step_timeout``.
+  A session that stops answering (a connection left half-open by a restart, a failover or a load balancer)
+  is dropped: its socket is shut down, the relay reconnects, and the new session terminates the old one's
+  server process if it still lives, which releases the publisher lock it held.
 
 The relay name must be the same on every replica for one database (use the service name), and stay stable:
 it is part of the message id that de-duplication relies on.
@@ -43,10 +47,12 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import nats.errors
@@ -91,6 +97,16 @@ _PURGE_BATCH = 10_000
 _WRONG_LAST_MSG_ID = 10070
 
 Connection = psycopg.AsyncConnection[TupleRow]
+
+# A new relay session's first statement: who it is (server process and start time, to end it should it go
+# silent), the outbox instance id, and the end of a dropped session of this relay if it still lives.
+_SESSION_QUERY = (
+    "SELECT pg_backend_pid(),"
+    " (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()),"
+    " (SELECT id::text FROM outbox_instance),"
+    " (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+    "  WHERE pid = %s AND backend_start = %s AND application_name = current_setting('application_name'))"
+)
 
 
 class OutboxError(DependencyError):
@@ -224,6 +240,8 @@ class RelayStats:
     """Runs cut short because another publisher wrote to the stream between two rows (sent again at once)."""
     purged: int = 0
     """Published rows deleted after the retention period."""
+    dropped: int = 0
+    """Database sessions dropped because a statement got no answer within the step timeout."""
 
 
 @dataclass(frozen=True)
@@ -271,13 +289,14 @@ class OutboxRelay:
         retention: timedelta = timedelta(days=7),
         cleanup_interval: float = 600.0,
         connect_timeout: int = 5,
+        step_timeout: float = 30.0,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         if not name or any(c.isspace() for c in name):
             raise ValueError(f"invalid relay name {name!r}")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        if poll_interval <= 0 or retry_interval <= 0 or cleanup_interval <= 0:
+        if poll_interval <= 0 or retry_interval <= 0 or cleanup_interval <= 0 or step_timeout <= 0:
             raise ValueError("intervals must be positive")
         if retention < timedelta(0):
             raise ValueError("retention cannot be negative")
@@ -291,6 +310,11 @@ class OutboxRelay:
         self._retention = retention
         self._cleanup_interval = cleanup_interval
         self._connect_timeout = connect_timeout
+        self._step_timeout = step_timeout
+        self._session: tuple[int, datetime] | None = None
+        """(server process id, its start time) of the session opened last."""
+        self._abandoned: tuple[int, datetime] | None = None
+        """The same, of a session dropped because it stopped answering, until a new session has ended it."""
         self._active = False
         self._instance: str | None = None
         self._stats = RelayStats()
@@ -377,19 +401,55 @@ class OutboxRelay:
             )
         except psycopg.Error as exc:
             raise OutboxError(f"outbox relay cannot connect to PostgreSQL: {exc.__class__.__name__}") from exc
-        if self._instance is None:
-            cursor = await conn.execute("SELECT id::text FROM outbox_instance")
-            row = await cursor.fetchone()
-            if row is None:
-                await conn.close()
+        try:
+            row = await (await self._sql(conn, _SESSION_QUERY, self._abandoned or (None, None))).fetchone()
+            assert row is not None  # one row, always
+            pid, started, instance, ended = row
+            if self._abandoned is not None:
+                logger.info("outbox relay ended its dropped session", extra={**self._log, "ended": bool(ended)})
+                self._abandoned = None
+            if instance is None:
                 raise OutboxError("the outbox_instance table is empty; run the service's migrations")
-            self._instance = str(row[0])
+            self._session = (pid, started)
+            self._instance = str(instance)
+        except BaseException:
+            await conn.close()
+            raise
         return conn
 
-    @staticmethod
-    async def _try_lock(conn: Connection) -> bool:
-        cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,))
-        row = await cursor.fetchone()
+    async def _sql(self, conn: Connection, query: Any, params: Any = None) -> psycopg.AsyncCursor[TupleRow]:
+        """One statement of the relay's session, bounded by the step timeout: a session that does not answer
+        in time is dropped (see "Never stuck on a silent session" above) and :class:`OutboxError` raised."""
+        statement = asyncio.ensure_future(conn.execute(query, params))
+        done, _ = await asyncio.wait({statement}, timeout=self._step_timeout)
+        if statement in done:
+            return statement.result()
+        await self._drop(conn, statement)
+        raise OutboxError(f"the relay's database session did not answer within {self._step_timeout:g} s; dropped it")
+
+    async def _drop(self, conn: Connection, statement: asyncio.Future[Any]) -> None:
+        """Shuts the silent session's socket down (its descriptor stays with the connection, so no later
+        connection can inherit a stale wait on it), lets the stuck statement end, and remembers the session's
+        server process for the next session to terminate."""
+        logger.error(
+            "outbox relay's database session stopped answering; dropping it",
+            extra={**self._log, "timeout_seconds": self._step_timeout},
+        )
+        self._stats.dropped += 1
+        if self._session is not None and self._session[0] == conn.info.backend_pid:
+            self._abandoned = self._session
+        with contextlib.suppress(OSError, psycopg.Error), socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+        statement.cancel()
+        await asyncio.wait({statement}, timeout=self._step_timeout)
+        if not statement.done():
+            logger.error("outbox relay's stuck statement did not end; leaving it behind", extra=self._log)
+            statement.add_done_callback(_retrieve)
+        else:
+            _retrieve(statement)
+
+    async def _try_lock(self, conn: Connection) -> bool:
+        row = await (await self._sql(conn, "SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,))).fetchone()
         return row is not None and row[0] is True
 
     async def _wait_for_lock(self, conn: Connection, stop: asyncio.Event) -> bool:
@@ -406,7 +466,7 @@ class OutboxRelay:
         return False
 
     async def _lead(self, conn: Connection, stop: asyncio.Event) -> None:
-        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+        await self._sql(conn, sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
         loop = asyncio.get_running_loop()
         next_purge = loop.time()
         while not stop.is_set():
@@ -464,7 +524,8 @@ class OutboxRelay:
         return published
 
     async def _fetch(self, conn: Connection) -> list[_Row]:
-        cursor = await conn.execute(
+        cursor = await self._sql(
+            conn,
             "SELECT id, subject, payload, headers, trace_context FROM outbox"
             " WHERE published_at IS NULL ORDER BY id LIMIT %s",
             (self._batch_size,),
@@ -552,12 +613,13 @@ class OutboxRelay:
         return OutboxPublishError(f"outbox row {row.id} not published: {message}")
 
     async def _mark_published(self, conn: Connection, row_ids: list[int]) -> None:
-        await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY(%s)", (row_ids,))
+        await self._sql(conn, "UPDATE outbox SET published_at = now() WHERE id = ANY(%s)", (row_ids,))
 
     async def _purge(self, conn: Connection, older_than: timedelta) -> int:
         deleted = 0
         while True:
-            cursor = await conn.execute(
+            cursor = await self._sql(
+                conn,
                 "DELETE FROM outbox WHERE id IN ( SELECT id FROM outbox WHERE published_at < now() - %s LIMIT %s)",
                 (older_than, _PURGE_BATCH),
             )
@@ -586,6 +648,12 @@ class OutboxRelay:
             await asyncio.gather(waiter, stopper, return_exceptions=True)
         if waiter.done() and not waiter.cancelled() and (exc := waiter.exception()) is not None:
             raise exc
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Reads a finished abandoned statement's outcome, so asyncio does not report it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _outcome(ack: PubAck) -> str:

@@ -52,6 +52,13 @@ class DatabaseSettings(BaseSettings):
         "Retry-After: while PostgreSQL is down requests fail this fast instead of hanging, and come back by "
         "themselves once it is up.",
     )
+    outbox_step_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Longest one statement of the outbox relay's own database session may take. A session "
+        "that stays silent longer (a half-open connection after a restart or failover) is dropped and its "
+        "server process ended, so events keep flowing instead of waiting behind it.",
+    )
 
 
 class ObjectStoreSettings(BaseSettings):
