@@ -32,6 +32,8 @@ NOT_CHECKED_FOR_ACCEPTANCE = {
     "POST /api/v1/models/import": "a multipart file of Open WebUI model files, validated item by item",
     "POST /api/v1/knowledge/{knowledge_id}/files": "the content must be a document of a kind the service reads "
     "(text, HTML, PDF, DOCX...), not empty: it decides the type, not a schema",
+    "PUT /api/v1/models/{model_id}/avatar": "the file must be an image of a kind the service reads (PNG, JPEG, "
+    "WebP, GIF) within the pixel limit: its content decides, not a schema",
     "POST /api/v1/connections": "the URL must pass the outbound URL policy",
     "POST /api/v1/tool-servers": "the URL must pass the URL policy and answer discovery",
     "PATCH /api/v1/tool-servers/{server_id}": "a merge patch of the changeable fields only",

@@ -15,20 +15,25 @@ tests/test_fuzz_openapi.py (:data:`NOT_CHECKED_FOR_ACCEPTANCE`).
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fuzzed_services import admin_headers, served, served_gateway
 from test_fuzz_openapi import NOT_CHECKED_FOR_ACCEPTANCE
 
 SEED = 20250101
 #: Examples per operation for the stateful phase's steps (the coverage phase makes every case it derives).
-EXAMPLES = 10
+EXAMPLES = 30
 ST = Path(sys.executable).with_name("st")
+HOOKS = Path(__file__).with_name("fuzz_hooks.py")
+#: The base model the registry's model-file creates are built on in the stateful phase (see fuzz_hooks.py).
+BASE_MODEL = "fuzz-base:1b"
 
 
 #: Operations (a path regex) where ``unsupported_method`` is not checked, and why.
@@ -91,7 +96,8 @@ def run_schemathesis(schema: Any, url: str, headers: dict[str, str], workdir: Pa
     ]
     log = workdir / "st.log"
     with log.open("w") as out:
-        code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, timeout=600, cwd=workdir)
+        env = {**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS), "MODELHUB_FUZZ_BASE_MODEL": BASE_MODEL}
+        code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, timeout=600, cwd=workdir, env=env)
     output = log.read_text()
     assert code == 0 and report.exists(), output[output.find("FAILURES") :] if "FAILURES" in output else output
     data: dict[str, Any] = json.loads(report.read_text())
@@ -106,8 +112,12 @@ def run_schemathesis(schema: Any, url: str, headers: dict[str, str], workdir: Pa
 def test_coverage_and_stateful_phases_find_nothing(
     kind: str, fuzzed_service: Any, jwt_secret: str, tmp_path: Path
 ) -> None:
+    headers = admin_headers(jwt_secret)
     with fuzzed_service(kind) as (schema, url):
-        report = run_schemathesis(schema, url, admin_headers(jwt_secret), tmp_path)
+        if kind == "registry":
+            seeded = httpx.post(f"{url}/api/v1/base-models", json={"id": BASE_MODEL}, headers=headers)
+            assert seeded.status_code == 201, seeded.text
+        report = run_schemathesis(schema, url, headers, tmp_path)
     assert report["test_cases"]["generated"] > 100
     assert report["phases"]["coverage"]["status"] == "success"
     assert report["phases"]["stateful"]["status"] == "success"

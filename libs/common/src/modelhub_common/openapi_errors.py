@@ -17,6 +17,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from modelhub_common.openapi_links import SCHEMAS_KEY
+
 __all__ = ["ERROR_SCHEMA", "document_errors"]
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -87,6 +89,10 @@ def _error_response(status: int) -> dict[str, Any]:
 def add_error_responses(schema: dict[str, Any], *, prefix: str = "/api/") -> dict[str, Any]:
     """Adds the error responses to every operation under ``prefix`` of an OpenAPI document (in place)."""
     schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            if isinstance(operation, dict):
+                schema["components"]["schemas"].update(operation.pop(SCHEMAS_KEY, {}))
     for path, item in schema.get("paths", {}).items():
         if not path.startswith(prefix):
             continue

@@ -1,11 +1,18 @@
-"""OpenAPI links from a route that creates something to the routes that use it by the id in its answer, so
-that clients (and the stateful fuzzing in ``make test``) can follow "create, then read, change, delete"."""
+"""What FastAPI cannot infer for a route's OpenAPI operation: links from a route that creates something to the
+routes that use it by the id in its answer, so that clients (and the stateful fuzzing in ``make test``) can
+follow "create, then read, change, delete"; and the schema of a JSON body the route validates itself."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["links_to"]
+from pydantic import BaseModel
+
+__all__ = ["SCHEMAS_KEY", "json_body", "links_to"]
+
+SCHEMAS_KEY = "x-modelhub-schemas"
+"""Where :func:`json_body` leaves the schemas its body refers to; the error documentation
+(:func:`modelhub_common.openapi_errors.add_error_responses`) moves them to ``components/schemas``."""
 
 
 def _pointer(path: str, method: str) -> str:
@@ -22,3 +29,15 @@ def links_to(
         for name, (method, path) in operations.items()
     }
     return {status: {"description": "Created", "links": links}}
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """A route's ``openapi_extra=`` entry: its JSON body has ``model``'s schema. For a route that takes the body
+    as a plain dict and validates it itself (so that its errors name the fields in the service's own shape):
+    without this the document would promise any object."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions = schema.pop("$defs", {})
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+        SCHEMAS_KEY: definitions,
+    }

@@ -167,9 +167,11 @@ class ModelFileSpec(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    id: str
-    base_model_id: str | None = None
-    name: str
+    # The id rule is checked by check_limits (with the settings' lengths), in the service's error shape; the
+    # pattern states it in the OpenAPI document.
+    id: str = Field(json_schema_extra={"pattern": ID_PATTERN})
+    base_model_id: str | None = Field(None, json_schema_extra={"pattern": ID_PATTERN})
+    name: str = Field(json_schema_extra={"minLength": 1})
     params: ModelParams = Field(default_factory=ModelParams)
     meta: ModelMeta = Field(default_factory=ModelMeta)
     hidden: bool = False

@@ -16,10 +16,10 @@ from fastapi.responses import StreamingResponse
 
 from modelhub_common.auth import parse_authorization_header
 from modelhub_common.if_match import IF_MATCH_PATTERN, parse_if_match
-from modelhub_common.openapi_links import links_to
+from modelhub_common.openapi_links import json_body, links_to
 from modelhub_common.webapp import CurrentPrincipal
 from modelhub_registry.adapters.models_repository import AvatarRef, ListQuery, ModelRow, Revision, StoredModel
-from modelhub_registry.domain.model_file import ModelMeta
+from modelhub_registry.domain.model_file import ModelFileSpec, ModelMeta
 from modelhub_registry.domain.openwebui import export_filename, share_payload
 from modelhub_registry.entrypoints.deps import Services, services
 from modelhub_registry.errors import InvalidModelError, TooLargeError
@@ -157,11 +157,18 @@ _MODEL_LINKS = links_to(
         "CloneModel": ("POST", f"{_ONE}/clone"),
         "Revisions": ("GET", f"{_ONE}/revisions"),
         "Effective": ("GET", f"{_ONE}/effective"),
+        "Avatar": ("GET", f"{_ONE}/avatar"),
     },
 )
 
 
-@router.post("/models", status_code=201, summary="Create a model file", responses=_MODEL_LINKS)
+@router.post(
+    "/models",
+    status_code=201,
+    summary="Create a model file",
+    responses=_MODEL_LINKS,
+    openapi_extra=json_body(ModelFileSpec),
+)
 async def create_model(
     principal: CurrentPrincipal, svc: Annotated[Services, Depends(services)], body: Annotated[dict[str, Any], Body()]
 ) -> dict[str, Any]:
