@@ -102,3 +102,24 @@ async def test_without_tracing_nothing_is_stored_or_sent(pg_url: str, nc: Client
         stored = await (await conn.execute("SELECT trace_context FROM outbox ORDER BY id DESC LIMIT 1")).fetchone()
     assert stored == (None,)
     assert tracing.current_carrier() == {}
+
+
+async def test_statements_get_a_span_only_inside_a_sampled_trace(spans: InMemorySpanExporter, pg_url: str) -> None:
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute("SELECT 1")  # no trace: no span
+        assert spans.get_finished_spans() == ()
+        with trace.get_tracer("test").start_as_current_span("request") as request:
+            await conn.execute("select %s::int", (2,))
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                await conn.execute("SELECT * FROM no_such_table")
+    with psycopg.connect(pg_url, autocommit=True) as sync_conn, trace.get_tracer("test").start_as_current_span("job"):
+        sync_conn.execute("UPDATE pg_settings SET setting = setting WHERE false")
+
+    statements = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CLIENT]
+    assert [s.name for s in statements] == ["SELECT", "SELECT", "UPDATE"]
+    first, failed, sync = statements
+    assert first.parent is not None and first.parent.span_id == request.get_span_context().span_id
+    assert first.attributes is not None and first.attributes["db.system"] == "postgresql"
+    assert first.attributes["db.statement"] == "select %s::int"
+    assert not failed.status.is_ok and "UndefinedTable" in (failed.status.description or "")
+    assert sync.attributes is not None and sync.attributes["db.statement"].startswith("UPDATE pg_settings")
