@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 __all__ = ["patch", "unpatch"]
 
@@ -46,24 +46,14 @@ def _start(tracer: trace.Tracer, cursor: Any, query: Any) -> trace.Span | None:
     return tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
 
 
-def _failed(span: trace.Span, exc: BaseException) -> None:
-    span.record_exception(exc)
-    span.set_status(Status(StatusCode.ERROR, f"{exc.__class__.__name__}: {exc}"))
-
-
 def _async_wrapper(original: Callable[..., Any], tracer: trace.Tracer) -> Callable[..., Any]:
     @functools.wraps(original)
     async def traced(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
         span = _start(tracer, self, query)
         if span is None:
             return await original(self, query, *args, **kwargs)
-        try:
+        with trace.use_span(span, end_on_exit=True):  # records an error and ends the span
             return await original(self, query, *args, **kwargs)
-        except BaseException as exc:
-            _failed(span, exc)
-            raise
-        finally:
-            span.end()
 
     return traced
 
@@ -74,13 +64,8 @@ def _sync_wrapper(original: Callable[..., Any], tracer: trace.Tracer) -> Callabl
         span = _start(tracer, self, query)
         if span is None:
             return original(self, query, *args, **kwargs)
-        try:
+        with trace.use_span(span, end_on_exit=True):
             return original(self, query, *args, **kwargs)
-        except BaseException as exc:
-            _failed(span, exc)
-            raise
-        finally:
-            span.end()
 
     return traced
 
