@@ -71,6 +71,7 @@ from modelhub_common.errors import DependencyError, ModelhubError
 from modelhub_common.events import EventEnvelope, decode_envelope
 from modelhub_common.jetstream import MSG_ID_HEADER, PubAck
 from modelhub_common.metrics import ServiceMetrics
+from modelhub_common.settings import DatabaseSettings
 
 __all__ = [
     "NOTIFY_CHANNEL",
@@ -321,6 +322,19 @@ class OutboxRelay:
         self._log: dict[str, object] = {"relay": name}
         self._metrics = metrics
 
+    @classmethod
+    def for_service(
+        cls, settings: DatabaseSettings, js: JetStreamContext, *, name: str, metrics: ServiceMetrics | None = None
+    ) -> OutboxRelay:
+        """The relay of a service, with its settings' database and limits."""
+        return cls(
+            settings.database_url.get_secret_value(),
+            js,
+            name=name,
+            step_timeout=settings.outbox_step_timeout_seconds,
+            metrics=metrics,
+        )
+
     @property
     def name(self) -> str:
         return self._name
@@ -441,12 +455,10 @@ class OutboxRelay:
         with contextlib.suppress(OSError, psycopg.Error), socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
             sock.shutdown(socket.SHUT_RDWR)
         statement.cancel()
+        statement.add_done_callback(_retrieve)
         await asyncio.wait({statement}, timeout=self._step_timeout)
         if not statement.done():
             logger.error("outbox relay's stuck statement did not end; leaving it behind", extra=self._log)
-            statement.add_done_callback(_retrieve)
-        else:
-            _retrieve(statement)
 
     async def _try_lock(self, conn: Connection) -> bool:
         row = await (await self._sql(conn, "SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,))).fetchone()

@@ -127,13 +127,7 @@ async def open_runtime(
             if outbox:
                 if not isinstance(settings, DatabaseSettings):
                     raise TypeError("the outbox needs a service with a database")
-                runtime.relay = OutboxRelay(
-                    settings.database_url.get_secret_value(),
-                    js,
-                    name=service,
-                    step_timeout=settings.outbox_step_timeout_seconds,
-                    metrics=metrics,
-                )
+                runtime.relay = OutboxRelay.for_service(settings, js, name=service, metrics=metrics)
                 if metrics is not None and runtime.pool is not None:
                     watch_outbox(metrics, runtime.pool)
                 runtime.spawn("outbox-relay", runtime.relay.run(runtime.stop))

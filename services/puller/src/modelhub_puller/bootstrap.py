@@ -354,12 +354,7 @@ async def _publish_outbox(settings: PullerSettings) -> None:
     try:
         for spec in streams(settings.stream_replicas):
             await jetstream.ensure_stream(nc.jetstream(), spec)
-        relay = OutboxRelay(
-            settings.database_url.get_secret_value(),
-            nc.jetstream(),
-            name=SERVICE,
-            step_timeout=settings.outbox_step_timeout_seconds,
-        )
+        relay = OutboxRelay.for_service(settings, nc.jetstream(), name=SERVICE)
         published = await relay.publish_pending()
         logger.info("outbox flushed", extra={"published": published})
     except ModelhubError as exc:
