@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from modelhub_common.openapi_links import SCHEMAS_KEY
+from modelhub_common.openapi_links import hoist_body_schemas
 
 __all__ = ["ERROR_SCHEMA", "document_errors"]
 
@@ -89,10 +89,6 @@ def _error_response(status: int) -> dict[str, Any]:
 def add_error_responses(schema: dict[str, Any], *, prefix: str = "/api/") -> dict[str, Any]:
     """Adds the error responses to every operation under ``prefix`` of an OpenAPI document (in place)."""
     schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
-    for item in schema.get("paths", {}).values():
-        for operation in item.values():
-            if isinstance(operation, dict):
-                schema["components"]["schemas"].update(operation.pop(SCHEMAS_KEY, {}))
     for path, item in schema.get("paths", {}).items():
         if not path.startswith(prefix):
             continue
@@ -123,7 +119,7 @@ def document_errors(app: FastAPI, *, prefix: str = "/api/") -> None:
                 routes=app.routes,
                 servers=app.servers,
             )
-            app.openapi_schema = add_error_responses(schema, prefix=prefix)
+            app.openapi_schema = add_error_responses(hoist_body_schemas(schema), prefix=prefix)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

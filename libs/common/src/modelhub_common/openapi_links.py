@@ -8,11 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["SCHEMAS_KEY", "json_body", "links_to"]
+__all__ = ["hoist_body_schemas", "json_body", "links_to"]
 
-SCHEMAS_KEY = "x-modelhub-schemas"
-"""Where :func:`json_body` leaves the schemas its body refers to; the error documentation
-(:func:`modelhub_common.openapi_errors.add_error_responses`) moves them to ``components/schemas``."""
+# Where json_body leaves the schemas its body refers to, until hoist_body_schemas moves them.
+_SCHEMAS_KEY = "x-modelhub-schemas"
 
 
 def _pointer(path: str, method: str) -> str:
@@ -39,5 +38,16 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
     definitions = schema.pop("$defs", {})
     return {
         "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
-        SCHEMAS_KEY: definitions,
+        _SCHEMAS_KEY: definitions,
     }
+
+
+def hoist_body_schemas(schema: dict[str, Any]) -> dict[str, Any]:
+    """Moves the schemas :func:`json_body` bodies refer to into the document's ``components/schemas`` (in
+    place; ``document_errors`` calls it on every service's document)."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            if isinstance(operation, dict):
+                components.update(operation.pop(_SCHEMAS_KEY, {}))
+    return schema
