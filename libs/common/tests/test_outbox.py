@@ -137,6 +137,28 @@ async def unpublished(url: str) -> list[int]:
         return [row[0] for row in await cursor.fetchall()]
 
 
+def all_published(url: str) -> Callable[[], Awaitable[bool]]:
+    """A check for :func:`eventually`: no row of the outbox is left unpublished."""
+
+    async def check() -> bool:
+        return await unpublished(url) == []
+
+    return check
+
+
+@contextlib.asynccontextmanager
+async def running(relay: OutboxRelay) -> AsyncIterator[None]:
+    """The relay's run loop in the background for the block; stopped on the way out, within
+    ``WAIT_SECONDS`` (a relay that never stops fails the test instead of hanging it)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, WAIT_SECONDS)
+
+
 def new_relay(url: str, js: JetStreamContext, name: str = "svc", **options: Any) -> OutboxRelay:
     """A relay with short intervals, so retries and take-overs happen quickly in tests."""
     defaults: dict[str, Any] = {"poll_interval": 0.2, "retry_interval": 0.2, "publish_timeout": 2.0}
@@ -390,21 +412,12 @@ async def test_a_run_already_in_the_stream_comes_back_as_duplicates(db: str, js:
 async def test_notify_wakes_an_idle_relay(db: str, js: JetStreamContext, area: Area) -> None:
     # With an hour-long poll interval, only the NOTIFY sent on commit can make the relay publish.
     relay = new_relay(db, js, poll_interval=3600.0)
-    stop = asyncio.Event()
-    running = asyncio.create_task(relay.run(stop))
-    try:
+    async with running(relay):
         await eventually(lambda: _true(relay.active), "the relay to become active")
         await asyncio.sleep(0.2)  # let it reach its idle wait; the outcome does not depend on this
         ids = await add_events(db, area.subject(), range(1, 4))
-
-        async def all_published() -> bool:
-            return await unpublished(db) == []
-
-        await eventually(all_published, "the relay to publish the new rows")
+        await eventually(all_published(db), "the relay to publish the new rows")
         assert await stream_messages(js, area.stream) == [(mid(db, i), n) for i, n in zip(ids, (1, 2, 3), strict=True)]
-    finally:
-        stop.set()
-        await running
 
 
 async def test_two_relays_publish_each_row_once_in_order_and_take_over(
@@ -416,11 +429,7 @@ async def test_two_relays_publish_each_row_once_in_order_and_take_over(
     try:
         await eventually(lambda: _true(first.active or second.active), "one relay to become active")
         ids = await add_events(db, area.subject(), range(1, 41))
-
-        async def all_published() -> bool:
-            return await unpublished(db) == []
-
-        await eventually(all_published, "the first 40 rows to be published")
+        await eventually(all_published(db), "the first 40 rows to be published")
         leader, standby = (first, second) if first.active else (second, first)
         assert not standby.active
         assert (leader.stats.published, standby.stats.published) == (40, 0)
@@ -429,7 +438,7 @@ async def test_two_relays_publish_each_row_once_in_order_and_take_over(
         stops[leader].set()
         await tasks[leader]
         ids += await add_events(db, area.subject(), range(41, 61))
-        await eventually(all_published, "the standby to take over and publish the rest")
+        await eventually(all_published(db), "the standby to take over and publish the rest")
 
         assert standby.active
         assert (leader.stats.published, standby.stats.published) == (40, 20)
@@ -456,30 +465,23 @@ async def test_relay_catches_up_after_a_nats_outage(db: str, tmp_path: Path) -> 
         subject = "modelhub.outage.v1.deleted"
         await ensure_stream(js, StreamSpec(name="OUTAGE", subjects=("modelhub.outage.v1.>",)))
         relay = new_relay(db, js, publish_timeout=0.5)
-        stop = asyncio.Event()
-        running = asyncio.create_task(relay.run(stop))
-
-        async def all_published() -> bool:
-            return await unpublished(db) == []
-
         try:
-            ids = await add_events(db, subject, range(1, 6))
-            await eventually(all_published, "the first rows to be published")
+            async with running(relay):
+                ids = await add_events(db, subject, range(1, 6))
+                await eventually(all_published(db), "the first rows to be published")
 
-            before.stop()
-            ids += await add_events(db, subject, range(6, 16))
-            await eventually(lambda: _true(relay.stats.failures > 0), "a publish to fail while NATS is down")
-            assert len(await unpublished(db)) > 0
+                before.stop()
+                ids += await add_events(db, subject, range(6, 16))
+                await eventually(lambda: _true(relay.stats.failures > 0), "a publish to fail while NATS is down")
+                assert len(await unpublished(db)) > 0
 
-            after.start()
-            await eventually(all_published, "the relay to catch up after NATS is back")
+                after.start()
+                await eventually(all_published(db), "the relay to catch up after NATS is back")
 
-            expected = [(mid(db, i), n) for i, n in zip(ids, range(1, 16), strict=True)]
-            assert await stream_messages(js, "OUTAGE") == expected
-            assert relay.stats.published + relay.stats.duplicates >= 15
+                expected = [(mid(db, i), n) for i, n in zip(ids, range(1, 16), strict=True)]
+                assert await stream_messages(js, "OUTAGE") == expected
+                assert relay.stats.published + relay.stats.duplicates >= 15
         finally:
-            stop.set()
-            await running
             await drain(client)
     finally:
         before.stop()
@@ -488,15 +490,9 @@ async def test_relay_catches_up_after_a_nats_outage(db: str, tmp_path: Path) -> 
 
 async def test_relay_reconnects_when_its_database_session_is_killed(db: str, js: JetStreamContext, area: Area) -> None:
     relay = new_relay(db, js)
-    stop = asyncio.Event()
-    running = asyncio.create_task(relay.run(stop))
-
-    async def all_published() -> bool:
-        return await unpublished(db) == []
-
-    try:
+    async with running(relay):
         ids = await add_events(db, area.subject(), range(1, 3))
-        await eventually(all_published, "the first rows to be published")
+        await eventually(all_published(db), "the first rows to be published")
         async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
             cursor = await conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -505,13 +501,10 @@ async def test_relay_reconnects_when_its_database_session_is_killed(db: str, js:
             assert await cursor.fetchall() == [(True,)]
 
         ids += await add_events(db, area.subject(), range(3, 6))
-        await eventually(all_published, "the relay to reconnect and publish the rest")
+        await eventually(all_published(db), "the relay to reconnect and publish the rest")
 
         expected = [(mid(db, i), n) for i, n in zip(ids, range(1, 6), strict=True)]
         assert await stream_messages(js, area.stream) == expected
-    finally:
-        stop.set()
-        await running
 
 
 class FreezingProxy:
@@ -579,26 +572,17 @@ async def test_a_silent_database_session_is_dropped_and_its_lock_released(
     proxy = FreezingProxy(db)
     async with proxy as proxied:
         relay = new_relay(proxied, js, step_timeout=1.0)
-        stop = asyncio.Event()
-        running = asyncio.create_task(relay.run(stop))
-
-        async def all_published() -> bool:
-            return await unpublished(db) == []
-
-        try:
+        async with running(relay):
             ids = await add_events(db, area.subject(), range(1, 3))
-            await eventually(all_published, "the first rows to be published")
+            await eventually(all_published(db), "the first rows to be published")
             proxy.freeze()
             ids += await add_events(db, area.subject(), range(3, 6))
-            await eventually(all_published, "the relay to drop its silent session and publish the rest")
+            await eventually(all_published(db), "the relay to drop its silent session and publish the rest")
 
             expected = [(mid(db, i), n) for i, n in zip(ids, range(1, 6), strict=True)]
             assert await stream_messages(js, area.stream) == expected
             assert relay.active and relay.stats.dropped == 1
             assert await relay_sessions(db) == 1  # the silent session's server process was ended
-        finally:
-            stop.set()
-            await asyncio.wait_for(running, WAIT_SECONDS)  # a relay stuck on the silent session never stops
 
 
 async def test_purge_deletes_only_published_rows_past_retention(db: str, js: JetStreamContext, area: Area) -> None:
